@@ -1,0 +1,168 @@
+#include "backend.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "ggml.h"
+
+namespace {
+
+std::mutex        g_mutex;
+bool              g_done = false;
+xglm_backend_info g_info;
+std::string       g_error;
+
+// ggml logs to stderr by default; a library should be quiet unless asked (XGLM_LOG=1).
+void log_callback(enum ggml_log_level level, const char * text, void * /*user_data*/) {
+    static const bool verbose = std::getenv("XGLM_LOG") != nullptr;
+    if (verbose || level == GGML_LOG_LEVEL_ERROR) {
+        std::fputs(text, stderr);
+    }
+}
+
+#ifdef XGLM_BACKEND_DL
+// The folder that holds this .node file (where the variant libraries are).
+std::string addon_dir() {
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void *>(&addon_dir), &info) == 0 || info.dli_fname == nullptr) {
+        return ".";
+    }
+    std::string path = info.dli_fname;
+    const size_t slash = path.rfind('/');
+    return slash == std::string::npos ? std::string(".") : path.substr(0, slash);
+}
+
+std::vector<std::string> list_variants(const std::string & dir) {
+    static const char prefix[] = "libggml-cpu-";
+    static const char suffix[] = ".so";
+    std::vector<std::string> names;
+    if (DIR * d = opendir(dir.c_str())) {
+        while (const dirent * e = readdir(d)) {
+            std::string f = e->d_name;
+            if (f.size() > sizeof(prefix) + sizeof(suffix) - 2 && f.compare(0, sizeof(prefix) - 1, prefix) == 0 &&
+                f.compare(f.size() - (sizeof(suffix) - 1), sizeof(suffix) - 1, suffix) == 0) {
+                names.push_back(f.substr(sizeof(prefix) - 1, f.size() - sizeof(prefix) - sizeof(suffix) + 2));
+            }
+        }
+        closedir(d);
+    }
+    return names;
+}
+
+// ggml's own score for a variant library on this CPU: 0 = cannot run here.
+int variant_score(const std::string & path) {
+    void * handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) {
+        return 0;
+    }
+    using score_fn = int (*)();
+    auto score     = reinterpret_cast<score_fn>(dlsym(handle, "ggml_backend_score"));
+    const int s    = score != nullptr ? score() : 0;
+    dlclose(handle);
+    return s;
+}
+
+bool load_cpu_variant() {
+    const std::string dir = addon_dir();
+    g_info.available      = list_variants(dir);
+    if (g_info.available.empty()) {
+        g_error = "no ggml CPU library (libggml-cpu-*.so) beside the addon in " + dir +
+                  "; reinstall the package or rebuild it with 'npm run build:native'";
+        return false;
+    }
+    std::string chosen;
+    if (const char * forced = std::getenv("XGLM_CPU_VARIANT"); forced != nullptr && forced[0] != '\0') {
+        chosen = forced;
+        bool known = false;
+        for (const auto & n : g_info.available) {
+            known = known || n == chosen;
+        }
+        if (!known || variant_score(dir + "/libggml-cpu-" + chosen + ".so") == 0) {
+            std::string list;
+            for (const auto & n : g_info.available) {
+                list += (list.empty() ? "" : ", ") + n;
+            }
+            g_error = "XGLM_CPU_VARIANT=" + chosen + " is not a variant this CPU can run (found: " + list +
+                      "); unset it or pick another";
+            return false;
+        }
+    } else {
+        int best = 0;
+        for (const auto & n : g_info.available) {
+            const int s = variant_score(dir + "/libggml-cpu-" + n + ".so");
+            if (s > best) {
+                best   = s;
+                chosen = n;
+            }
+        }
+        if (chosen.empty()) {
+            g_error = "none of the ggml CPU variants beside the addon runs on this CPU";
+            return false;
+        }
+    }
+    const std::string path = dir + "/libggml-cpu-" + chosen + ".so";
+    if (ggml_backend_load(path.c_str()) == nullptr) {
+        g_error = "could not load " + path + "; reinstall the package";
+        return false;
+    }
+    g_info.variant = chosen;
+    return true;
+}
+#endif
+
+void collect_features() {
+    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(xglm_cpu_device());
+    using features_fn      = ggml_backend_feature * (*) (ggml_backend_reg_t);
+    auto get = reinterpret_cast<features_fn>(ggml_backend_reg_get_proc_address(reg, "ggml_backend_get_features"));
+    if (get == nullptr) {
+        return;
+    }
+    for (const ggml_backend_feature * f = get(reg); f->name != nullptr; ++f) {
+        g_info.features.emplace_back(f->name);
+    }
+}
+
+}  // namespace
+
+const xglm_backend_info * xglm_backend_init(std::string * error) {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    // Node can unload and reload this addon (last worker exits); set the callback each time.
+    ggml_log_set(log_callback, nullptr);
+    if (!g_done) {
+        g_done = true;
+#ifdef XGLM_BACKEND_DL
+        g_info.dynamic = true;
+        const bool ok  = load_cpu_variant();
+#else
+        g_info.dynamic = false;
+        g_info.variant = "native";
+        const bool ok  = true;
+#endif
+        if (ok && xglm_cpu_device() == nullptr) {
+            g_error = "ggml has no CPU device";
+        } else if (ok) {
+            collect_features();
+        }
+    }
+    if (!g_error.empty()) {
+        if (error != nullptr) {
+            *error = g_error;
+        }
+        return nullptr;
+    }
+    return &g_info;
+}
+
+ggml_backend_dev_t xglm_cpu_device() {
+    return ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+}
+
+void * xglm_cpu_proc(const char * name) {
+    ggml_backend_dev_t dev = xglm_cpu_device();
+    return dev == nullptr ? nullptr : ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(dev), name);
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env node
+// Builds the addon from source: fetches ggml (pinned, checksummed) and runs the one CMake
+// build through cmake-js. Output: build/Release/xglm.node (+ ggml libraries in variant mode).
+//
+//   node scripts/build-native.js              native build for this CPU (dev, CI)
+//   node scripts/build-native.js --all-variants   every ggml CPU variant, picked at run time
+//   node scripts/build-native.js --sanitize   ASan/UBSan build (build/Release still)
+'use strict';
+
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+const args = process.argv.slice(2);
+const allVariants = args.includes('--all-variants') || process.env.XGLM_ALL_VARIANTS === '1';
+const sanitize = args.includes('--sanitize');
+
+function fail(message, hint) {
+  process.stderr.write(`build-native: error: ${message}\n  hint: ${hint}\n`);
+  process.exit(1);
+}
+
+function haveCommand(cmd) {
+  const r = spawnSync(cmd, ['--version'], { stdio: 'ignore' });
+  return !r.error;
+}
+
+if (!haveCommand('cmake')) fail('cmake was not found on PATH', 'install CMake ≥ 3.18 (Debian: apt-get install cmake) and run this again');
+if (!haveCommand('c++') && !haveCommand('g++')) fail('no C++ compiler on PATH', 'install a C++17 compiler (Debian: apt-get install g++) and run this again');
+
+const fetch = spawnSync(process.execPath, [path.join(__dirname, 'fetch-ggml.js')], { stdio: 'inherit' });
+if (fetch.status !== 0) process.exit(fetch.status || 1);
+
+let cmakeJs;
+try {
+  cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
+} catch {
+  fail('cmake-js is not installed', "run 'npm install' in the package folder first");
+}
+
+// One CMake build tree per configuration, so switching modes does not mix caches.
+const flavour = sanitize ? 'sanitize' : allVariants ? 'variants' : 'native';
+const buildDir = path.join(root, 'build', `cmake-${flavour}`);
+const outDir = path.join(root, 'build', 'Release');
+// Variant libraries of an earlier build must not sit beside a static addon (or the reverse).
+// (Only our files: node-gyp keeps its own bookkeeping in build/Release too.)
+fs.mkdirSync(outDir, { recursive: true });
+for (const name of fs.readdirSync(outDir)) {
+  if (name.endsWith('.node') || /\.so(\.|$)/.test(name)) fs.rmSync(path.join(outDir, name), { force: true });
+}
+
+const cmakeArgs = [
+  cmakeJs, 'build', '--directory', root, '--out', buildDir, '--config', 'Release',
+  '--parallel', String(Math.max(1, os.availableParallelism ? os.availableParallelism() : os.cpus().length)),
+  `--CDXGLM_OUTPUT_DIR=${outDir}`,
+  `--CDXGLM_ALL_VARIANTS=${allVariants ? 'ON' : 'OFF'}`,
+  `--CDXGLM_SANITIZE=${sanitize ? 'ON' : 'OFF'}`,
+  '--log-level', 'warn',
+];
+const r = spawnSync(process.execPath, cmakeArgs, { stdio: 'inherit', cwd: root });
+if (r.status !== 0) fail('the CMake build failed (see the compiler output above)', `fix the reported problem, then run 'npm run build:native' again`);
+if (!fs.existsSync(path.join(outDir, 'xglm.node'))) fail('the build finished but build/Release/xglm.node is missing', 'report this as a bug');
+process.stderr.write(`build-native: build/Release/xglm.node (${flavour})\n`);

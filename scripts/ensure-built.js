@@ -1,0 +1,42 @@
+#!/usr/bin/env node
+// `npm test`'s first step: build what is missing or stale, nothing more.
+// - the native addon, when there is neither a prebuild nor a local build, or a native
+//   source is newer than the local build (an incremental CMake build takes seconds);
+// - the TypeScript build in dist/ (the CLI and the package entry points run from it).
+'use strict';
+
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+const addon = path.join(root, 'build', 'Release', 'xglm.node');
+
+function mtime(file) {
+  try {
+    return fs.statSync(file).mtimeMs;
+  } catch {
+    return -1;
+  }
+}
+
+function newestSource() {
+  const files = [path.join(root, 'CMakeLists.txt')];
+  for (const name of fs.readdirSync(path.join(root, 'native'))) files.push(path.join(root, 'native', name));
+  return Math.max(...files.map(mtime));
+}
+
+function run(script, args = []) {
+  const r = spawnSync(process.execPath, [path.join(__dirname, script), ...args], { stdio: 'inherit', cwd: root });
+  if (r.status !== 0) process.exit(r.status || 1);
+}
+
+const prebuildDir = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+const havePrebuild = fs.existsSync(prebuildDir) && fs.readdirSync(prebuildDir).some((n) => n.endsWith('.node'));
+const localTime = mtime(addon);
+if ((localTime < 0 && !havePrebuild) || (localTime >= 0 && newestSource() > localTime)) run('build-native.js');
+
+const tsc = require.resolve('typescript/bin/tsc', { paths: [root] });
+const r = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { stdio: 'inherit', cwd: root });
+if (r.status !== 0) process.exit(r.status || 1);
+run('write-esm-entry.js');

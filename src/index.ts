@@ -1,0 +1,9 @@
+export { XglmError } from './errors.js';
+export type { XglmErrorCode } from './errors.js';
+export type { BackendInfo } from './native.js';
+import { native, type BackendInfo } from './native.js';
+
+/** Which ggml CPU code this process runs (loads the native addon). */
+export function backendInfo(): BackendInfo {
+  return native().backendInfo();
+}
