@@ -1,0 +1,15 @@
+export { parseSentencePieceModel, SpmModelType, SpmPieceType } from './spm-model.js';
+export type { SentencePieceModel, SpmNormalizerSpec, SpmPiece, SpmTrainerSpec } from './spm-model.js';
+export {
+  GgufTokenType,
+  madeupWord,
+  spmIdToXglmId,
+  xglmVocabularyFromSentencePiece,
+  XGLM_BOS_ID,
+  XGLM_EOS_ID,
+  XGLM_FAIRSEQ_OFFSET,
+  XGLM_MADEUP_WORD_COUNT,
+  XGLM_PAD_ID,
+  XGLM_UNK_ID,
+} from './xglm-vocab.js';
+export type { XglmVocabulary } from './xglm-vocab.js';
