@@ -1,0 +1,26 @@
+/** The command table: each command's flags (specs.ts) and the function that runs it. */
+import { XglmError } from '../errors.js';
+import type { Command } from './main.js';
+import { specs } from './specs.js';
+
+function pending(name: keyof typeof specs): Command {
+  return {
+    spec: specs[name],
+    run: async () => {
+      throw new XglmError('ERR_XGLM_UNSUPPORTED', `'xglm ${name}' is not available in this build yet`);
+    },
+  };
+}
+
+export const commands: Command[] = [
+  pending('generate'),
+  pending('tokenize'),
+  pending('logprobs'),
+  pending('score'),
+  pending('perplexity'),
+  pending('convert'),
+  pending('quantize'),
+  pending('pull'),
+  pending('info'),
+  pending('bench'),
+];
