@@ -15,6 +15,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     }
     init_backend_info(env, exports);
     init_quantize(env, exports);
+    init_machine(env, exports);
     return exports;
 }
 
