@@ -13,3 +13,9 @@ export {
   XGLM_UNK_ID,
 } from './xglm-vocab.js';
 export type { XglmVocabulary } from './xglm-vocab.js';
+export { Tokenizer } from './tokenizer.js';
+export type { EncodeOptions, TokenizedText, TokenizerSpecialIds, TokenizerVocabulary } from './tokenizer.js';
+export { StreamDecoder } from './stream-decoder.js';
+export type { DecodeOptions } from './stream-decoder.js';
+export { vocabularyFromGgufMetadata, vocabularyFromSentencePiece, vocabularyFromTokenizerJson } from './loaders.js';
+export type { LoadedVocabulary } from './loaders.js';
