@@ -1,0 +1,98 @@
+/**
+ * Where pulled checkpoints live, and the names we accept before they touch the disk.
+ *
+ * Layout under the cache root (default `$XDG_CACHE_HOME/xglm-node`, else `~/.cache/xglm-node`):
+ *
+ * ```
+ * hub/<owner>/<name>/<commit>/config.json, model.safetensors, …   one folder per commit
+ * hub/<owner>/<name>/<commit>/model.safetensors.incomplete        a download in progress
+ * hub/<owner>/<name>/<commit>/.xglm-pull.json                     written once every file is verified
+ * hub/<owner>/<name>/refs/<revision>                              the commit a branch or tag pointed at
+ * ```
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { XglmError } from '../errors.js';
+
+/** Name of the manifest written into a snapshot folder once all its files are verified. */
+export const MANIFEST_NAME = '.xglm-pull.json';
+/** Suffix of a partial download; it is resumed with an HTTP Range request. */
+export const INCOMPLETE_SUFFIX = '.incomplete';
+
+const MAX_REPO_ID_LENGTH = 96;
+// The hub's own rule: letters, digits, '-', '_', '.'; no leading or trailing '-' or '.'; no '--' or '..'.
+const REPO_PART = /^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$/;
+const COMMIT_SHA = /^[0-9a-f]{40}$/;
+
+/** The cache root: the `cacheDir` option, else `XGLM_CACHE_DIR`, else the XDG cache folder + `/xglm-node`. */
+export function resolveCacheRoot(cacheDir?: string, env: NodeJS.ProcessEnv = process.env): string {
+  if (cacheDir) return path.resolve(cacheDir);
+  if (env.XGLM_CACHE_DIR) return path.resolve(env.XGLM_CACHE_DIR);
+  // The XDG spec says a relative XDG_CACHE_HOME is invalid and must be ignored.
+  const xdg = env.XDG_CACHE_HOME && path.isAbsolute(env.XDG_CACHE_HOME) ? env.XDG_CACHE_HOME : path.join(os.homedir(), '.cache');
+  return path.join(xdg, 'xglm-node');
+}
+
+export function isCommitSha(revision: string): boolean {
+  return COMMIT_SHA.test(revision);
+}
+
+/** Throws unless `repo` is `owner/name` (or a bare `name`) as the hub spells repo ids. */
+export function assertRepoId(repo: string): void {
+  const parts = typeof repo === 'string' ? repo.split('/') : [];
+  const ok =
+    parts.length >= 1 &&
+    parts.length <= 2 &&
+    repo.length <= MAX_REPO_ID_LENGTH &&
+    parts.every((part) => REPO_PART.test(part) && !part.includes('--') && !part.includes('..'));
+  if (!ok) {
+    throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', `invalid HuggingFace repo id ${JSON.stringify(repo)}`, {
+      hint: 'use the form owner/name, e.g. facebook/xglm-564M',
+    });
+  }
+}
+
+/** Throws unless `revision` is a branch, tag or commit name that cannot escape the refs folder. */
+export function assertRevision(revision: string): void {
+  const ok =
+    typeof revision === 'string' &&
+    revision.length > 0 &&
+    revision.length <= 256 &&
+    !revision.split('/').some((part) => part === '' || part === '.' || part === '..') &&
+    !/[\0\\]/.test(revision);
+  if (!ok) {
+    throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', `invalid revision ${JSON.stringify(revision)}`, {
+      hint: 'give a branch, a tag or a 40-character commit sha (default: main)',
+    });
+  }
+}
+
+/**
+ * Throws unless a file name listed by the hub is a plain relative POSIX path: it becomes a path
+ * on disk, so `..`, absolute paths and backslashes are refused.
+ */
+export function assertSafeRepoFile(name: string): void {
+  const ok =
+    typeof name === 'string' &&
+    name.length > 0 &&
+    name.length <= 1024 &&
+    !name.startsWith('/') &&
+    !/[\0\\]/.test(name) &&
+    !name.split('/').some((part) => part === '' || part === '.' || part === '..') &&
+    !name.endsWith(INCOMPLETE_SUFFIX) &&
+    name !== MANIFEST_NAME;
+  if (!ok) throw new XglmError('ERR_XGLM_HUB', `the hub listed an unsafe file name ${JSON.stringify(name)}`);
+}
+
+export function repoCacheDir(cacheRoot: string, repo: string): string {
+  return path.join(cacheRoot, 'hub', ...repo.split('/'));
+}
+
+export function snapshotDir(cacheRoot: string, repo: string, commit: string): string {
+  return path.join(repoCacheDir(cacheRoot, repo), commit);
+}
+
+/** One file per revision; `refs/pr/1` is stored flat as `refs%2Fpr%2F1`. */
+export function refFile(cacheRoot: string, repo: string, revision: string): string {
+  return path.join(repoCacheDir(cacheRoot, repo), 'refs', encodeURIComponent(revision));
+}

@@ -1,0 +1,339 @@
+import test from 'ava';
+import type { ExecutionContext } from 'ava';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { XglmError } from '../src/errors.js';
+import { HubError, pull, pullFiles, type PullFilesOptions, type PullProgress } from '../src/hub/index.js';
+import { startFakeHub, type FakeHub, type FakeHubFaults, type FakeRepo } from './helpers/fake-hub.js';
+
+const FIXTURE = path.join(__dirname, 'fixtures', 'tiny-a');
+const FIXTURE_FILES = [
+  'config.json',
+  'model.safetensors',
+  'pytorch_model.bin',
+  'sentencepiece.bpe.model',
+  'special_tokens_map.json',
+  'tokenizer_config.json',
+];
+/** What conversion needs from tiny-a: safetensors is preferred over pytorch_model.bin. */
+const WANTED = ['config.json', 'sentencepiece.bpe.model', 'tokenizer_config.json', 'special_tokens_map.json', 'model.safetensors'];
+const REPO = 'test-org/tiny-a';
+
+const fixtureBytes = (name: string) => fs.readFileSync(path.join(FIXTURE, name));
+const sha256 = (bytes: Buffer) => crypto.createHash('sha256').update(bytes).digest('hex');
+
+async function setup(
+  t: ExecutionContext,
+  faults: FakeHubFaults = {},
+  repos: Record<string, FakeRepo> = { [REPO]: { dir: FIXTURE, files: FIXTURE_FILES } },
+): Promise<{ hub: FakeHub; cacheDir: string; options: PullFilesOptions }> {
+  const hub = await startFakeHub(repos, faults);
+  const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-hub-test-'));
+  t.teardown(async () => {
+    await hub.close();
+    fs.rmSync(cacheDir, { recursive: true, force: true });
+  });
+  return { hub, cacheDir, options: { endpoint: hub.endpoint, cacheDir, retryDelayMs: 1, timeoutMs: 10_000 } };
+}
+
+function assertSameAsFixture(t: ExecutionContext, dir: string, names: string[]): void {
+  for (const name of names) {
+    t.true(fixtureBytes(name).equals(fs.readFileSync(path.join(dir, name))), `${name} differs from the fixture`);
+  }
+}
+
+async function hubError(t: ExecutionContext, promise: Promise<unknown>): Promise<HubError> {
+  const err = await t.throwsAsync(promise, { instanceOf: HubError });
+  t.is(err!.code, 'ERR_XGLM_HUB');
+  return err!;
+}
+
+test('pullFiles downloads config, tokenizer and safetensors byte-identical into <cache>/hub/<repo>/<commit>', async (t) => {
+  const { hub, cacheDir, options } = await setup(t);
+  const result = await pullFiles(REPO, options);
+  const commit = hub.commitOf(REPO);
+  t.is(result.commit, commit);
+  t.is(result.dir, path.join(cacheDir, 'hub', 'test-org', 'tiny-a', commit));
+  t.deepEqual(result.files.map((f) => f.name).sort(), [...WANTED].sort());
+  assertSameAsFixture(t, result.dir, WANTED);
+  t.false(fs.existsSync(path.join(result.dir, 'pytorch_model.bin')), 'pytorch_model.bin is not needed next to safetensors');
+  const weights = result.files.find((f) => f.name === 'model.safetensors')!;
+  t.is(weights.sha256, sha256(fixtureBytes('model.safetensors')));
+  t.is(weights.size, fixtureBytes('model.safetensors').length);
+  t.false(weights.cached);
+  t.deepEqual(fs.readdirSync(result.dir).filter((n) => n.endsWith('.incomplete')), []);
+  // LFS files came from the CDN origin after a redirect; small files from the hub itself.
+  const cdnFiles = hub.requests.filter((r) => r.server === 'cdn').map((r) => r.file);
+  t.deepEqual(cdnFiles.sort(), ['model.safetensors', 'sentencepiece.bpe.model']);
+});
+
+test('pytorch_model.bin is pulled when the repo has no safetensors', async (t) => {
+  const files = FIXTURE_FILES.filter((f) => f !== 'model.safetensors');
+  const { options } = await setup(t, {}, { [REPO]: { dir: FIXTURE, files } });
+  const result = await pullFiles(REPO, options);
+  t.true(result.files.some((f) => f.name === 'pytorch_model.bin'));
+  assertSameAsFixture(t, result.dir, ['pytorch_model.bin', 'config.json', 'sentencepiece.bpe.model']);
+});
+
+test('a dropped connection resumes with a Range request from the byte where it stopped', async (t) => {
+  const size = fixtureBytes('model.safetensors').length;
+  const dropAt = 300_001;
+  t.true(dropAt < size);
+  const { hub, options } = await setup(t, { dropOnce: { file: 'model.safetensors', afterBytes: dropAt } });
+  const retries: PullProgress[] = [];
+  const result = await pullFiles(REPO, { ...options, onProgress: (p) => p.phase === 'retry' && retries.push(p) });
+  assertSameAsFixture(t, result.dir, ['model.safetensors']);
+
+  const bodies = hub.requests.filter((r) => r.server === 'cdn' && r.file === 'model.safetensors');
+  t.is(bodies.length, 2);
+  t.is(bodies[0]!.range, undefined);
+  t.is(bodies[0]!.cutAt, dropAt);
+  t.is(bodies[1]!.range, `bytes=${dropAt}-`);
+  t.is(bodies[1]!.status, 206);
+  t.is(retries.length, 1);
+  t.is(retries[0]!.bytesDone, dropAt);
+});
+
+test('a server that ignores Range after a drop still yields the exact file', async (t) => {
+  const { hub, options } = await setup(t, { dropOnce: { file: 'model.safetensors', afterBytes: 65_536 }, ignoreRange: true });
+  const result = await pullFiles(REPO, options);
+  assertSameAsFixture(t, result.dir, ['model.safetensors']);
+  const bodies = hub.requests.filter((r) => r.server === 'cdn' && r.file === 'model.safetensors');
+  t.deepEqual(
+    bodies.map((r) => [r.range, r.status]),
+    [
+      [undefined, 200],
+      ['bytes=65536-', 200],
+    ],
+  );
+});
+
+test('a second pull is served from the cache: the hub sees no file requests', async (t) => {
+  const { hub, options } = await setup(t);
+  const first = await pullFiles(REPO, options);
+  const fileRequests = hub.fileRequests().length;
+  t.true(fileRequests >= WANTED.length);
+
+  const cachedEvents: string[] = [];
+  const second = await pullFiles(REPO, { ...options, onProgress: (p) => p.phase === 'cached' && cachedEvents.push(p.file) });
+  t.is(hub.fileRequests().length, fileRequests);
+  t.is(second.dir, first.dir);
+  t.true(second.files.every((f) => f.cached));
+  t.deepEqual(cachedEvents.sort(), [...WANTED].sort());
+
+  // A pinned commit, or offline mode, needs no hub at all once the snapshot is complete.
+  await hub.close();
+  const pinned = await pullFiles(REPO, { ...options, revision: first.commit });
+  t.true(pinned.fromCache);
+  const offline = await pullFiles(REPO, { ...options, offline: true });
+  t.true(offline.fromCache);
+  t.is(offline.commit, first.commit);
+  assertSameAsFixture(t, offline.dir, WANTED);
+});
+
+test('an unreachable hub falls back to a complete cached snapshot of the same revision', async (t) => {
+  const { hub, options } = await setup(t);
+  await pullFiles(REPO, options);
+  await hub.close();
+  const result = await pullFiles(REPO, { ...options, retries: 0 });
+  t.true(result.fromCache);
+  assertSameAsFixture(t, result.dir, WANTED);
+  // Never pulled: the same failure is an error that says the hub cannot be reached.
+  const err = await hubError(t, pullFiles('test-org/other', { ...options, retries: 0 }));
+  t.is(err.status, undefined);
+  t.regex(err.message, /cannot reach the hub/);
+});
+
+test('an unknown repo is a 404 ERR_XGLM_HUB with a hint to check the name', async (t) => {
+  const { hub, options } = await setup(t);
+  const err = await hubError(t, pullFiles('test-org/no-such-model', options));
+  t.is(err.status, 404);
+  t.regex(err.hint ?? '', /check the repo name/);
+  t.is(hub.fileRequests().length, 0);
+});
+
+test('an unknown revision is a 404 with a hint about the revision', async (t) => {
+  const { options } = await setup(t);
+  const err = await hubError(t, pullFiles(REPO, { ...options, revision: 'v9' }));
+  t.is(err.status, 404);
+  t.regex(err.hint ?? '', /revision "v9"/);
+});
+
+test('a private repo: 401 without a token (hint: HF_TOKEN), downloads with it, token never sent to the CDN', async (t) => {
+  const token = 'hf_test_0123456789';
+  const { hub, options } = await setup(t, {}, { [REPO]: { dir: FIXTURE, files: FIXTURE_FILES, token } });
+  const denied = await hubError(t, pullFiles(REPO, options));
+  t.is(denied.status, 401);
+  t.regex(denied.hint ?? '', /set HF_TOKEN/);
+
+  const wrong = await hubError(t, pullFiles(REPO, { ...options, token: 'hf_wrong' }));
+  t.is(wrong.status, 401);
+  t.regex(wrong.hint ?? '', /has no access/);
+
+  const result = await pullFiles(REPO, { ...options, token });
+  assertSameAsFixture(t, result.dir, WANTED);
+  const hubFiles = hub.requests.filter((r) => r.server === 'hub' && r.status < 400);
+  t.true(hubFiles.length > 0);
+  t.true(hubFiles.every((r) => r.authorization === `Bearer ${token}`));
+  const cdn = hub.requests.filter((r) => r.server === 'cdn');
+  t.true(cdn.length > 0);
+  t.true(cdn.every((r) => r.authorization === undefined));
+});
+
+test.serial('HF_ENDPOINT and HF_TOKEN from the environment are used when no option is given', async (t) => {
+  const token = 'hf_env_token';
+  const { hub, options } = await setup(t, {}, { [REPO]: { dir: FIXTURE, files: FIXTURE_FILES, token } });
+  const saved = { endpoint: process.env.HF_ENDPOINT, token: process.env.HF_TOKEN };
+  t.teardown(() => {
+    for (const [key, value] of [['HF_ENDPOINT', saved.endpoint], ['HF_TOKEN', saved.token]] as const) {
+      if (value === undefined) delete process.env[key];
+      else process.env[key] = value;
+    }
+  });
+  process.env.HF_ENDPOINT = `${hub.endpoint}/`;
+  process.env.HF_TOKEN = token;
+  const result = await pullFiles(REPO, { cacheDir: options.cacheDir, retryDelayMs: 1 });
+  assertSameAsFixture(t, result.dir, WANTED);
+  t.true(hub.requests.filter((r) => r.server === 'hub').every((r) => r.authorization === `Bearer ${token}`));
+});
+
+test('a corrupted LFS body fails with ERR_XGLM_CHECKSUM and leaves nothing behind; a clean retry succeeds', async (t) => {
+  const { hub, options } = await setup(t, { corrupt: { file: 'model.safetensors' } });
+  const err = await t.throwsAsync(pullFiles(REPO, options), { instanceOf: XglmError });
+  t.is(err!.code, 'ERR_XGLM_CHECKSUM');
+  t.regex(err!.message, new RegExp(sha256(fixtureBytes('model.safetensors'))));
+  const dir = path.join(options.cacheDir!, 'hub', 'test-org', 'tiny-a', hub.commitOf(REPO));
+  t.false(fs.existsSync(path.join(dir, 'model.safetensors')));
+  t.false(fs.existsSync(path.join(dir, 'model.safetensors.incomplete')));
+
+  delete hub.faults.corrupt;
+  const result = await pullFiles(REPO, options);
+  assertSameAsFixture(t, result.dir, WANTED);
+});
+
+test('abort via signal stops mid-file with ERR_XGLM_ABORTED; the next pull resumes the partial file', async (t) => {
+  const stallAt = 200_000;
+  const { hub, options } = await setup(t, { stall: { file: 'model.safetensors', afterBytes: stallAt } });
+  const controller = new AbortController();
+  const err = await t.throwsAsync(
+    pullFiles(REPO, {
+      ...options,
+      signal: controller.signal,
+      onProgress: (p) => {
+        if (p.file === 'model.safetensors' && p.bytesDone === stallAt) controller.abort();
+      },
+    }),
+    { instanceOf: XglmError },
+  );
+  t.is(err!.code, 'ERR_XGLM_ABORTED');
+  const partial = path.join(options.cacheDir!, 'hub', 'test-org', 'tiny-a', hub.commitOf(REPO), 'model.safetensors.incomplete');
+  t.is(fs.statSync(partial).size, stallAt);
+
+  delete hub.faults.stall;
+  const result = await pullFiles(REPO, options);
+  assertSameAsFixture(t, result.dir, ['model.safetensors']);
+  const last = hub.requests.filter((r) => r.server === 'cdn' && r.file === 'model.safetensors').at(-1)!;
+  t.is(last.range, `bytes=${stallAt}-`);
+});
+
+test('an already aborted signal rejects before any request', async (t) => {
+  const { hub, options } = await setup(t);
+  const controller = new AbortController();
+  controller.abort();
+  const err = await t.throwsAsync(pullFiles(REPO, { ...options, signal: controller.signal }), { instanceOf: XglmError });
+  t.is(err!.code, 'ERR_XGLM_ABORTED');
+  t.is(hub.requests.length, 0);
+});
+
+test('a 503 from the API is retried', async (t) => {
+  const { hub, options } = await setup(t, { failApi: { status: 503, count: 2 } });
+  const result = await pullFiles(REPO, options);
+  assertSameAsFixture(t, result.dir, WANTED);
+  const api = hub.requests.filter((r) => r.path.startsWith('/api/'));
+  t.deepEqual(
+    api.map((r) => r.status),
+    [503, 503, 200],
+  );
+});
+
+test('retries are bounded: a hub that keeps failing ends in ERR_XGLM_HUB with its status', async (t) => {
+  const { hub, options } = await setup(t, { failApi: { status: 503, count: 100 } });
+  const err = await hubError(t, pullFiles(REPO, { ...options, retries: 2 }));
+  t.is(err.status, 503);
+  t.is(hub.requests.length, 3);
+});
+
+test('progress reports bytes per file and over the whole pull', async (t) => {
+  const { options } = await setup(t);
+  const events: PullProgress[] = [];
+  await pullFiles(REPO, { ...options, onProgress: (p) => events.push({ ...p }) });
+  const total = WANTED.reduce((sum, name) => sum + fixtureBytes(name).length, 0);
+  t.true(events.every((e) => e.totalBytes === total && e.fileCount === WANTED.length));
+  for (const name of WANTED) {
+    const done = events.filter((e) => e.file === name && e.phase === 'done');
+    t.is(done.length, 1);
+    t.is(done[0]!.bytesDone, fixtureBytes(name).length);
+  }
+  const downloads = events.filter((e) => e.phase === 'download');
+  t.true(downloads.every((e, i) => i === 0 || e.totalBytesDone >= downloads[i - 1]!.totalBytesDone));
+  t.is(events.at(-1)!.totalBytesDone, total);
+});
+
+test('a repo that is not XGLM fails after config.json, before any weights are requested', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-hub-bert-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const config = JSON.parse(fixtureBytes('config.json').toString('utf8')) as Record<string, unknown>;
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, model_type: 'bert' }));
+  for (const name of ['sentencepiece.bpe.model', 'model.safetensors']) fs.copyFileSync(path.join(FIXTURE, name), path.join(dir, name));
+  const { hub, options } = await setup(t, {}, { 'test-org/bert': { dir } });
+  const err = await t.throwsAsync(pullFiles('test-org/bert', options), { instanceOf: XglmError });
+  t.is(err!.code, 'ERR_XGLM_UNSUPPORTED');
+  t.false(hub.fileRequests().some((r) => r.file === 'model.safetensors'));
+});
+
+test('invalid repo ids and revisions are refused before any request', async (t) => {
+  const { hub, options } = await setup(t);
+  for (const repo of ['../etc', 'a/b/c', '', 'org/na..me']) {
+    const err = await t.throwsAsync(pullFiles(repo, options), { instanceOf: XglmError });
+    t.is(err!.code, 'ERR_XGLM_INVALID_ARGUMENT');
+  }
+  const err = await t.throwsAsync(pullFiles(REPO, { ...options, revision: '../x' }), { instanceOf: XglmError });
+  t.is(err!.code, 'ERR_XGLM_INVALID_ARGUMENT');
+  t.is(hub.requests.length, 0);
+});
+
+test('pull with a type hands the snapshot folder to the converter and keeps the GGUF for the next pull', async (t) => {
+  const { options } = await setup(t);
+  const calls: { hfDir: string; outFile: string; type: string }[] = [];
+  const convert = async (hfDir: string, outFile: string, { type }: { type: string }) => {
+    calls.push({ hfDir, outFile, type });
+    // Stand-in for the converter's output, derived from what it was given.
+    fs.writeFileSync(outFile, fs.readFileSync(path.join(hfDir, 'config.json')));
+  };
+  const first = await pull(REPO, { ...options, type: 'Q4_K_M', convert });
+  t.is(calls.length, 1);
+  t.is(calls[0]!.hfDir, first.dir);
+  t.is(calls[0]!.type, 'q4_k_m');
+  t.true(first.converted);
+  t.is(first.gguf, path.join(options.cacheDir!, 'gguf', REPO, first.commit, 'tiny-a-q4_k_m.gguf'));
+  t.true(fixtureBytes('config.json').equals(fs.readFileSync(first.gguf!)));
+
+  const second = await pull(REPO, { ...options, type: 'q4_k_m', convert });
+  t.is(calls.length, 1);
+  t.false(second.converted);
+  t.is(second.gguf, first.gguf);
+});
+
+test('a failing converter leaves no GGUF behind', async (t) => {
+  const { options } = await setup(t);
+  const outFile = path.join(options.cacheDir!, 'out.gguf');
+  const convert = async (_hfDir: string, partial: string) => {
+    fs.writeFileSync(partial, 'half a file');
+    throw new XglmError('ERR_XGLM_CONVERT', 'boom');
+  };
+  const err = await t.throwsAsync(pull(REPO, { ...options, type: 'f16', outFile, convert }), { instanceOf: XglmError });
+  t.is(err!.code, 'ERR_XGLM_CONVERT');
+  t.deepEqual(fs.readdirSync(options.cacheDir!).filter((n) => n.startsWith('out.gguf')), []);
+});
