@@ -110,6 +110,19 @@ test('a server that ignores Range after a drop still yields the exact file', asy
   );
 });
 
+test('a connection that goes silent is timed out and resumed, as often as it keeps making progress', async (t) => {
+  const size = fixtureBytes('model.safetensors').length;
+  const step = 300_000;
+  // Every body of the file stalls after `step` bytes: four attempts, each resumed where the last stopped.
+  const { hub, options } = await setup(t, { stall: { file: 'model.safetensors', afterBytes: step } });
+  const result = await pullFiles(REPO, { ...options, timeoutMs: 300, retries: 1 });
+  assertSameAsFixture(t, result.dir, ['model.safetensors']);
+  const ranges = hub.requests.filter((r) => r.server === 'cdn' && r.file === 'model.safetensors').map((r) => r.range);
+  const expected: (string | undefined)[] = [undefined];
+  for (let offset = step; offset < size; offset += step) expected.push(`bytes=${offset}-`);
+  t.deepEqual(ranges, expected);
+});
+
 test('a second pull is served from the cache: the hub sees no file requests', async (t) => {
   const { hub, options } = await setup(t);
   const first = await pullFiles(REPO, options);

@@ -140,6 +140,14 @@ export async function statusError(client: HubClient, response: HubResponse, subj
     res.resume();
   }
   const what = subject.file ? `${subject.file} in ${subject.repo}@${subject.revision}` : `${subject.repo}@${subject.revision}`;
+  if (url.origin !== client.endpoint.origin) {
+    // The CDN an LFS file redirected to: its signed link may have expired; the hub's hints do not apply.
+    return new HubError(`the download server ${url.host} answered ${status} for ${what}${detail ? `: ${detail}` : ''}`, {
+      status,
+      url: url.href,
+      hint: 'run the command again; the partial file is kept and resumed',
+    });
+  }
   const message = `the hub answered ${status} for ${what}${detail ? `: ${detail}` : ''}`;
   return new HubError(message, { status, url: url.href, hint: hintFor(status, errorCode, subject, client.token !== undefined) });
 }
@@ -232,6 +240,8 @@ export function asHubError(err: unknown): unknown {
   if (err instanceof XglmError) return err;
   const { code, syscall, path } = (err ?? {}) as { code?: unknown; syscall?: unknown; path?: unknown };
   const message = err instanceof Error ? err.message : String(err);
+  // Not from the network or the disk (e.g. thrown by an onProgress callback): pass it on as it is.
+  if (typeof code !== 'string' && !isRetryable(err)) return err;
   if (typeof syscall === 'string' && FILE_SYSCALLS.has(syscall) && !(typeof code === 'string' && RETRYABLE_CODES.has(code))) {
     // A local file system failure (ENOSPC, EACCES …), not the network's.
     return new HubError(`cannot write the download${typeof path === 'string' ? ` to ${path}` : ''}: ${message}`, {
