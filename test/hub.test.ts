@@ -1,5 +1,6 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
+import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -157,6 +158,34 @@ test('an unreachable hub falls back to a complete cached snapshot of the same re
   const err = await hubError(t, pullFiles('test-org/other', { ...options, retries: 0 }));
   t.is(err.status, undefined);
   t.regex(err.message, /cannot reach the hub/);
+});
+
+test('two concurrent pulls into one cache download each file once and both get the whole snapshot', async (t) => {
+  const { hub, options } = await setup(t);
+  const [a, b] = await Promise.all([pullFiles(REPO, options), pullFiles(REPO, options)]);
+  t.is(a.dir, b.dir);
+  assertSameAsFixture(t, a.dir, WANTED);
+  const bodies = hub.requests.filter((r) => r.file !== undefined).map((r) => r.file!);
+  t.deepEqual(bodies.sort(), [...WANTED].sort());
+  t.deepEqual(fs.readdirSync(a.dir).filter((n) => n.endsWith('.lock')), []);
+});
+
+test('a lock held by a live process makes the pull wait; a dead owner\'s lock is taken over', async (t) => {
+  const { hub, options } = await setup(t);
+  const dir = path.join(options.cacheDir!, 'hub', 'test-org', 'tiny-a', hub.commitOf(REPO));
+  const lock = path.join(dir, 'model.safetensors.lock');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(lock, String(process.ppid)); // the test runner: alive for the whole test
+
+  const err = await t.throwsAsync(pullFiles(REPO, { ...options, signal: AbortSignal.timeout(500) }), { instanceOf: XglmError });
+  t.is(err!.code, 'ERR_XGLM_ABORTED');
+  t.false(hub.requests.some((r) => r.file === 'model.safetensors'));
+
+  const deadPid = spawnSync(process.execPath, ['-e', '0']).pid!;
+  fs.writeFileSync(lock, String(deadPid));
+  const result = await pullFiles(REPO, options);
+  assertSameAsFixture(t, result.dir, WANTED);
+  t.false(fs.existsSync(lock));
 });
 
 test('an unknown repo is a 404 ERR_XGLM_HUB with a hint to check the name', async (t) => {

@@ -7,7 +7,7 @@
  * and hashes are simply unknown and the download checks what the file answers instead.
  */
 import { HubError, hubGet, readBody, statusError, withRetries, type HubClient } from './http.js';
-import { assertSafeRepoFile } from './paths.js';
+import { isSafeRepoFile } from './paths.js';
 
 // facebook/xglm-7.5B lists a few dozen files; a reply this large is not a model listing.
 const MAX_API_REPLY_BYTES = 16 * 1024 * 1024;
@@ -74,8 +74,8 @@ function parseListing(body: string, repo: string, revision: string, url: string)
 function parseSibling(sibling: unknown): RemoteFile | undefined {
   if (!sibling || typeof sibling !== 'object') return undefined;
   const entry = sibling as { rfilename?: unknown; size?: unknown; blobId?: unknown; lfs?: unknown };
-  if (typeof entry.rfilename !== 'string') return undefined;
-  assertSafeRepoFile(entry.rfilename);
+  // A name that cannot be a path on disk is left out of the listing; nothing selects it then.
+  if (typeof entry.rfilename !== 'string' || !isSafeRepoFile(entry.rfilename)) return undefined;
   const lfs = entry.lfs && typeof entry.lfs === 'object' ? (entry.lfs as { sha256?: unknown; oid?: unknown; size?: unknown }) : undefined;
   const lfsHash = lfs ? (typeof lfs.sha256 === 'string' ? lfs.sha256 : lfs.oid) : undefined;
   const size = lfs && isSize(lfs.size) ? lfs.size : isSize(entry.size) ? entry.size : undefined;

@@ -21,6 +21,7 @@ import {
   type HubClient,
   type RequestSubject,
 } from './http.js';
+import { withFileLock } from './lock.js';
 import { INCOMPLETE_SUFFIX } from './paths.js';
 
 export type FilePhase = 'download' | 'retry' | 'verify' | 'done';
@@ -64,13 +65,26 @@ export async function downloadFile(
   target: DownloadTarget,
   onProgress: (progress: FileProgress) => void,
 ): Promise<DownloadedFile> {
+  const cached = await cachedFile(target);
+  if (cached) return cached;
+  await fs.promises.mkdir(path.dirname(target.dest), { recursive: true });
+  // Whoever held the lock may have just finished this very file.
+  return withFileLock(client, target.dest, async () => (await cachedFile(target)) ?? download(client, target, onProgress));
+}
+
+/** A file is only ever renamed into place after verification, so a matching size is enough. */
+async function cachedFile({ dest, file }: DownloadTarget): Promise<DownloadedFile | undefined> {
+  const size = await statSize(dest);
+  if (size === undefined || (file.size !== undefined && size !== file.size)) return undefined;
+  return { path: dest, size, sha256: file.sha256, cached: true };
+}
+
+async function download(
+  client: HubClient,
+  target: DownloadTarget,
+  onProgress: (progress: FileProgress) => void,
+): Promise<DownloadedFile> {
   const { dest, file } = target;
-  const cached = await statSize(dest);
-  // A file is only ever renamed into place after verification, so a matching size is enough.
-  if (cached !== undefined && (file.size === undefined || cached === file.size)) {
-    return { path: dest, size: cached, sha256: file.sha256, cached: true };
-  }
-  await fs.promises.mkdir(path.dirname(dest), { recursive: true });
   const partial = dest + INCOMPLETE_SUFFIX;
   const expected: Expected = { size: file.size, sha256: file.sha256 };
   for (let failures = 0; ; ) {

@@ -10,6 +10,7 @@
  * Environment: `HF_ENDPOINT` (default https://huggingface.co), `HF_TOKEN` (sent as a Bearer
  * token to the endpoint only), `XGLM_CACHE_DIR`, `HF_HUB_OFFLINE=1` (use the cache, no network).
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { XglmError } from '../errors.js';
@@ -329,7 +330,7 @@ async function readText(file: string): Promise<string | undefined> {
 
 async function writeAtomic(file: string, text: string): Promise<void> {
   await fs.promises.mkdir(path.dirname(file), { recursive: true });
-  const temp = `${file}.${process.pid}.tmp`;
+  const temp = `${file}.${process.pid}-${crypto.randomBytes(4).toString('hex')}.tmp`;
   await fs.promises.writeFile(temp, text);
   await fs.promises.rename(temp, file);
 }

@@ -6,6 +6,7 @@
  * ```
  * hub/<owner>/<name>/<commit>/config.json, model.safetensors, …   one folder per commit
  * hub/<owner>/<name>/<commit>/model.safetensors.incomplete        a download in progress
+ * hub/<owner>/<name>/<commit>/model.safetensors.lock              held (with its pid) by the process writing it
  * hub/<owner>/<name>/<commit>/.xglm-pull.json                     written once every file is verified
  * hub/<owner>/<name>/refs/<revision>                              the commit a branch or tag pointed at
  * ```
@@ -18,6 +19,8 @@ import { XglmError } from '../errors.js';
 export const MANIFEST_NAME = '.xglm-pull.json';
 /** Suffix of a partial download; it is resumed with an HTTP Range request. */
 export const INCOMPLETE_SUFFIX = '.incomplete';
+/** Suffix of the lock that keeps two pulls from writing the same file. */
+export const LOCK_SUFFIX = '.lock';
 
 const MAX_REPO_ID_LENGTH = 96;
 // The hub's own rule: letters, digits, '-', '_', '.'; no leading or trailing '-' or '.'; no '--' or '..'.
@@ -69,10 +72,14 @@ export function assertRevision(revision: string): void {
 
 /**
  * Throws unless a file name listed by the hub is a plain relative POSIX path: it becomes a path
- * on disk, so `..`, absolute paths and backslashes are refused.
+ * on disk, so `..`, absolute paths, backslashes and our own side-file names are refused.
  */
 export function assertSafeRepoFile(name: string): void {
-  const ok =
+  if (!isSafeRepoFile(name)) throw new XglmError('ERR_XGLM_HUB', `the hub listed an unsafe file name ${JSON.stringify(name)}`);
+}
+
+export function isSafeRepoFile(name: string): boolean {
+  return (
     typeof name === 'string' &&
     name.length > 0 &&
     name.length <= 1024 &&
@@ -80,8 +87,9 @@ export function assertSafeRepoFile(name: string): void {
     !/[\0\\]/.test(name) &&
     !name.split('/').some((part) => part === '' || part === '.' || part === '..') &&
     !name.endsWith(INCOMPLETE_SUFFIX) &&
-    name !== MANIFEST_NAME;
-  if (!ok) throw new XglmError('ERR_XGLM_HUB', `the hub listed an unsafe file name ${JSON.stringify(name)}`);
+    !name.endsWith(LOCK_SUFFIX) &&
+    name !== MANIFEST_NAME
+  );
 }
 
 export function repoCacheDir(cacheRoot: string, repo: string): string {
