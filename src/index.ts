@@ -7,3 +7,6 @@ import { native, type BackendInfo } from './native.js';
 export function backendInfo(): BackendInfo {
   return native().backendInfo();
 }
+
+export { pull, pullFiles, HubError } from './hub/index.js';
+export type { PullOptions, PullResult, PullFilesOptions, PullFilesResult, PullProgress, PulledFile } from './hub/index.js';

@@ -267,6 +267,9 @@ async function loadConverter(): Promise<ConvertFn> {
     const module = (await import(specifier)) as { convert?: unknown };
     if (typeof module.convert === 'function') return module.convert as ConvertFn;
   } catch (cause) {
+    // Only a missing module means "no converter"; a converter that fails to load says why itself.
+    const code = (cause as { code?: unknown } | null)?.code;
+    if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') throw cause;
     throw new XglmError('ERR_XGLM_UNSUPPORTED', 'the converter is not available in this build', {
       cause,
       hint: 'pull without --type, then run xglm convert on the downloaded folder',
