@@ -224,6 +224,29 @@ test('a private repo: 401 without a token (hint: HF_TOKEN), downloads with it, t
   t.true(cdn.every((r) => r.authorization === undefined));
 });
 
+test('a renamed repo: the hub\'s relative redirect is followed and keeps the token (same origin)', async (t) => {
+  const token = 'hf_renamed';
+  const { hub, options } = await setup(t, {}, { [REPO]: { dir: FIXTURE, files: FIXTURE_FILES, token, formerIds: ['old-org/tiny-a'] } });
+  const result = await pullFiles('old-org/tiny-a', { ...options, token });
+  t.is(result.commit, hub.commitOf(REPO));
+  assertSameAsFixture(t, result.dir, WANTED);
+  const redirects = hub.requests.filter((r) => r.status === 307);
+  t.true(redirects.length > 0);
+  t.true(hub.requests.filter((r) => r.server === 'hub').every((r) => r.authorization === `Bearer ${token}`));
+  t.true(hub.requests.filter((r) => r.server === 'cdn').every((r) => r.authorization === undefined));
+});
+
+test('without sizes in the listing (a bare mirror), the resolve headers give the sha256: corruption is still caught', async (t) => {
+  const { hub, options } = await setup(t, { listingWithoutBlobs: true, corrupt: { file: 'model.safetensors' } });
+  const err = await t.throwsAsync(pullFiles(REPO, options), { instanceOf: XglmError });
+  t.is(err!.code, 'ERR_XGLM_CHECKSUM');
+
+  delete hub.faults.corrupt;
+  const result = await pullFiles(REPO, options);
+  assertSameAsFixture(t, result.dir, WANTED);
+  t.is(result.files.find((f) => f.name === 'model.safetensors')!.sha256, sha256(fixtureBytes('model.safetensors')));
+});
+
 test.serial('HF_ENDPOINT and HF_TOKEN from the environment are used when no option is given', async (t) => {
   const token = 'hf_env_token';
   const { hub, options } = await setup(t, {}, { [REPO]: { dir: FIXTURE, files: FIXTURE_FILES, token } });

@@ -61,7 +61,7 @@ export interface HubResponse {
   res: IncomingMessage;
   /** URL that finally answered (the CDN's for LFS files). */
   url: URL;
-  /** Headers of the hub's own answer, before any redirect: X-Repo-Commit, X-Linked-Etag, X-Linked-Size. */
+  /** Headers of the hub's own last answer, before the CDN: X-Repo-Commit, X-Linked-Etag, X-Linked-Size. */
   hubHeaders: IncomingHttpHeaders;
 }
 
@@ -78,7 +78,8 @@ export async function hubGet(client: HubClient, url: URL, headers: Record<string
       'accept-encoding': 'identity',
       ...(sendToken ? { authorization: `Bearer ${client.token}` } : {}),
     });
-    hubHeaders ??= res.headers;
+    // The last answer from the hub itself (a renamed repo redirects within the hub first).
+    if (!hubHeaders || current.origin === client.endpoint.origin) hubHeaders = res.headers;
     const location = res.headers.location;
     if (!REDIRECT_STATUSES.has(res.statusCode ?? 0) || !location) return { res, url: current, hubHeaders };
     res.resume();

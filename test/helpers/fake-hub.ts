@@ -7,7 +7,8 @@
  *   GET /api/models/{repo}/revision/{rev}[?blobs=true] → { id, sha, siblings: [{ rfilename, size, blobId, lfs }] }
  *   GET /{repo}/resolve/{rev}/{file}  → 200 + body (ETag = git blob sha1) for small files;
  *                                       302 to the CDN (X-Linked-Etag = sha256, X-Linked-Size) for LFS files
- *   errors carry X-Error-Code (RepoNotFound, RevisionNotFound, EntryNotFound) and X-Error-Message.
+ *   errors carry X-Error-Code (RepoNotFound, RevisionNotFound, EntryNotFound) and X-Error-Message;
+ *   a renamed repo's old id answers a relative 307 to the new one.
  * Bodies honour `Range: bytes=N-` (206, Content-Range; 416 past the end). Every request is logged
  * with its Range and Authorization headers; `faults` injects failures.
  */
@@ -24,6 +25,8 @@ export interface FakeRepo {
   files?: string[];
   /** Makes the repo private: only `Authorization: Bearer <token>` sees it. */
   token?: string;
+  /** Old ids of a renamed repo: requests for them get a relative 307 to this repo, as on the hub. */
+  formerIds?: string[];
 }
 
 export interface FakeHubFaults {
@@ -35,6 +38,8 @@ export interface FakeHubFaults {
   corrupt?: { file: string };
   /** Bodies ignore Range and always answer 200 with the whole file, as some proxies do. */
   ignoreRange?: boolean;
+  /** The API ignores `blobs=true` (as a bare mirror might): no sizes, no LFS hashes in the listing. */
+  listingWithoutBlobs?: boolean;
   /** The next `count` API requests answer `status`. */
   failApi?: { status: number; count: number };
 }
@@ -88,6 +93,8 @@ interface ServedRepo {
 export async function startFakeHub(repos: Record<string, FakeRepo>, faults: FakeHubFaults = {}): Promise<FakeHub> {
   const served = new Map<string, ServedRepo>();
   for (const [id, repo] of Object.entries(repos)) served.set(id, loadRepo(id, repo));
+  const renames = new Map<string, string>();
+  for (const [id, repo] of Object.entries(repos)) for (const former of repo.formerIds ?? []) renames.set(former, id);
   const byLfsOid = new Map<string, ServedFile>();
   for (const repo of served.values()) for (const file of repo.files.values()) if (file.lfs) byLfsOid.set(file.sha256, file);
 
@@ -105,6 +112,13 @@ export async function startFakeHub(repos: Record<string, FakeRepo>, faults: Fake
     if (req.method !== 'GET' || (!api && !resolve)) return fail(res, record, 404, undefined, 'Not Found');
 
     const [repoId, revision] = [decodeURIComponent((api ?? resolve)![1]!), decodeURIComponent((api ?? resolve)![2]!)];
+    const renamedTo = renames.get(repoId);
+    if (renamedTo) {
+      record.status = 307;
+      res.writeHead(307, { location: url.pathname.replace(repoId, renamedTo) + url.search, 'content-length': '0' });
+      res.end();
+      return;
+    }
     const repo = served.get(repoId);
     if (!repo) return fail(res, record, 404, 'RepoNotFound', 'Repository not found');
     if (repo.token !== undefined && req.headers.authorization !== `Bearer ${repo.token}`) {
@@ -118,7 +132,7 @@ export async function startFakeHub(repos: Record<string, FakeRepo>, faults: Fake
         faults.failApi.count--;
         return fail(res, record, faults.failApi.status, undefined, 'Service unavailable');
       }
-      return sendJson(res, record, listing(repo, url.searchParams.get('blobs') === 'true'));
+      return sendJson(res, record, listing(repo, url.searchParams.get('blobs') === 'true' && !faults.listingWithoutBlobs));
     }
     const file = repo.files.get(resolve![3]!.split('/').map(decodeURIComponent).join('/'));
     if (!file) return fail(res, record, 404, 'EntryNotFound', `${resolve![3]} does not exist on "${revision}"`);
