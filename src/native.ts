@@ -41,6 +41,123 @@ export interface NativeAddon {
   measureReadBandwidth(bytes: number, threads: number, repetitions: number): Promise<number>;
   /** Peak FP32 FMA throughput in GFLOP/s with `threads` threads (AVX2+FMA); for the benchmark. */
   measurePeakFlops(threads: number): Promise<number>;
+  /** XGLM weights loaded from a GGUF file (native/model.cpp). */
+  Model: NativeModelClass;
+  /** KV cache + compute thread over a Model (native/context.cpp). */
+  Context: NativeContextClass;
+}
+
+/** Hyperparameters of a loaded model (GGUF `xglm.*` keys and tensor shapes). */
+export interface NativeHParams {
+  nVocab: number;
+  /** max_position_embeddings: positions are 0 .. nCtxTrain-1. */
+  nCtxTrain: number;
+  nEmbd: number;
+  nFf: number;
+  nLayer: number;
+  nHead: number;
+  normEps: number;
+  embdScale: number;
+  /** general.file_type, -1 when absent. */
+  fileType: number;
+  name: string;
+}
+
+export interface NativeTensorInfo {
+  name: string;
+  /** ggml type name (`f32`, `q4_0`, …). */
+  type: string;
+  /** `mmap` (read from the file without a copy), `CPU_REPACK` (copied into ggml's interleaved layout) or `computed`. */
+  buffer: string;
+  /** ggml order: shape[0] is the row length. */
+  shape: number[];
+}
+
+export interface NativeModelClass {
+  /** Maps a GGUF file and validates it; rejects with code ERR_XGLM_MODEL_LOAD and a message that says what to do. */
+  load(path: string, options?: { useRepack?: boolean }, onProgress?: (fraction: number) => void): Promise<NativeModel>;
+}
+
+export interface NativeModel {
+  readonly hparams: NativeHParams;
+  /** Bytes of the mapped file. */
+  readonly mappedBytes: number;
+  /** Bytes copied out of the file (repacked weights, computed position table). */
+  readonly ownedBytes: number;
+  tensors(): NativeTensorInfo[];
+  /** Drops this handle's weights; contexts made from the model keep them until they are disposed. */
+  dispose(): void;
+}
+
+export type NativeKvType = 'f16' | 'f32' | 'q8_0';
+
+export interface NativeContextOptions {
+  /** KV cells shared by all sequences; 0 or absent = the model's nCtxTrain. */
+  contextSize?: number;
+  /** Tokens per graph evaluation; longer batches are split (and can be aborted between parts). */
+  batchSize?: number;
+  /** Logits rows per graph evaluation (bounds the n_vocab × rows output buffer). */
+  outputsPerBatch?: number;
+  /** Compute threads; 0 or absent = physical cores. */
+  threads?: number;
+  kvType?: NativeKvType;
+  /** Keep each layer's residual stream of the last evaluate() for getActivation (tests). */
+  keepActivations?: boolean;
+}
+
+export interface NativeSamplerParams {
+  /** 0 = greedy. */
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  typicalP?: number;
+  repeatPenalty?: number;
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+  /** The window of recent tokens the penalties apply to. */
+  penaltyTokens?: Int32Array;
+  logitBiasIds?: Int32Array;
+  logitBiasValues?: Float32Array;
+  /** Reseeds the context's generator (std::mt19937_64) before this draw. */
+  seed?: number;
+}
+
+export interface NativeLogprobs {
+  /** log P(targets[i]) at row i; NaN where the target was -1. */
+  logprobs: Float32Array;
+  /** [rows × topK] ids, most likely first. */
+  topIds: Int32Array;
+  /** [rows × topK] log-probabilities. */
+  topLogprobs: Float32Array;
+}
+
+export interface NativeContextClass {
+  create(model: NativeModel, options?: NativeContextOptions): Promise<NativeContext>;
+}
+
+/**
+ * Every method but abort() queues work on the context's own native thread and settles in
+ * call order. Batch indices refer to the tokens of the last evaluate().
+ */
+export interface NativeContext {
+  readonly info: { contextSize: number; threads: number };
+  /** Adds the tokens to the KV cache; keeps logits for tokens with wantLogits[i] != 0. */
+  evaluate(tokens: Int32Array, positions: Int32Array, seqIds: Int32Array, wantLogits: Uint8Array): Promise<void>;
+  sample(batchIndex: number, params: NativeSamplerParams): Promise<number>;
+  logprobs(batchIndices: Int32Array, targets: Int32Array, topK: number): Promise<NativeLogprobs>;
+  getLogits(batchIndex: number): Promise<Float32Array>;
+  getActivation(name: string): Promise<Float32Array | null>;
+  kvClear(): Promise<void>;
+  /** Removes positions [p0, p1) of a sequence (p1 < 0: to the end). */
+  kvRemove(seqId: number, p0: number, p1: number): Promise<void>;
+  /** Makes positions [p0, p1) of src visible to dst too (cells are shared, not copied). */
+  kvCopy(srcSeqId: number, dstSeqId: number, p0: number, p1: number): Promise<void>;
+  /** The largest cached position of a sequence, -1 when none. */
+  kvSeqPosMax(seqId: number): Promise<number>;
+  /** Aborts the running evaluation and all work queued before this call (they reject with ERR_XGLM_ABORTED). */
+  abort(): void;
+  dispose(): Promise<void>;
 }
 
 /** The package root (this file lives in src/ or dist/). */

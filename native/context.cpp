@@ -1,0 +1,486 @@
+// Context: one xglm_context and the native thread that runs all of its work.
+//
+// JS sees (every method but abort() returns a Promise; work runs in call order):
+//   Context.create(model, { contextSize, batchSize, outputsPerBatch, threads, kvType, keepActivations })
+//                                                   -> Promise<Context>
+//   ctx.info -> { contextSize, threads }
+//   ctx.evaluate(tokens: Int32Array, positions: Int32Array, seqIds: Int32Array, wantLogits: Uint8Array)
+//   ctx.sample(batchIndex, params) -> token id (-1 if every token is banned)
+//   ctx.logprobs(batchIndices: Int32Array, targets: Int32Array, topK)
+//       -> { logprobs: Float32Array, topIds: Int32Array, topLogprobs: Float32Array }
+//   ctx.getLogits(batchIndex) -> Float32Array      (a copy; for tests and tools)
+//   ctx.getActivation(name) -> Float32Array | null (with keepActivations)
+//   ctx.kvClear(), ctx.kvRemove(seq, p0, p1), ctx.kvCopy(src, dst, p0, p1), ctx.kvSeqPosMax(seq)
+//   ctx.abort()      stops the running evaluation and every one queued before this call
+//   ctx.dispose()    aborts, rejects queued work with ERR_XGLM_DISPOSED, frees the cache
+//
+// Threads: compute runs on one std::thread per context (never the JS thread, never libuv's
+// pool, which file and network callbacks need). Inputs are copied into plain structs on the
+// JS thread; results come back through a ThreadSafeFunction and become JS-owned typed arrays
+// (Electron forbids external buffers). While work is pending the wrapper holds a reference
+// to itself, so it cannot be collected mid-flight; the model's weights are shared_ptr-owned.
+#include <napi.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "addon.h"
+#include "model.h"
+#include "sampler.h"
+#include "xglm.h"
+
+namespace {
+
+// The outcome of a job, read on the JS thread to settle its promise.
+struct job_result {
+    const char * code = nullptr;  // error code, or nullptr on success
+    std::string  message;
+    std::function<Napi::Value(Napi::Env)> value;  // builds the resolution value (JS thread)
+};
+
+enum class job_kind { create, work, stop };
+
+struct job {
+    Napi::Promise::Deferred deferred;
+    job_kind                kind;
+    uint64_t                abort_epoch;  // aborts requested before it was queued
+    std::function<job_result(xglm_context *&)> run;  // on the context thread
+    job_result              result;
+};
+
+Napi::Error coded_error(Napi::Env env, const char * code, const std::string & message) {
+    Napi::Error err = Napi::Error::New(env, "xglm: " + message);
+    err.Set("code", Napi::String::New(env, code));
+    return err;
+}
+
+job_result ok(std::function<Napi::Value(Napi::Env)> value = nullptr) {
+    job_result r;
+    r.value = std::move(value);
+    return r;
+}
+
+job_result error(const char * code, std::string message) {
+    job_result r;
+    r.code    = code;
+    r.message = std::move(message);
+    return r;
+}
+
+template <typename T, typename A> std::vector<T> copy_array(Napi::Env env, const Napi::Value & v, napi_typedarray_type type,
+                                                            const char * what) {
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) {
+        throw Napi::TypeError::New(env, std::string("xglm: ") + what + " has the wrong typed-array type");
+    }
+    A a = v.As<A>();
+    return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
+}
+
+int32_t int_arg(const Napi::CallbackInfo & info, size_t i, const char * what) {
+    if (!info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string("xglm: ") + what + " must be a number");
+    return info[i].As<Napi::Number>().Int32Value();
+}
+
+float float_opt(const Napi::Object & o, const char * key, float fallback) {
+    Napi::Value v = o.Get(key);
+    return v.IsNumber() ? v.As<Napi::Number>().FloatValue() : fallback;
+}
+
+ggml_type kv_type(Napi::Env env, const Napi::Value & v) {
+    if (v.IsUndefined()) return GGML_TYPE_F16;
+    const std::string s = v.ToString();
+    if (s == "f16") return GGML_TYPE_F16;
+    if (s == "f32") return GGML_TYPE_F32;
+    if (s == "q8_0") return GGML_TYPE_Q8_0;
+    throw Napi::RangeError::New(env, "xglm: kvType must be 'f16', 'f32' or 'q8_0'");
+}
+
+Napi::Float32Array float_array(Napi::Env env, const float * data, size_t n) {
+    Napi::Float32Array a = Napi::Float32Array::New(env, n);
+    if (n) std::memcpy(a.Data(), data, n * sizeof(float));
+    return a;
+}
+
+class Context : public Napi::ObjectWrap<Context> {
+  public:
+    static Napi::Function define(Napi::Env env) {
+        return DefineClass(env, "Context",
+                           {
+                               StaticMethod<&Context::create>("create"),
+                               InstanceAccessor<&Context::info>("info"),
+                               InstanceMethod<&Context::evaluate>("evaluate"),
+                               InstanceMethod<&Context::sample>("sample"),
+                               InstanceMethod<&Context::logprobs>("logprobs"),
+                               InstanceMethod<&Context::get_logits>("getLogits"),
+                               InstanceMethod<&Context::get_activation>("getActivation"),
+                               InstanceMethod<&Context::kv_clear>("kvClear"),
+                               InstanceMethod<&Context::kv_remove>("kvRemove"),
+                               InstanceMethod<&Context::kv_copy>("kvCopy"),
+                               InstanceMethod<&Context::kv_seq_pos_max>("kvSeqPosMax"),
+                               InstanceMethod<&Context::abort>("abort"),
+                               InstanceMethod<&Context::dispose>("dispose"),
+                           });
+    }
+
+    explicit Context(const Napi::CallbackInfo & info) : Napi::ObjectWrap<Context>(info) {
+        Napi::Env env = info.Env();
+        tsfn_ = tsfn_t::New(env, "xglm.Context", 0, 1, this);
+        tsfn_.Unref(env);
+        // registered after the TSFN's own hook, so it runs first at env teardown
+        cleanup_ = env.AddCleanupHook(&Context::on_env_cleanup, this);
+        thread_  = std::thread([this] { loop(); });
+    }
+
+    ~Context() override {
+        if (!shut_down_) cleanup_.Remove(Env());
+        shutdown();
+    }
+
+  private:
+    static void on_env_cleanup(Context * self) { self->shutdown(); }
+
+    // ---- JS thread ------------------------------------------------------------------
+
+    static Napi::Value create(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        if (!info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(addon_data(env).model_constructor.Value())) {
+            throw Napi::TypeError::New(env, "xglm: Context.create(model, options): model must be a Model");
+        }
+        std::shared_ptr<const xglm_model> model = Model::Unwrap(info[0].As<Napi::Object>())->get(env);
+        xglm_context_params               p;
+        if (info[1].IsObject()) {
+            Napi::Object o = info[1].As<Napi::Object>();
+            auto         u = [&](const char * key, uint32_t fallback) {
+                Napi::Value v = o.Get(key);
+                return v.IsNumber() ? v.As<Napi::Number>().Uint32Value() : fallback;
+            };
+            p.n_ctx            = u("contextSize", p.n_ctx);
+            p.n_ubatch         = u("batchSize", p.n_ubatch);
+            p.n_outputs        = u("outputsPerBatch", p.n_outputs);
+            p.n_threads        = static_cast<int32_t>(u("threads", 0));
+            p.type_kv          = kv_type(env, o.Get("kvType"));
+            p.keep_activations = o.Get("keepActivations").ToBoolean();
+        }
+        Napi::Object obj  = addon_data(env).context_constructor.New({});
+        Context *    self = Context::Unwrap(obj);
+        return self->enqueue(env, job_kind::create, [self, model, p](xglm_context *& ctx) -> job_result {
+            std::string err;
+            ctx = xglm_context_new(model, p, &err);
+            if (!ctx) return error("ERR_XGLM_INVALID_ARGUMENT", err);
+            self->n_vocab_   = xglm_model_hparams(xglm_context_model(ctx)).n_vocab;
+            self->n_ctx_     = xglm_n_ctx(ctx);
+            self->n_threads_ = xglm_n_threads(ctx);
+            // the wrapper is referenced while the job is pending, so Value() is alive
+            return ok([self](Napi::Env) -> Napi::Value { return self->Value(); });
+        });
+    }
+
+    Napi::Value info(const Napi::CallbackInfo & info) {
+        Napi::Object o = Napi::Object::New(info.Env());
+        o.Set("contextSize", static_cast<double>(n_ctx_.load()));
+        o.Set("threads", n_threads_.load());
+        return o;
+    }
+
+    Napi::Value evaluate(const Napi::CallbackInfo & info) {
+        Napi::Env  env = info.Env();
+        xglm_batch b;
+        b.tokens      = copy_array<int32_t, Napi::Int32Array>(env, info[0], napi_int32_array, "tokens");
+        b.pos         = copy_array<int32_t, Napi::Int32Array>(env, info[1], napi_int32_array, "positions");
+        b.seq         = copy_array<int32_t, Napi::Int32Array>(env, info[2], napi_int32_array, "seqIds");
+        b.want_logits = copy_array<uint8_t, Napi::Uint8Array>(env, info[3], napi_uint8_array, "wantLogits");
+        return enqueue(env, job_kind::work, [b = std::move(b)](xglm_context *& ctx) -> job_result {
+            std::string       err;
+            const xglm_status st = xglm_decode(ctx, b, &err);
+            switch (st) {
+                case XGLM_OK: return ok();
+                case XGLM_ABORTED: return error("ERR_XGLM_ABORTED", err);
+                case XGLM_ERR_INPUT: return error("ERR_XGLM_INVALID_ARGUMENT", err);
+                case XGLM_ERR_KV_FULL: return error("ERR_XGLM_CONTEXT_OVERFLOW", err);
+                default: return error("ERR_XGLM_COMPUTE", err);
+            }
+        });
+    }
+
+    Napi::Value sample(const Napi::CallbackInfo & info) {
+        Napi::Env     env = info.Env();
+        const int32_t row = int_arg(info, 0, "batchIndex");
+        if (!info[1].IsObject()) throw Napi::TypeError::New(env, "xglm: sample(batchIndex, params): params must be an object");
+        Napi::Object        o = info[1].As<Napi::Object>();
+        xglm_sampler_params p;
+        p.temperature       = float_opt(o, "temperature", p.temperature);
+        p.top_k             = static_cast<int32_t>(float_opt(o, "topK", 0));
+        p.top_p             = float_opt(o, "topP", p.top_p);
+        p.min_p             = float_opt(o, "minP", p.min_p);
+        p.typical_p         = float_opt(o, "typicalP", p.typical_p);
+        p.repeat_penalty    = float_opt(o, "repeatPenalty", p.repeat_penalty);
+        p.presence_penalty  = float_opt(o, "presencePenalty", p.presence_penalty);
+        p.frequency_penalty = float_opt(o, "frequencyPenalty", p.frequency_penalty);
+        if (o.Has("penaltyTokens")) {
+            p.penalty_tokens = copy_array<int32_t, Napi::Int32Array>(env, o.Get("penaltyTokens"), napi_int32_array, "penaltyTokens");
+        }
+        if (o.Has("logitBiasIds")) {
+            auto ids    = copy_array<int32_t, Napi::Int32Array>(env, o.Get("logitBiasIds"), napi_int32_array, "logitBiasIds");
+            auto values = copy_array<float, Napi::Float32Array>(env, o.Get("logitBiasValues"), napi_float32_array, "logitBiasValues");
+            if (ids.size() != values.size()) throw Napi::RangeError::New(env, "xglm: logitBiasIds and logitBiasValues differ in length");
+            for (size_t i = 0; i < ids.size(); ++i) p.logit_bias.emplace_back(ids[i], values[i]);
+        }
+        const bool     reseed = o.Get("seed").IsNumber();
+        const uint64_t seed   = reseed ? static_cast<uint64_t>(o.Get("seed").As<Napi::Number>().Int64Value()) : 0;
+        return enqueue(env, job_kind::work, [this, row, p = std::move(p), reseed, seed](xglm_context *& ctx) -> job_result {
+            const float * logits = xglm_get_logits(ctx, row);
+            if (!logits) return error("ERR_XGLM_INVALID_ARGUMENT", "batch token " + std::to_string(row) + " has no logits; evaluate it with wantLogits set");
+            if (reseed) rng_.seed(seed);
+            const int32_t id = xglm_sample(logits, n_vocab_, p, rng_);
+            return ok([id](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, id); });
+        });
+    }
+
+    Napi::Value logprobs(const Napi::CallbackInfo & info) {
+        Napi::Env env     = info.Env();
+        auto      rows    = copy_array<int32_t, Napi::Int32Array>(env, info[0], napi_int32_array, "batchIndices");
+        auto      targets = copy_array<int32_t, Napi::Int32Array>(env, info[1], napi_int32_array, "targets");
+        const int32_t top_k = int_arg(info, 2, "topK");
+        if (targets.size() != rows.size()) throw Napi::RangeError::New(env, "xglm: logprobs: targets must have one entry per row");
+        if (top_k < 0) throw Napi::RangeError::New(env, "xglm: logprobs: topK must be >= 0");
+        return enqueue(env, job_kind::work, [this, rows = std::move(rows), targets = std::move(targets), top_k](xglm_context *& ctx) -> job_result {
+            const size_t n = rows.size();
+            const int32_t k = std::min(top_k, n_vocab_);
+            auto lp   = std::make_shared<std::vector<float>>(n, 0.0f);
+            auto tids = std::make_shared<std::vector<int32_t>>(n * k);
+            auto tlps = std::make_shared<std::vector<float>>(n * k);
+            std::vector<int32_t> ids;
+            std::vector<float>   lps;
+            for (size_t i = 0; i < n; ++i) {
+                const float * logits = xglm_get_logits(ctx, rows[i]);
+                if (!logits) return error("ERR_XGLM_INVALID_ARGUMENT", "batch token " + std::to_string(rows[i]) + " has no logits; evaluate it with wantLogits set");
+                if (targets[i] >= n_vocab_) return error("ERR_XGLM_INVALID_ARGUMENT", "target token " + std::to_string(targets[i]) + " is outside the vocabulary");
+                (*lp)[i] = targets[i] < 0 ? NAN : static_cast<float>(xglm_log_softmax_at(logits, n_vocab_, targets[i]));
+                if (k > 0) {
+                    xglm_top_k(logits, n_vocab_, k, &ids, &lps);
+                    std::copy(ids.begin(), ids.end(), tids->begin() + i * k);
+                    std::copy(lps.begin(), lps.end(), tlps->begin() + i * k);
+                }
+            }
+            return ok([lp, tids, tlps](Napi::Env env) -> Napi::Value {
+                Napi::Object o = Napi::Object::New(env);
+                o.Set("logprobs", float_array(env, lp->data(), lp->size()));
+                Napi::Int32Array ti = Napi::Int32Array::New(env, tids->size());
+                if (!tids->empty()) std::memcpy(ti.Data(), tids->data(), tids->size() * sizeof(int32_t));
+                o.Set("topIds", ti);
+                o.Set("topLogprobs", float_array(env, tlps->data(), tlps->size()));
+                return o;
+            });
+        });
+    }
+
+    Napi::Value get_logits(const Napi::CallbackInfo & info) {
+        const int32_t row = int_arg(info, 0, "batchIndex");
+        return enqueue(info.Env(), job_kind::work, [this, row](xglm_context *& ctx) -> job_result {
+            const float * logits = xglm_get_logits(ctx, row);
+            if (!logits) return error("ERR_XGLM_INVALID_ARGUMENT", "batch token " + std::to_string(row) + " has no logits; evaluate it with wantLogits set");
+            auto copy = std::make_shared<std::vector<float>>(logits, logits + n_vocab_);
+            return ok([copy](Napi::Env env) -> Napi::Value { return float_array(env, copy->data(), copy->size()); });
+        });
+    }
+
+    Napi::Value get_activation(const Napi::CallbackInfo & info) {
+        if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), "xglm: getActivation(name): name must be a string");
+        std::string name = info[0].As<Napi::String>();
+        return enqueue(info.Env(), job_kind::work, [name](xglm_context *& ctx) -> job_result {
+            const std::vector<float> * a = xglm_get_activation(ctx, name);
+            if (!a) return ok([](Napi::Env env) -> Napi::Value { return env.Null(); });
+            auto copy = std::make_shared<std::vector<float>>(*a);
+            return ok([copy](Napi::Env env) -> Napi::Value { return float_array(env, copy->data(), copy->size()); });
+        });
+    }
+
+    Napi::Value kv_clear(const Napi::CallbackInfo & info) {
+        return enqueue(info.Env(), job_kind::work, [](xglm_context *& ctx) {
+            xglm_kv_clear(ctx);
+            return ok();
+        });
+    }
+
+    Napi::Value kv_remove(const Napi::CallbackInfo & info) {
+        const int32_t seq = int_arg(info, 0, "seqId"), p0 = int_arg(info, 1, "p0"), p1 = int_arg(info, 2, "p1");
+        return enqueue(info.Env(), job_kind::work, [seq, p0, p1](xglm_context *& ctx) {
+            xglm_kv_seq_rm(ctx, seq, p0, p1);
+            return ok();
+        });
+    }
+
+    Napi::Value kv_copy(const Napi::CallbackInfo & info) {
+        const int32_t src = int_arg(info, 0, "srcSeqId"), dst = int_arg(info, 1, "dstSeqId");
+        const int32_t p0 = int_arg(info, 2, "p0"), p1 = int_arg(info, 3, "p1");
+        return enqueue(info.Env(), job_kind::work, [src, dst, p0, p1](xglm_context *& ctx) {
+            xglm_kv_seq_cp(ctx, src, dst, p0, p1);
+            return ok();
+        });
+    }
+
+    Napi::Value kv_seq_pos_max(const Napi::CallbackInfo & info) {
+        const int32_t seq = int_arg(info, 0, "seqId");
+        return enqueue(info.Env(), job_kind::work, [seq](xglm_context *& ctx) {
+            const int32_t m = xglm_kv_seq_pos_max(ctx, seq);
+            return ok([m](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, m); });
+        });
+    }
+
+    Napi::Value abort(const Napi::CallbackInfo & info) {
+        request_abort();
+        return info.Env().Undefined();
+    }
+
+    Napi::Value dispose(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        if (disposed_) {
+            auto d = Napi::Promise::Deferred::New(env);
+            d.Resolve(env.Undefined());
+            return d.Promise();
+        }
+        disposing_ = true;  // queued work is rejected, not run
+        request_abort();
+        Napi::Value promise = enqueue(env, job_kind::stop, [](xglm_context *&) { return ok(); });
+        disposed_ = true;
+        return promise;
+    }
+
+    // Queues work for the context thread; the promise settles on the JS thread.
+    Napi::Value enqueue(Napi::Env env, job_kind kind, std::function<job_result(xglm_context *&)> run) {
+        auto * j = new job{Napi::Promise::Deferred::New(env), kind, abort_epoch_.load(), std::move(run), {}};
+        Napi::Promise promise = j->deferred.Promise();
+        if (disposed_) {
+            j->deferred.Reject(coded_error(env, "ERR_XGLM_DISPOSED", "the context was disposed").Value());
+            delete j;
+            return promise;
+        }
+        if (pending_++ == 0) {
+            tsfn_.Ref(env);
+            Ref();  // keep this wrapper alive while work is in flight
+        }
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            queue_.push_back(j);
+        }
+        cv_.notify_one();
+        return promise;
+    }
+
+    // Settles a finished job's promise (JS thread; env is null when the env is going away).
+    static void settle_job(Napi::Env env, Napi::Function, Context * self, job * j) {
+        std::unique_ptr<job> owned(j);
+        if (env == nullptr) return;
+        Napi::HandleScope scope(env);
+        const job_result & r = j->result;
+        if (r.code) {
+            j->deferred.Reject(coded_error(env, r.code, r.message).Value());
+        } else {
+            j->deferred.Resolve(r.value ? r.value(env) : env.Undefined());
+        }
+        if (j->kind == job_kind::stop && self->thread_.joinable()) self->thread_.join();
+        if (--self->pending_ == 0) {
+            self->tsfn_.Unref(env);
+            self->Unref();
+        }
+    }
+
+    void request_abort() {
+        ++abort_epoch_;
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (ctx_) xglm_context_set_abort(ctx_, true);
+    }
+
+    // Stops the thread synchronously (finalizer, env teardown): the running graph stops at
+    // its next node; queued jobs are dropped with the env.
+    void shutdown() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (shut_down_) return;
+            shut_down_ = true;
+            ++abort_epoch_;
+            if (ctx_) xglm_context_set_abort(ctx_, true);
+        }
+        cv_.notify_one();
+        if (thread_.joinable()) thread_.join();
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (job * j : queue_) delete j;
+        queue_.clear();
+        xglm_context_free(ctx_);
+        ctx_ = nullptr;
+        tsfn_.Release();
+    }
+
+    // ---- context thread -------------------------------------------------------------
+
+    void loop() {
+        for (;;) {
+            job * j = nullptr;
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                cv_.wait(lock, [this] { return shut_down_ || !queue_.empty(); });
+                if (shut_down_) return;
+                j = queue_.front();
+                queue_.pop_front();
+                if (ctx_) xglm_context_set_abort(ctx_, false);
+            }
+            if (j->kind == job_kind::stop) {
+                std::lock_guard<std::mutex> lock(mutex_);
+                xglm_context_free(ctx_);
+                ctx_      = nullptr;
+                j->result = ok();
+            } else if (disposing_) {
+                j->result = error("ERR_XGLM_DISPOSED", "the context was disposed");
+            } else if (j->abort_epoch != abort_epoch_.load()) {
+                j->result = error("ERR_XGLM_ABORTED", "evaluation aborted");
+            } else if (j->kind == job_kind::work && !ctx_) {
+                j->result = error("ERR_XGLM_DISPOSED", "the context failed to initialize");
+            } else {
+                xglm_context * ctx = ctx_;
+                j->result          = j->run(ctx);
+                if (ctx != ctx_) {  // the create job made it
+                    std::lock_guard<std::mutex> lock(mutex_);
+                    ctx_ = ctx;
+                }
+            }
+            const bool stop = j->kind == job_kind::stop;
+            if (tsfn_.NonBlockingCall(j) != napi_ok) delete j;
+            if (stop) return;
+        }
+    }
+
+    using tsfn_t = Napi::TypedThreadSafeFunction<Context, job, &Context::settle_job>;
+
+    tsfn_t                   tsfn_;
+    Napi::Env::CleanupHook<void (*)(Context *), Context> cleanup_;
+    std::thread              thread_;
+    std::mutex               mutex_;
+    std::condition_variable  cv_;
+    std::deque<job *>        queue_;
+    bool                     shut_down_ = false;
+    std::atomic<uint64_t>    abort_epoch_{0};
+    xglm_context *           ctx_ = nullptr;  // owned by the context thread once created
+    int                      pending_  = 0;   // JS thread
+    bool                     disposed_ = false;   // JS thread
+    std::atomic<bool>        disposing_{false};
+
+    // written by the context thread (the getter reads the atomics)
+    std::mt19937_64       rng_{std::random_device{}()};
+    int32_t               n_vocab_ = 0;
+    std::atomic<uint32_t> n_ctx_{0};
+    std::atomic<int32_t>  n_threads_{0};
+};
+
+}  // namespace
+
+void init_context(Napi::Env env, Napi::Object exports) {
+    Napi::Function ctor                  = Context::define(env);
+    addon_data(env).context_constructor  = Napi::Persistent(ctor);
+    exports.Set("Context", ctor);
+}

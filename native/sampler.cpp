@@ -1,0 +1,171 @@
+// Sampling over a logits row: bias → penalties → top-k → typical-p → top-p → min-p →
+// temperature → draw (the order llama.cpp's default chain uses).
+#include "sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <unordered_map>
+
+namespace {
+
+struct candidate {
+    float   logit;
+    int32_t id;
+};
+
+// Most likely first; equal logits by lower id, so every order is deterministic.
+bool more_likely(const candidate & a, const candidate & b) {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+
+// Probabilities of the candidates (softmax of their logits), in their current order.
+std::vector<double> softmax(const std::vector<candidate> & c) {
+    float max = -std::numeric_limits<float>::infinity();
+    for (const auto & x : c) max = std::max(max, x.logit);
+    std::vector<double> p(c.size());
+    double              sum = 0.0;
+    for (size_t i = 0; i < c.size(); ++i) sum += p[i] = std::exp(static_cast<double>(c[i].logit) - max);
+    for (auto & x : p) x /= sum;
+    return p;
+}
+
+// Keeps the smallest most-likely prefix whose probability reaches top_p (at least min_keep).
+// Sorts only as much of the row as it needs: a 256k-wide full sort per token is slow.
+void filter_top_p(std::vector<candidate> & c, float top_p) {
+    const std::vector<double> p = softmax(c);  // normalizer over all candidates
+    std::vector<std::pair<double, size_t>> order(c.size());
+    for (size_t i = 0; i < c.size(); ++i) order[i] = {p[i], i};
+    auto cmp = [&](const std::pair<double, size_t> & a, const std::pair<double, size_t> & b) {
+        return more_likely(c[a.second], c[b.second]);
+    };
+    size_t k = std::min<size_t>(256, order.size());
+    for (;;) {
+        std::partial_sort(order.begin(), order.begin() + k, order.end(), cmp);
+        double cum = 0.0;
+        for (size_t i = 0; i < k; ++i) {
+            cum += order[i].first;
+            if (cum >= top_p) {
+                std::vector<candidate> kept;
+                for (size_t j = 0; j <= i; ++j) kept.push_back(c[order[j].second]);
+                c.swap(kept);
+                return;
+            }
+        }
+        if (k == order.size()) return;
+        k = std::min(order.size(), k * 8);
+    }
+}
+
+// Locally typical sampling (Meister et al.): keep the tokens whose surprisal is closest to
+// the entropy until their probability reaches typical_p.
+void filter_typical(std::vector<candidate> & c, float typical_p) {
+    const std::vector<double> p = softmax(c);
+    double                    entropy = 0.0;
+    for (double x : p) {
+        if (x > 0) entropy -= x * std::log(x);
+    }
+    std::vector<std::pair<double, size_t>> order(c.size());
+    for (size_t i = 0; i < c.size(); ++i) order[i] = {std::fabs(-std::log(p[i]) - entropy), i};
+    std::sort(order.begin(), order.end(), [&](const auto & a, const auto & b) {
+        return a.first < b.first || (a.first == b.first && c[a.second].id < c[b.second].id);
+    });
+    std::vector<candidate> kept;
+    double                 cum = 0.0;
+    for (const auto & o : order) {
+        kept.push_back(c[o.second]);
+        cum += p[o.second];
+        if (cum >= typical_p) break;
+    }
+    c.swap(kept);
+}
+
+// A uniform double in [0, 1) from the top 53 bits: the same value on every platform
+// (std::uniform_real_distribution is implementation-defined).
+double uniform01(std::mt19937_64 & rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
+
+}  // namespace
+
+int32_t xglm_sample(const float * logits, int32_t n_vocab, const xglm_sampler_params & params, std::mt19937_64 & rng) {
+    std::vector<float> work(logits, logits + n_vocab);
+    for (const auto & [id, bias] : params.logit_bias) {
+        if (id >= 0 && id < n_vocab) work[id] += bias;
+    }
+    if (!params.penalty_tokens.empty() &&
+        (params.repeat_penalty != 1.0f || params.presence_penalty != 0.0f || params.frequency_penalty != 0.0f)) {
+        std::unordered_map<int32_t, int> counts;
+        for (int32_t id : params.penalty_tokens) {
+            if (id >= 0 && id < n_vocab) ++counts[id];
+        }
+        for (const auto & [id, n] : counts) {
+            float & l = work[id];
+            l         = l > 0 ? l / params.repeat_penalty : l * params.repeat_penalty;
+            l -= static_cast<float>(n) * params.frequency_penalty + params.presence_penalty;
+        }
+    }
+
+    if (params.temperature <= 0.0f) {
+        int32_t best = -1;
+        for (int32_t i = 0; i < n_vocab; ++i) {
+            if (std::isnan(work[i]) || work[i] == -std::numeric_limits<float>::infinity()) continue;
+            if (best < 0 || work[i] > work[best]) best = i;
+        }
+        return best;
+    }
+
+    std::vector<candidate> c;
+    c.reserve(n_vocab);
+    for (int32_t i = 0; i < n_vocab; ++i) {
+        if (!std::isnan(work[i]) && work[i] != -std::numeric_limits<float>::infinity()) c.push_back({work[i], i});
+    }
+    if (c.empty()) return -1;
+
+    if (params.top_k > 0 && static_cast<size_t>(params.top_k) < c.size()) {
+        std::partial_sort(c.begin(), c.begin() + params.top_k, c.end(), more_likely);
+        c.resize(params.top_k);
+    }
+    if (params.typical_p < 1.0f) filter_typical(c, params.typical_p);
+    if (params.top_p < 1.0f) filter_top_p(c, params.top_p);
+    if (params.min_p > 0.0f) {
+        float max = -std::numeric_limits<float>::infinity();
+        for (const auto & x : c) max = std::max(max, x.logit);
+        const float threshold = max + std::log(params.min_p);
+        c.erase(std::remove_if(c.begin(), c.end(), [&](const candidate & x) { return x.logit < threshold; }), c.end());
+    }
+
+    for (auto & x : c) x.logit /= params.temperature;
+    const std::vector<double> p = softmax(c);
+    const double              u = uniform01(rng);
+    double                    cum = 0.0;
+    for (size_t i = 0; i < c.size(); ++i) {
+        cum += p[i];
+        if (u < cum) return c[i].id;
+    }
+    return c.back().id;  // u within rounding of 1
+}
+
+double xglm_log_sum_exp(const float * logits, int32_t n_vocab) {
+    float max = -std::numeric_limits<float>::infinity();
+    for (int32_t i = 0; i < n_vocab; ++i) max = std::max(max, logits[i]);
+    double sum = 0.0;
+    for (int32_t i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - max);
+    return max + std::log(sum);
+}
+
+double xglm_log_softmax_at(const float * logits, int32_t n_vocab, int32_t id) {
+    return static_cast<double>(logits[id]) - xglm_log_sum_exp(logits, n_vocab);
+}
+
+void xglm_top_k(const float * logits, int32_t n_vocab, int32_t k, std::vector<int32_t> * ids, std::vector<float> * logprobs) {
+    k = std::max(0, std::min(k, n_vocab));
+    std::vector<candidate> c(n_vocab);
+    for (int32_t i = 0; i < n_vocab; ++i) c[i] = {logits[i], i};
+    std::partial_sort(c.begin(), c.begin() + k, c.end(), more_likely);
+    const double lse = xglm_log_sum_exp(logits, n_vocab);
+    ids->resize(k);
+    logprobs->resize(k);
+    for (int32_t i = 0; i < k; ++i) {
+        (*ids)[i]      = c[i].id;
+        (*logprobs)[i] = static_cast<float>(static_cast<double>(c[i].logit) - lse);
+    }
+}

@@ -1,0 +1,458 @@
+// XGLM model loading: GGUF → validated hyperparameters and weights, mapped without a copy
+// (repacked matmul weights excepted). The graph and the KV cache are in xglm-decode.cpp.
+// See xglm.h for the contract and ../shared/DESIGN.md §4 for the file layout.
+#include "xglm-impl.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "backend.h"
+#include "ggml-alloc.h"
+#include "ggml-backend.h"
+#include "ggml-cpu.h"
+#include "gguf.h"
+
+// ---------------------------------------------------------------------------------------
+// model: the structs are in xglm-impl.h
+
+namespace {
+
+const char * const k_reconvert_hint = "convert the model again with 'xglm convert' (DESIGN.md §4 layout)";
+
+bool fail(std::string * error, const std::string & msg) {
+    if (error) *error = msg;
+    return false;
+}
+
+// An integer key of any integer GGUF type; false when absent or not an integer.
+bool gguf_int(const gguf_context * g, const char * key, int64_t * out) {
+    const int64_t id = gguf_find_key(g, key);
+    if (id < 0) return false;
+    switch (gguf_get_kv_type(g, id)) {
+        case GGUF_TYPE_UINT8:  *out = gguf_get_val_u8(g, id);  return true;
+        case GGUF_TYPE_INT8:   *out = gguf_get_val_i8(g, id);  return true;
+        case GGUF_TYPE_UINT16: *out = gguf_get_val_u16(g, id); return true;
+        case GGUF_TYPE_INT16:  *out = gguf_get_val_i16(g, id); return true;
+        case GGUF_TYPE_UINT32: *out = gguf_get_val_u32(g, id); return true;
+        case GGUF_TYPE_INT32:  *out = gguf_get_val_i32(g, id); return true;
+        case GGUF_TYPE_UINT64: *out = static_cast<int64_t>(gguf_get_val_u64(g, id)); return true;
+        case GGUF_TYPE_INT64:  *out = gguf_get_val_i64(g, id); return true;
+        default: return false;
+    }
+}
+
+bool gguf_float(const gguf_context * g, const char * key, float * out) {
+    const int64_t id = gguf_find_key(g, key);
+    if (id < 0) return false;
+    switch (gguf_get_kv_type(g, id)) {
+        case GGUF_TYPE_FLOAT32: *out = gguf_get_val_f32(g, id); return true;
+        case GGUF_TYPE_FLOAT64: *out = static_cast<float>(gguf_get_val_f64(g, id)); return true;
+        default: return false;
+    }
+}
+
+// A required positive dimension key, within a sane bound.
+bool require_dim(const gguf_context * g, const char * key, int64_t max, int32_t * out, std::string * error) {
+    int64_t v = 0;
+    if (!gguf_int(g, key, &v)) {
+        return fail(error, std::string("GGUF key ") + key + " is missing or not an integer; " + k_reconvert_hint);
+    }
+    if (v <= 0 || v > max) {
+        return fail(error, std::string("GGUF key ") + key + " = " + std::to_string(v) + " is out of range (1.." +
+                               std::to_string(max) + "); the file is damaged or not an XGLM model");
+    }
+    *out = static_cast<int32_t>(v);
+    return true;
+}
+
+bool is_weight_type(ggml_type t) {
+    switch (t) {
+        case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16: case GGML_TYPE_Q8_0:
+        case GGML_TYPE_Q6_K: case GGML_TYPE_Q5_K: case GGML_TYPE_Q5_0: case GGML_TYPE_Q4_K:
+        case GGML_TYPE_Q4_0: case GGML_TYPE_Q5_1: case GGML_TYPE_Q4_1: case GGML_TYPE_Q3_K:
+        case GGML_TYPE_Q2_K:
+            return true;
+        default:
+            return false;
+    }
+}
+
+std::string shape_str(const int64_t * ne, int n) {
+    std::string s = "[";
+    for (int i = 0; i < n; ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
+    return s + "]";
+}
+
+// Looks up a tensor, checks its shape and type, and marks it as used.
+struct tensor_loader {
+    ggml_context *        ctx;
+    std::set<std::string> used;
+    std::string *         error;
+    bool                  ok = true;
+
+    ggml_tensor * get(const std::string & name, std::vector<int64_t> shape, bool matrix, bool required = true) {
+        if (!ok) return nullptr;
+        ggml_tensor * t = ggml_get_tensor(ctx, name.c_str());
+        if (t == nullptr) {
+            if (required) ok = fail(error, "tensor " + name + " is missing; " + k_reconvert_hint);
+            return nullptr;
+        }
+        used.insert(name);
+        int64_t want[4] = {1, 1, 1, 1};
+        for (size_t i = 0; i < shape.size(); ++i) want[i] = shape[i];
+        for (int i = 0; i < 4; ++i) {
+            if (t->ne[i] != want[i]) {
+                ok = fail(error, "tensor " + name + " has shape " + shape_str(t->ne, ggml_n_dims(t)) + ", expected " +
+                                     shape_str(want, static_cast<int>(shape.size())) + " from the hyperparameters; " +
+                                     k_reconvert_hint);
+                return nullptr;
+            }
+        }
+        const bool type_ok = matrix ? is_weight_type(t->type) : t->type == GGML_TYPE_F32;
+        if (!type_ok) {
+            ok = fail(error, "tensor " + name + " has type " + ggml_type_name(t->type) + ", which xglm-node does not " +
+                                 (matrix ? "run; use f32, f16, bf16, q8_0, q6_k, q5_k, q5_0, q4_k or q4_0"
+                                         : "accept for a 1-D tensor (must be f32)") + "; " + k_reconvert_hint);
+            return nullptr;
+        }
+        return t;
+    }
+};
+
+// The sinusoid table of transformers' XGLMSinusoidalPositionalEmbedding, rows 2..n_ctx+1
+// (row t here is used by the token at 0-based sequence index t). float32 like PyTorch.
+std::vector<float> sinusoid_table(int n_embd, int n_ctx) {
+    std::vector<float> table(static_cast<size_t>(n_embd) * n_ctx, 0.0f);
+    const int    half = n_embd / 2;
+    const double step = std::log(10000.0) / (half - 1);
+    std::vector<float> freq(half);
+    for (int i = 0; i < half; ++i) freq[i] = static_cast<float>(std::exp(-static_cast<double>(i) * step));
+    for (int t = 0; t < n_ctx; ++t) {
+        float *     row = table.data() + static_cast<size_t>(t) * n_embd;
+        const float p   = static_cast<float>(t + 2);
+        for (int i = 0; i < half; ++i) {
+            const float arg = p * freq[i];
+            row[i]          = static_cast<float>(std::sin(static_cast<double>(arg)));
+            row[half + i]   = static_cast<float>(std::cos(static_cast<double>(arg)));
+        }
+        // an odd n_embd leaves the last column zero, as transformers pads it
+    }
+    return table;
+}
+
+// Whether the CPU backend's extra buffer type `buft` runs `w` as the weight of a matmul
+// (the same probe llama.cpp makes before placing a weight in a repacked buffer).
+bool repack_supported(ggml_backend_buffer_type_t buft, ggml_tensor * w) {
+    ggml_init_params ip = {ggml_tensor_overhead() * 4, nullptr, true};
+    ggml_context *   ctx = ggml_init(ip);
+    if (!ctx) return false;
+    ggml_tensor * x  = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, w->ne[0], 16);
+    ggml_tensor * op = ggml_mul_mat(ctx, w, x);
+    ggml_backend_buffer_t dummy = ggml_backend_buft_alloc_buffer(buft, 0);
+    ggml_backend_buffer_t saved = w->buffer;
+    w->buffer                   = dummy;
+    const bool ok               = ggml_backend_dev_supports_op(xglm_cpu_device(), op);
+    w->buffer                   = saved;
+    ggml_backend_buffer_free(dummy);
+    ggml_free(ctx);
+    return ok;
+}
+
+}  // namespace
+
+xglm_model * xglm_model_load(const std::string & path, const xglm_model_params & params, std::string * error) {
+    auto model = std::make_unique<xglm_model>();
+    auto & hp  = model->hparams;
+    auto progress = [&](float f) { return !params.progress || params.progress(f); };
+
+    // 1. metadata and tensor descriptions (no data is read)
+    {
+        struct stat st{};
+        if (stat(path.c_str(), &st) != 0) {
+            fail(error, "cannot open " + path + ": " + std::strerror(errno) + "; check the path");
+            return nullptr;
+        }
+        gguf_init_params gp = {true, &model->ctx_meta};
+        model->gguf         = gguf_init_from_file(path.c_str(), gp);
+        if (!model->gguf) {
+            fail(error, path + " is not a valid GGUF file (bad magic, version or truncated header); " + k_reconvert_hint);
+            return nullptr;
+        }
+    }
+    const gguf_context * g = model->gguf;
+    {
+        const int64_t id = gguf_find_key(g, "general.architecture");
+        if (id < 0 || gguf_get_kv_type(g, id) != GGUF_TYPE_STRING) {
+            fail(error, path + " has no general.architecture; " + k_reconvert_hint);
+            return nullptr;
+        }
+        const std::string arch = gguf_get_val_str(g, id);
+        if (arch != "xglm") {
+            fail(error, path + " holds a '" + arch + "' model; xglm-node runs only architecture 'xglm'");
+            return nullptr;
+        }
+        const int64_t name_id = gguf_find_key(g, "general.name");
+        if (name_id >= 0 && gguf_get_kv_type(g, name_id) == GGUF_TYPE_STRING) hp.name = gguf_get_val_str(g, name_id);
+        int64_t ftype = -1;
+        if (gguf_int(g, "general.file_type", &ftype)) hp.file_type = static_cast<int32_t>(ftype);
+    }
+    if (!require_dim(g, "xglm.context_length", 1 << 20, &hp.n_ctx_train, error) ||
+        !require_dim(g, "xglm.embedding_length", 1 << 16, &hp.n_embd, error) ||
+        !require_dim(g, "xglm.feed_forward_length", 1 << 18, &hp.n_ff, error) ||
+        !require_dim(g, "xglm.block_count", 1024, &hp.n_layer, error) ||
+        !require_dim(g, "xglm.attention.head_count", 1024, &hp.n_head, error)) {
+        return nullptr;
+    }
+    int64_t n_head_kv = hp.n_head;
+    if (gguf_int(g, "xglm.attention.head_count_kv", &n_head_kv) && n_head_kv != hp.n_head) {
+        fail(error, "xglm.attention.head_count_kv = " + std::to_string(n_head_kv) + " differs from head_count = " +
+                        std::to_string(hp.n_head) + "; XGLM has no grouped-query attention; " + k_reconvert_hint);
+        return nullptr;
+    }
+    if (hp.n_embd % hp.n_head != 0 || hp.n_embd % 2 != 0) {
+        fail(error, "embedding_length " + std::to_string(hp.n_embd) + " is not an even multiple of head_count " +
+                        std::to_string(hp.n_head) + "; the file is damaged");
+        return nullptr;
+    }
+    if (!gguf_float(g, "xglm.attention.layer_norm_epsilon", &hp.norm_eps) || !(hp.norm_eps > 0 && hp.norm_eps < 1)) {
+        fail(error, std::string("GGUF key xglm.attention.layer_norm_epsilon is missing or not in (0, 1); ") + k_reconvert_hint);
+        return nullptr;
+    }
+    // Optional: every released XGLM scales its embeddings by sqrt(d_model).
+    hp.embd_scale = std::sqrt(static_cast<float>(hp.n_embd));
+    if (gguf_find_key(g, "xglm.embedding_scale") >= 0 &&
+        (!gguf_float(g, "xglm.embedding_scale", &hp.embd_scale) || !(hp.embd_scale > 0 && std::isfinite(hp.embd_scale)))) {
+        fail(error, std::string("GGUF key xglm.embedding_scale is not a positive float; ") + k_reconvert_hint);
+        return nullptr;
+    }
+
+    // 2. tensors: names, shapes and types
+    {
+        ggml_tensor * te = ggml_get_tensor(model->ctx_meta, "token_embd.weight");
+        if (te == nullptr) {
+            fail(error, std::string("tensor token_embd.weight is missing; ") + k_reconvert_hint);
+            return nullptr;
+        }
+        hp.n_vocab = static_cast<int32_t>(te->ne[1]);
+        const int64_t tok_id = gguf_find_key(g, "tokenizer.ggml.tokens");
+        if (tok_id >= 0 && static_cast<int64_t>(gguf_get_arr_n(g, tok_id)) != hp.n_vocab) {
+            fail(error, "tokenizer.ggml.tokens has " + std::to_string(gguf_get_arr_n(g, tok_id)) +
+                            " entries but token_embd.weight has " + std::to_string(hp.n_vocab) + " rows; " + k_reconvert_hint);
+            return nullptr;
+        }
+    }
+    const int64_t n_embd = hp.n_embd, n_ff = hp.n_ff, n_vocab = hp.n_vocab;
+    tensor_loader tl{model->ctx_meta, {}, error};
+    model->token_embd    = tl.get("token_embd.weight", {n_embd, n_vocab}, true);
+    model->position_embd = tl.get("position_embd.weight", {n_embd, hp.n_ctx_train}, true, false);
+    model->output        = tl.get("output.weight", {n_embd, n_vocab}, true, false);
+    model->output_norm   = tl.get("output_norm.weight", {n_embd}, false);
+    model->output_norm_b = tl.get("output_norm.bias", {n_embd}, false);
+    if (model->position_embd && model->position_embd->type != GGML_TYPE_F32 && model->position_embd->type != GGML_TYPE_F16) {
+        fail(error, std::string("position_embd.weight must be f32 or f16; ") + k_reconvert_hint);
+        return nullptr;
+    }
+    model->layers.resize(hp.n_layer);
+    for (int il = 0; il < hp.n_layer && tl.ok; ++il) {
+        auto &            l = model->layers[il];
+        const std::string b = "blk." + std::to_string(il) + ".";
+        l.attn_norm     = tl.get(b + "attn_norm.weight", {n_embd}, false);
+        l.attn_norm_b   = tl.get(b + "attn_norm.bias", {n_embd}, false);
+        l.attn_qkv      = tl.get(b + "attn_qkv.weight", {n_embd, 3 * n_embd}, true);
+        l.attn_qkv_b    = tl.get(b + "attn_qkv.bias", {3 * n_embd}, false);
+        l.attn_output   = tl.get(b + "attn_output.weight", {n_embd, n_embd}, true);
+        l.attn_output_b = tl.get(b + "attn_output.bias", {n_embd}, false);
+        l.ffn_norm      = tl.get(b + "ffn_norm.weight", {n_embd}, false);
+        l.ffn_norm_b    = tl.get(b + "ffn_norm.bias", {n_embd}, false);
+        l.ffn_up        = tl.get(b + "ffn_up.weight", {n_embd, n_ff}, true);
+        l.ffn_up_b      = tl.get(b + "ffn_up.bias", {n_ff}, false);
+        l.ffn_down      = tl.get(b + "ffn_down.weight", {n_ff, n_embd}, true);
+        l.ffn_down_b    = tl.get(b + "ffn_down.bias", {n_embd}, false);
+    }
+    if (!tl.ok) return nullptr;
+    if (!model->output) model->output = model->token_embd;
+    const int64_t n_tensors = gguf_get_n_tensors(g);
+    if (static_cast<size_t>(n_tensors) != tl.used.size()) {
+        for (int64_t i = 0; i < n_tensors; ++i) {
+            if (!tl.used.count(gguf_get_tensor_name(g, i))) {
+                fail(error, std::string("unexpected tensor ") + gguf_get_tensor_name(g, i) +
+                                " (not part of an XGLM model, or more layers than xglm.block_count); " + k_reconvert_hint);
+                return nullptr;
+            }
+        }
+    }
+
+    // 3. map the file; every tensor's bytes must lie inside it
+    {
+        const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        struct stat st{};
+        if (fd < 0 || fstat(fd, &st) != 0) {
+            if (fd >= 0) close(fd);
+            fail(error, "cannot open " + path + ": " + std::strerror(errno));
+            return nullptr;
+        }
+        model->mapping_size = static_cast<size_t>(st.st_size);
+        void * addr         = mmap(nullptr, model->mapping_size, PROT_READ, MAP_SHARED, fd, 0);
+        close(fd);
+        if (addr == MAP_FAILED) {
+            fail(error, "cannot map " + path + " into memory: " + std::strerror(errno));
+            return nullptr;
+        }
+        model->mapping = addr;
+    }
+    const size_t data_offset = gguf_get_data_offset(g);
+    auto tensor_data = [&](int64_t i) {
+        return static_cast<uint8_t *>(model->mapping) + data_offset + gguf_get_tensor_offset(g, i);
+    };
+    for (int64_t i = 0; i < n_tensors; ++i) {
+        const size_t end = data_offset + gguf_get_tensor_offset(g, i) + gguf_get_tensor_size(g, i);
+        if (end > model->mapping_size) {
+            fail(error, std::string("tensor ") + gguf_get_tensor_name(g, i) + " ends at byte " + std::to_string(end) +
+                            " but the file has " + std::to_string(model->mapping_size) +
+                            " bytes: the file is truncated; download or convert it again");
+            return nullptr;
+        }
+    }
+    model->buf_mapped = ggml_backend_cpu_buffer_from_ptr(model->mapping, model->mapping_size);
+    if (!model->buf_mapped) {
+        fail(error, "ggml could not wrap the mapped file in a buffer");
+        return nullptr;
+    }
+
+    // 4. choose the matmul weights that go into a repacked buffer
+    std::vector<ggml_tensor **> repack;
+    ggml_backend_buffer_type_t  repack_buft = nullptr;
+    if (params.use_repack) {
+        auto get_extra = reinterpret_cast<ggml_backend_dev_get_extra_bufts_t>(xglm_cpu_proc("ggml_backend_dev_get_extra_bufts"));
+        ggml_backend_buffer_type_t * extra = get_extra ? get_extra(xglm_cpu_device()) : nullptr;
+        for (; extra && *extra && !repack_buft; ++extra) {
+            if (std::strcmp(ggml_backend_buft_name(*extra), "CPU_REPACK") == 0) repack_buft = *extra;
+        }
+        for (auto & l : model->layers) {
+            for (ggml_tensor ** w : {&l.attn_qkv, &l.attn_output, &l.ffn_up, &l.ffn_down}) {
+                if (repack_buft && repack_supported(repack_buft, *w)) repack.push_back(w);
+            }
+        }
+    }
+    const size_t n_owned = repack.size() + (model->position_embd ? 0 : 1);
+    if (n_owned > 0) {
+        ggml_init_params ip = {ggml_tensor_overhead() * (n_owned + 1), nullptr, true};
+        model->ctx_owned    = ggml_init(ip);
+    }
+
+    // 5. point every tensor that stays in the file at its bytes (no copy)
+    std::set<const ggml_tensor *> repacked;
+    for (ggml_tensor ** w : repack) repacked.insert(*w);
+    for (int64_t i = 0; i < n_tensors; ++i) {
+        ggml_tensor * t = ggml_get_tensor(model->ctx_meta, gguf_get_tensor_name(g, i));
+        if (repacked.count(t)) continue;
+        if (ggml_backend_tensor_alloc(model->buf_mapped, t, tensor_data(i)) != GGML_STATUS_SUCCESS) {
+            fail(error, std::string("tensor ") + ggml_get_name(t) + " is misaligned in the file; " + k_reconvert_hint);
+            return nullptr;
+        }
+    }
+    if (!progress(0.1f)) return fail(error, "loading was cancelled"), nullptr;
+
+    // 6. repacked copies: ggml rearranges the blocks while setting the data
+    if (!repack.empty()) {
+        std::vector<std::pair<ggml_tensor *, const uint8_t *>> copies;
+        for (ggml_tensor ** w : repack) {
+            const int64_t i = gguf_find_tensor(g, ggml_get_name(*w));
+            ggml_tensor * c = ggml_dup_tensor(model->ctx_owned, *w);
+            ggml_set_name(c, ggml_get_name(*w));
+            copies.emplace_back(c, tensor_data(i));
+            *w = c;
+        }
+        ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(model->ctx_owned, repack_buft);
+        if (!buf) return fail(error, "out of memory allocating repacked weights; load with repack disabled"), nullptr;
+        model->bufs_owned.push_back(buf);
+        const long page = sysconf(_SC_PAGESIZE);
+        for (size_t j = 0; j < copies.size(); ++j) {
+            ggml_tensor *   c   = copies[j].first;
+            const uint8_t * src = copies[j].second;
+            ggml_backend_tensor_set(c, src, 0, ggml_nbytes(c));
+            // the mapped original is not read again: drop its pages from this process
+            const uintptr_t b = (reinterpret_cast<uintptr_t>(src) + page - 1) / page * page;
+            const uintptr_t e = (reinterpret_cast<uintptr_t>(src) + ggml_nbytes(c)) / page * page;
+            if (e > b) madvise(reinterpret_cast<void *>(b), e - b, MADV_DONTNEED);
+            if (!progress(0.1f + 0.9f * (j + 1) / copies.size())) return fail(error, "loading was cancelled"), nullptr;
+        }
+    }
+
+    // 7. the position table, when the file leaves it out
+    if (!model->position_embd) {
+        ggml_tensor * t = ggml_new_tensor_2d(model->ctx_owned, GGML_TYPE_F32, n_embd, hp.n_ctx_train);
+        ggml_set_name(t, "position_embd.weight");
+        ggml_backend_buffer_t buf = ggml_backend_buft_alloc_buffer(ggml_backend_cpu_buffer_type(), ggml_nbytes(t) + 64);
+        if (!buf) return fail(error, "out of memory for the position table"), nullptr;
+        model->bufs_owned.push_back(buf);
+        ggml_backend_tensor_alloc(buf, t, ggml_backend_buffer_get_base(buf));
+        const std::vector<float> table = sinusoid_table(hp.n_embd, hp.n_ctx_train);
+        ggml_backend_tensor_set(t, table.data(), 0, ggml_nbytes(t));
+        model->position_embd = t;
+    }
+    progress(1.0f);
+    return model.release();
+}
+
+void xglm_model_free(xglm_model * model) { delete model; }
+
+const xglm_hparams & xglm_model_hparams(const xglm_model * model) { return model->hparams; }
+
+std::vector<xglm_tensor_info> xglm_model_tensors(const xglm_model * model) {
+    std::vector<xglm_tensor_info> out;
+    auto add = [&](const ggml_tensor * t) {
+        xglm_tensor_info info;
+        info.name   = ggml_get_name(t);
+        info.type   = ggml_type_name(t->type);
+        info.buffer = t->buffer == model->buf_mapped ? "mmap"
+                      : t->buffer ? ggml_backend_buffer_name(t->buffer) : "none";
+        if (t->buffer != model->buf_mapped && std::strcmp(ggml_get_name(t), "position_embd.weight") == 0) {
+            info.buffer = "computed";
+        }
+        for (int i = 0; i < 4; ++i) info.ne[i] = t->ne[i];
+        out.push_back(info);
+    };
+    add(model->token_embd);
+    add(model->position_embd);
+    for (const auto & l : model->layers) {
+        for (const ggml_tensor * t : {l.attn_norm, l.attn_norm_b, l.attn_qkv, l.attn_qkv_b, l.attn_output, l.attn_output_b,
+                                      l.ffn_norm, l.ffn_norm_b, l.ffn_up, l.ffn_up_b, l.ffn_down, l.ffn_down_b}) {
+            add(t);
+        }
+    }
+    add(model->output_norm);
+    add(model->output_norm_b);
+    if (model->output != model->token_embd) add(model->output);
+    return out;
+}
+
+size_t xglm_model_mapped_bytes(const xglm_model * model) { return model->mapping_size; }
+
+size_t xglm_model_owned_bytes(const xglm_model * model) {
+    size_t n = 0;
+    for (auto * b : model->bufs_owned) n += ggml_backend_buffer_get_size(b);
+    return n;
+}
+
+int xglm_physical_cores() {
+    // Distinct (package, core) pairs; SMT siblings share one.
+    std::set<std::string> cores;
+    const unsigned        n_logical = std::max(1u, std::thread::hardware_concurrency());
+    for (unsigned cpu = 0; cpu < n_logical; ++cpu) {
+        std::ifstream f("/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/thread_siblings_list");
+        std::string   siblings;
+        if (f && std::getline(f, siblings)) cores.insert(siblings);
+    }
+    return cores.empty() ? static_cast<int>(n_logical) : static_cast<int>(cores.size());
+}

@@ -1,0 +1,133 @@
+// XGLM inference over ggml: plain C++, no Node-API.
+//
+// Split like whisper.h: an xglm_model holds the read-only weights (mmap'd from a GGUF file,
+// shareable by many contexts and threads); an xglm_context holds everything one run
+// mutates (KV cache, compute buffers, threadpool, last logits). A context is used by one
+// thread at a time; only xglm_context_abort may be called from another thread.
+//
+// Semantics: ../shared/DESIGN.md §3 (transformers' XGLMForCausalLM); file layout: §4.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ggml.h"
+
+struct xglm_model;
+struct xglm_context;
+
+// ---------------------------------------------------------------------------------------
+// model
+
+struct xglm_hparams {
+    int32_t     n_vocab     = 0;
+    int32_t     n_ctx_train = 0;  // max_position_embeddings
+    int32_t     n_embd      = 0;  // d_model
+    int32_t     n_ff        = 0;  // ffn_dim
+    int32_t     n_layer     = 0;
+    int32_t     n_head      = 0;
+    float       norm_eps    = 1e-5f;
+    float       embd_scale  = 1.0f;  // sqrt(d_model) when scale_embedding
+    int32_t     file_type   = -1;    // general.file_type (llama_ftype), -1 if absent
+    std::string name;                // general.name, may be empty
+};
+
+struct xglm_model_params {
+    // Copy matmul weights that ggml's CPU backend can repack (Q4_0, Q4_K, ...) into its
+    // interleaved layout: faster matmuls, at the cost of owning those bytes instead of
+    // sharing the page cache.
+    bool use_repack = true;
+    // Called with a fraction in [0, 1] while loading; return false to cancel.
+    std::function<bool(float)> progress;
+};
+
+// Loads a GGUF file; nullptr and *error on failure (the message says what to do).
+xglm_model * xglm_model_load(const std::string & path, const xglm_model_params & params, std::string * error);
+void         xglm_model_free(xglm_model * model);
+
+const xglm_hparams & xglm_model_hparams(const xglm_model * model);
+
+// Per weight: name, ggml type name, buffer ("mmap", "CPU_REPACK", "computed").
+struct xglm_tensor_info {
+    std::string name;
+    std::string type;
+    std::string buffer;
+    int64_t     ne[4];
+};
+std::vector<xglm_tensor_info> xglm_model_tensors(const xglm_model * model);
+
+// Bytes of weights mapped from the file and bytes copied into owned (repacked) buffers.
+size_t xglm_model_mapped_bytes(const xglm_model * model);
+size_t xglm_model_owned_bytes(const xglm_model * model);
+
+// ---------------------------------------------------------------------------------------
+// context
+
+struct xglm_context_params {
+    uint32_t  n_ctx     = 0;     // KV cells shared by all sequences; 0 = n_ctx_train
+    uint32_t  n_ubatch  = 512;   // tokens per graph evaluation (long prompts are split)
+    uint32_t  n_outputs = 32;    // logits rows per graph evaluation (bounds the output buffer)
+    int32_t   n_threads = 0;     // 0 = number of physical cores
+    ggml_type type_kv   = GGML_TYPE_F16;  // F16, F32 or Q8_0
+    // Keep the residual stream of every layer of the last xglm_decode (xglm_get_activation):
+    // for tests that compare hidden states against a reference.
+    bool      keep_activations = false;
+};
+
+// Sequence ids are 0 .. XGLM_MAX_SEQ-1 (one bit each in a cell).
+constexpr int XGLM_MAX_SEQ = 64;
+
+xglm_context * xglm_context_new(std::shared_ptr<const xglm_model> model, const xglm_context_params & params,
+                                std::string * error);
+void           xglm_context_free(xglm_context * ctx);
+
+const xglm_model * xglm_context_model(const xglm_context * ctx);
+uint32_t           xglm_n_ctx(const xglm_context * ctx);
+int32_t  xglm_n_threads(const xglm_context * ctx);
+
+// A batch: token i is `tokens[i]` at 0-based sequence index `pos[i]` in sequence `seq[i]`;
+// logits are kept for token i when want_logits[i] != 0.
+struct xglm_batch {
+    std::vector<int32_t> tokens;
+    std::vector<int32_t> pos;
+    std::vector<int32_t> seq;
+    std::vector<uint8_t> want_logits;
+};
+
+enum xglm_status {
+    XGLM_OK           = 0,
+    XGLM_ABORTED      = 1,  // xglm_context_abort was called; the cache holds the tokens
+                            // of the ubatches that completed
+    XGLM_ERR_INPUT    = 2,  // invalid batch (message says which token and why)
+    XGLM_ERR_KV_FULL  = 3,  // not enough free KV cells
+    XGLM_ERR_COMPUTE  = 4,
+};
+
+// Evaluates a batch, adding its tokens to the KV cache. Splits it into ubatches.
+xglm_status xglm_decode(xglm_context * ctx, const xglm_batch & batch, std::string * error);
+
+// Sets or clears the abort flag (any thread). While it is set, xglm_decode stops between
+// graph nodes and between ubatches and returns XGLM_ABORTED. The caller clears it.
+void xglm_context_set_abort(xglm_context * ctx, bool abort);
+
+// The logits row [n_vocab] of batch token i of the last xglm_decode, or nullptr if it was
+// not asked for.
+const float * xglm_get_logits(const xglm_context * ctx, int32_t i);
+
+// With keep_activations: "inp_embd" [n_embd, n_tokens], "l_out-<il>" per layer,
+// "result_norm" [n_embd, n_outputs]. nullptr when unknown.
+const std::vector<float> * xglm_get_activation(const xglm_context * ctx, const std::string & name);
+
+// KV cache, per sequence. p1 < 0 means "to the end".
+void    xglm_kv_clear(xglm_context * ctx);
+void    xglm_kv_seq_rm(xglm_context * ctx, int32_t seq, int32_t p0, int32_t p1);
+void    xglm_kv_seq_cp(xglm_context * ctx, int32_t seq_src, int32_t seq_dst, int32_t p0, int32_t p1);
+int32_t xglm_kv_seq_pos_max(const xglm_context * ctx, int32_t seq);  // -1 when empty
+int32_t xglm_kv_used_cells(const xglm_context * ctx);
+
+// Physical cores of this machine (falls back to the logical count).
+int xglm_physical_cores();
