@@ -389,6 +389,14 @@ test('pull with a type hands the snapshot folder to the converter and keeps the 
   t.is(calls.length, 1);
   t.false(second.converted);
   t.is(second.gguf, first.gguf);
+
+  // An explicit output file is the user's: always written, never assumed to be this model.
+  const outFile = path.join(options.cacheDir!, 'mine.gguf');
+  fs.writeFileSync(outFile, 'something else');
+  const third = await pull(REPO, { ...options, type: 'q4_k_m', outFile, convert });
+  t.is(calls.length, 2);
+  t.true(third.converted);
+  t.true(fixtureBytes('config.json').equals(fs.readFileSync(outFile)));
 });
 
 test('a failing converter leaves no GGUF behind', async (t) => {

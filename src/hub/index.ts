@@ -219,9 +219,9 @@ export type ConvertProgressFn = (...args: never[]) => void;
 export interface PullOptions extends PullFilesOptions {
   /** GGUF type to convert to (f32, f16, bf16, q8_0, q6_k, q5_k_m, q5_0, q4_k_m, q4_0); without it, only download. */
   type?: string;
-  /** Where the GGUF goes. @default <cacheDir>/gguf/<repo>/<commit>/<name>-<type>.gguf */
+  /** Where the GGUF goes (replaced if it exists). @default <cacheDir>/gguf/<repo>/<commit>/<name>-<type>.gguf, reused when present */
   outFile?: string;
-  /** Convert again even when `outFile` exists. @default false */
+  /** Convert again even when the default GGUF is already in the cache. @default false */
   force?: boolean;
   onConvertProgress?: ConvertProgressFn;
   /** The converter to run. @default the package's own (src/convert) */
@@ -243,7 +243,9 @@ export async function pull(repo: string, options: PullOptions = {}): Promise<Pul
   const outFile = path.resolve(
     options.outFile ?? path.join(resolveCacheRoot(options.cacheDir), 'gguf', repo, files.commit, `${path.basename(repo)}-${type}.gguf`),
   );
-  if (!options.force && (await fs.promises.stat(outFile).catch(() => undefined))?.isFile()) {
+  // Only the default path names repo, commit and type, so only there is an existing file this very GGUF.
+  const reusable = options.outFile === undefined && !options.force;
+  if (reusable && (await fs.promises.stat(outFile).catch(() => undefined))?.isFile()) {
     return { ...files, gguf: outFile, converted: false };
   }
   const convert = options.convert ?? (await loadConverter());
