@@ -78,6 +78,52 @@ test('pytorch_model.bin is pulled when the repo has no safetensors', async (t) =
   assertSameAsFixture(t, result.dir, ['pytorch_model.bin', 'config.json', 'sentencepiece.bpe.model']);
 });
 
+/** Splits the fixture's model.safetensors into two valid shards plus the index transformers writes. */
+function writeShardedCheckpoint(dir: string): string[] {
+  const whole = fixtureBytes('model.safetensors');
+  const headerLength = Number(whole.readBigUInt64LE(0));
+  const header = JSON.parse(whole.subarray(8, 8 + headerLength).toString('utf8')) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+  const data = whole.subarray(8 + headerLength);
+  const names = Object.keys(header).filter((n) => n !== '__metadata__').sort();
+  const halves = [names.slice(0, names.length >> 1), names.slice(names.length >> 1)];
+  const shardNames = ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'];
+  const weightMap: Record<string, string> = {};
+  halves.forEach((tensors, i) => {
+    const shardHeader: Record<string, unknown> = { __metadata__: { format: 'pt' } };
+    const parts: Buffer[] = [];
+    let offset = 0;
+    for (const name of tensors) {
+      const [begin, end] = header[name]!.data_offsets;
+      shardHeader[name] = { ...header[name], data_offsets: [offset, offset + end - begin] };
+      parts.push(data.subarray(begin, end));
+      offset += end - begin;
+      weightMap[name] = shardNames[i]!;
+    }
+    let json = JSON.stringify(shardHeader);
+    json += ' '.repeat((8 - (json.length % 8)) % 8);
+    const prefix = Buffer.alloc(8);
+    prefix.writeBigUInt64LE(BigInt(json.length));
+    fs.writeFileSync(path.join(dir, shardNames[i]!), Buffer.concat([prefix, Buffer.from(json), ...parts]));
+  });
+  fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: data.length }, weight_map: weightMap }));
+  for (const name of ['config.json', 'sentencepiece.bpe.model', 'pytorch_model.bin']) fs.copyFileSync(path.join(FIXTURE, name), path.join(dir, name));
+  return shardNames;
+}
+
+test('sharded safetensors: the index is read and exactly its shards are pulled', async (t) => {
+  const source = fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-hub-sharded-'));
+  t.teardown(() => fs.rmSync(source, { recursive: true, force: true }));
+  const shards = writeShardedCheckpoint(source);
+  const { options } = await setup(t, {}, { 'test-org/sharded': { dir: source } });
+  const events: PullProgress[] = [];
+  const result = await pullFiles('test-org/sharded', { ...options, onProgress: (p) => events.push(p) });
+  const expected = ['config.json', 'sentencepiece.bpe.model', 'model.safetensors.index.json', ...shards];
+  t.deepEqual(result.files.map((f) => f.name), expected);
+  for (const name of expected) t.true(fs.readFileSync(path.join(source, name)).equals(fs.readFileSync(path.join(result.dir, name))));
+  t.is(events.at(-1)!.fileCount, expected.length);
+  t.is(events.at(-1)!.totalBytesDone, expected.reduce((sum, name) => sum + fs.statSync(path.join(source, name)).size, 0));
+});
+
 test('a dropped connection resumes with a Range request from the byte where it stopped', async (t) => {
   const size = fixtureBytes('model.safetensors').length;
   const dropAt = 300_001;
