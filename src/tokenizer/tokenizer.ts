@@ -68,6 +68,10 @@ export interface TokenizedText {
 export { StreamDecoder, type DecodeOptions } from './stream-decoder.js';
 
 const utf8Decoder = new TextDecoder('utf-8');
+// Local copies: imported enum objects cost a property lookup per token on the decode path.
+const TYPE_CONTROL: number = GgufTokenType.CONTROL;
+const TYPE_UNKNOWN: number = GgufTokenType.UNKNOWN;
+const TYPE_BYTE: number = GgufTokenType.BYTE;
 
 export class Tokenizer {
   /** Number of ids (XGLM: SentencePiece pieces + 8). */
@@ -270,24 +274,30 @@ export class Tokenizer {
    */
   decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {
     const skipSpecialTokens = options.skipSpecialTokens ?? true;
+    const types = this.tokenTypes;
+    const surfaces = this.surfaceTable();
     const parts: string[] = [];
-    let byteRun: number[] = [];
+    let byteRun: number[] | null = null;
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
       this.checkId(id);
-      const byte = this.byteValue(id);
-      if (byte >= 0) {
-        byteRun.push(byte);
-        continue;
+      const type = types[id]!;
+      if (type === TYPE_BYTE) {
+        const byte = this.byteValue(id);
+        if (byte >= 0) {
+          (byteRun ??= []).push(byte);
+          continue;
+        }
       }
-      if (this.isSpecial(id) && skipSpecialTokens) continue;
-      if (byteRun.length > 0) {
+      const special = type === TYPE_CONTROL || type === TYPE_UNKNOWN;
+      if (special && skipSpecialTokens) continue;
+      if (byteRun !== null) {
         parts.push(utf8Decoder.decode(Uint8Array.from(byteRun)));
-        byteRun = [];
+        byteRun = null;
       }
-      parts.push(this.isSpecial(id) ? this.tokens[id]! : this.surface(id));
+      parts.push(special ? this.tokens[id]! : (surfaces[id] ?? this.surface(id)));
     }
-    if (byteRun.length > 0) parts.push(utf8Decoder.decode(Uint8Array.from(byteRun)));
+    if (byteRun !== null) parts.push(utf8Decoder.decode(Uint8Array.from(byteRun)));
     return pythonStrip(parts.join(''));
   }
 
@@ -315,23 +325,28 @@ export class Tokenizer {
   /** True for ids HF's decode drops with skip_special_tokens (control and unknown tokens). */
   isSpecial(id: number): boolean {
     const type = this.tokenType(id);
-    return type === GgufTokenType.CONTROL || type === GgufTokenType.UNKNOWN;
+    return type === TYPE_CONTROL || type === TYPE_UNKNOWN;
+  }
+
+  private surfaceTable(): Array<string | null> {
+    if (this.surfaces === null) this.surfaces = new Array<string | null>(this.vocabSize).fill(null);
+    return this.surfaces;
   }
 
   /** @internal Decoding surface of a non-special, non-byte id ("▁" → " "). */
   surface(id: number): string {
-    if (this.surfaces === null) this.surfaces = new Array<string | null>(this.vocabSize).fill(null);
-    let s = this.surfaces[id];
+    const surfaces = this.surfaceTable();
+    let s = surfaces[id];
     if (s == null) {
       s = this.tokens[id]!.replaceAll('\u2581', ' ');
-      this.surfaces[id] = s;
+      surfaces[id] = s;
     }
     return s;
   }
 
   /** @internal The byte value of a BYTE token ("<0xAB>"), or -1 if it is not one. */
   byteValue(id: number): number {
-    if (this.tokenTypes[id] !== GgufTokenType.BYTE) return -1;
+    if (this.tokenTypes[id] !== TYPE_BYTE) return -1;
     const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(this.tokens[id]!);
     return m ? parseInt(m[1]!, 16) : -1;
   }
