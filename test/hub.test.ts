@@ -82,7 +82,8 @@ test('pytorch_model.bin is pulled when the repo has no safetensors', async (t) =
 function writeShardedCheckpoint(dir: string): string[] {
   const whole = fixtureBytes('model.safetensors');
   const headerLength = Number(whole.readBigUInt64LE(0));
-  const header = JSON.parse(whole.subarray(8, 8 + headerLength).toString('utf8')) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+  type TensorEntry = { dtype: string; shape: number[]; data_offsets: [number, number] };
+  const header = JSON.parse(whole.subarray(8, 8 + headerLength).toString('utf8')) as Record<string, TensorEntry>;
   const data = whole.subarray(8 + headerLength);
   const names = Object.keys(header).filter((n) => n !== '__metadata__').sort();
   const halves = [names.slice(0, names.length >> 1), names.slice(names.length >> 1)];

@@ -153,7 +153,9 @@ async function downloadListing(
       `${basePath(client)}/${repo}/resolve/${encodeURIComponent(commit)}/${remote.name.split('/').map(encodeURIComponent).join('/')}`,
       client.endpoint,
     );
-    const file = await downloadFile(client, { url, file: remote, dest: path.join(dir, remote.name), commit, subject: { repo, revision, file: remote.name } }, report);
+    const dest = path.join(dir, remote.name);
+    const subject = { repo, revision, file: remote.name };
+    const file = await downloadFile(client, { url, file: remote, dest, commit, subject }, report);
     if (file.cached) report({ phase: 'cached', bytesDone: file.size, bytesTotal: file.size });
     doneBytes += file.size;
     pulled.push({ name: remote.name, ...file });
