@@ -57,7 +57,8 @@ test('loads in 4 worker threads at once; terminated workers leave no thread behi
     const dst = new Uint8Array(addon.rowSize(2, 256) * 64);
     addon.quantizeRows(2, src, dst, 64, 256, 2).then((n) => parentPort.postMessage({ variant: addon.backendInfo().variant, n }));
   `;
-  const file = path.join(packageRoot, 'build', 'Release', 'xglm.node');
+  // The addon native() loaded when XGLM_ADDON_PATH names one (e.g. the arm64 prebuild under qemu).
+  const file = process.env.XGLM_ADDON_PATH ? path.resolve(process.env.XGLM_ADDON_PATH) : path.join(packageRoot, 'build', 'Release', 'xglm.node');
   const addonFile = fs.existsSync(file) ? file : (await import('../src/native.js')).addonCandidates()[0]!;
   for (let round = 0; round < 3; round++) {
     const workers = Array.from({ length: 4 }, () => new Worker(script, { eval: true, workerData: { file: addonFile } }));
