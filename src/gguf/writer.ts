@@ -38,6 +38,7 @@ class ByteSink {
   private buf = Buffer.alloc(1 << 16);
   length = 0;
 
+  /** Makes room for n bytes and returns where they go; may replace this.buf, so call it before touching the buffer. */
   private reserve(n: number): number {
     if (this.length + n > this.buf.length) {
       const next = Buffer.alloc(Math.max(this.buf.length * 2, this.length + n));
@@ -50,34 +51,44 @@ class ByteSink {
   }
 
   u8(v: number): void {
-    this.buf.writeUInt8(v, this.reserve(1));
+    const at = this.reserve(1);
+    this.buf.writeUInt8(v, at);
   }
   i8(v: number): void {
-    this.buf.writeInt8(v, this.reserve(1));
+    const at = this.reserve(1);
+    this.buf.writeInt8(v, at);
   }
   u16(v: number): void {
-    this.buf.writeUInt16LE(v, this.reserve(2));
+    const at = this.reserve(2);
+    this.buf.writeUInt16LE(v, at);
   }
   i16(v: number): void {
-    this.buf.writeInt16LE(v, this.reserve(2));
+    const at = this.reserve(2);
+    this.buf.writeInt16LE(v, at);
   }
   u32(v: number): void {
-    this.buf.writeUInt32LE(v, this.reserve(4));
+    const at = this.reserve(4);
+    this.buf.writeUInt32LE(v, at);
   }
   i32(v: number): void {
-    this.buf.writeInt32LE(v, this.reserve(4));
+    const at = this.reserve(4);
+    this.buf.writeInt32LE(v, at);
   }
   f32(v: number): void {
-    this.buf.writeFloatLE(v, this.reserve(4));
+    const at = this.reserve(4);
+    this.buf.writeFloatLE(v, at);
   }
   f64(v: number): void {
-    this.buf.writeDoubleLE(v, this.reserve(8));
+    const at = this.reserve(8);
+    this.buf.writeDoubleLE(v, at);
   }
   u64(v: number | bigint): void {
-    this.buf.writeBigUInt64LE(BigInt(v), this.reserve(8));
+    const at = this.reserve(8);
+    this.buf.writeBigUInt64LE(BigInt(v), at);
   }
   i64(v: bigint): void {
-    this.buf.writeBigInt64LE(v, this.reserve(8));
+    const at = this.reserve(8);
+    this.buf.writeBigInt64LE(v, at);
   }
   raw(bytes: Uint8Array): void {
     const at = this.reserve(bytes.length);

@@ -1,0 +1,84 @@
+/**
+ * The streaming core shared by convert() and quantize(): for each output tensor, read a bounded
+ * number of float32 rows, encode them to the tensor's ggml type (F32 as is; everything else
+ * through ggml's quantize functions in the addon, on native threads), append to the GGUF file.
+ * Peak memory is a few chunks, whatever the model size.
+ */
+import os from 'node:os';
+import { XglmError } from '../errors.js';
+import { GgmlType, ggmlTensorBytes } from '../gguf/types.js';
+import type { GgufTensorSpec, GgufWriter } from '../gguf/writer.js';
+import { native } from '../native.js';
+
+/** Float32 elements per chunk: 16 MiB of input, whatever the row length. */
+export const CHUNK_ELEMENTS = 4 * 1024 * 1024;
+
+export interface ProgressEvent {
+  /** The tensor being written. */
+  tensor: string;
+  tensorsDone: number;
+  tensorsTotal: number;
+  bytesWritten: number;
+  bytesTotal: number;
+}
+
+export interface TensorJob {
+  spec: GgufTensorSpec;
+  /** Rows [first, first + count) as float32 (row length = spec.dims[0]); or raw bytes to copy. */
+  read: { rows: (first: number, count: number) => Float32Array } | { bytes: (start: number, length: number) => Uint8Array };
+}
+
+export function defaultThreads(): number {
+  return Math.max(1, os.availableParallelism());
+}
+
+/** Encodes `nRows` float32 rows to `type`. */
+export async function encodeRows(type: number, rows: Float32Array, nRows: number, rowLength: number, threads: number): Promise<Uint8Array> {
+  if (type === GgmlType.F32) return new Uint8Array(rows.buffer, rows.byteOffset, rows.byteLength);
+  const addon = native();
+  const out = new Uint8Array(addon.rowSize(type, rowLength) * nRows);
+  const written = await addon.quantizeRows(type, rows, out, nRows, rowLength, threads);
+  if (written !== out.length) {
+    throw new XglmError('ERR_XGLM_CONVERT', `quantizing ${nRows} rows wrote ${written} bytes, expected ${out.length}`);
+  }
+  return out;
+}
+
+/** Writes every job's tensor, in order, into an open writer whose specs match the jobs. */
+export async function writeTensorJobs(
+  writer: GgufWriter,
+  jobs: readonly TensorJob[],
+  threads: number,
+  onProgress: ((event: ProgressEvent) => void) | undefined,
+): Promise<void> {
+  const bytesTotal = writer.layout.fileSize;
+  const report = (tensor: string, tensorsDone: number) =>
+    onProgress?.({ tensor, tensorsDone, tensorsTotal: jobs.length, bytesWritten: writer.bytesWritten, bytesTotal });
+  for (let j = 0; j < jobs.length; j++) {
+    const { spec, read } = jobs[j]!;
+    const rowLength = spec.dims[0] ?? 1;
+    let rows = 1;
+    for (let d = 1; d < spec.dims.length; d++) rows *= spec.dims[d]!;
+    if (ggmlTensorBytes(spec.type, spec.dims) === 0) {
+      await writer.write(new Uint8Array(0));
+    } else if ('bytes' in read) {
+      const total = ggmlTensorBytes(spec.type, spec.dims)!;
+      for (let start = 0; start < total; start += CHUNK_ELEMENTS * 4) {
+        await writer.write(read.bytes(start, Math.min(CHUNK_ELEMENTS * 4, total - start)));
+        report(spec.name, j);
+      }
+    } else {
+      const rowsPerChunk = Math.max(1, Math.floor(CHUNK_ELEMENTS / Math.max(1, rowLength)));
+      for (let first = 0; first < rows; first += rowsPerChunk) {
+        const count = Math.min(rowsPerChunk, rows - first);
+        const f32 = read.rows(first, count);
+        if (f32.length !== count * rowLength) {
+          throw new XglmError('ERR_XGLM_CONVERT', `${spec.name}: got ${f32.length} values for ${count} rows of ${rowLength}`);
+        }
+        await writer.write(await encodeRows(spec.type, f32, count, rowLength, threads));
+        report(spec.name, j);
+      }
+    }
+    report(spec.name, j + 1);
+  }
+}
