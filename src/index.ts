@@ -10,3 +10,6 @@ export function backendInfo(): BackendInfo {
 
 export { pull, pullFiles, HubError } from './hub/index.js';
 export type { PullOptions, PullResult, PullFilesOptions, PullFilesResult, PullProgress, PulledFile } from './hub/index.js';
+
+export { Tokenizer, StreamDecoder, parseSentencePieceModel, xglmVocabularyFromSentencePiece } from './tokenizer/index.js';
+export type { DecodeOptions, EncodeOptions, TokenizedText, TokenizerVocabulary, XglmVocabulary, SentencePieceModel } from './tokenizer/index.js';
