@@ -3,3 +3,5 @@ export { OUTPUT_TYPES, parseOutputType, chooseTensorType, type OutputTypeName } 
 export { readXglmConfig, validateXglmConfig, type XglmHParams } from './config.js';
 export { XGLM_TENSOR_MAP, IGNORED_TENSORS, planXglmTensors } from './xglm-layout.js';
 export { sinusoidRows, positionEmbeddingRows } from './sinusoid.js';
+export { quantize, type QuantizeOptions, type QuantizeResult } from './quantize.js';
+export { writeRandomCheckpoint, resizeSentencePieceModel, XGLM_564M_SHAPE, type XglmShape, type RandomCheckpointOptions } from './random-checkpoint.js';
