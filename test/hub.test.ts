@@ -5,7 +5,9 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { ProgressEvent as ConvertProgressEvent } from '../src/convert/index.js';
 import { XglmError } from '../src/errors.js';
+import { GgufReader } from '../src/gguf/index.js';
 import { HubError, pull, pullFiles, type PullFilesOptions, type PullProgress } from '../src/hub/index.js';
 import { startFakeHub, type FakeHub, type FakeHubFaults, type FakeRepo } from './helpers/fake-hub.js';
 
@@ -445,6 +447,26 @@ test('pull with a type hands the snapshot folder to the converter and keeps the 
   t.is(calls.length, 2);
   t.true(third.converted);
   t.true(fixtureBytes('config.json').equals(fs.readFileSync(outFile)));
+});
+
+test('pull --type f32 through the real converter: token_embd.weight is the fixture\'s embed_tokens, byte for byte', async (t) => {
+  const { options } = await setup(t);
+  const progress: ConvertProgressEvent[] = [];
+  const result = await pull(REPO, { ...options, type: 'f32', onConvertProgress: (e) => progress.push(e) });
+  t.true(result.converted);
+  t.true(progress.length > 0);
+  const reader = GgufReader.open(result.gguf!);
+  t.teardown(() => reader.close());
+  t.is(reader.get('general.architecture'), 'xglm');
+  t.is(reader.get('general.name'), 'tiny-a');
+
+  // The oracle: the F32 tensor as stored in the fixture's model.safetensors.
+  const whole = fixtureBytes('model.safetensors');
+  const headerLength = Number(whole.readBigUInt64LE(0));
+  const header = JSON.parse(whole.subarray(8, 8 + headerLength).toString('utf8')) as Record<string, { data_offsets: [number, number] }>;
+  const [begin, end] = header['model.embed_tokens.weight']!.data_offsets;
+  const embed = reader.tensor('token_embd.weight')!;
+  t.true(reader.readTensorBytes(embed).equals(whole.subarray(8 + headerLength + begin, 8 + headerLength + end)));
 });
 
 test('a failing converter leaves no GGUF behind', async (t) => {

@@ -13,6 +13,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import type { ProgressEvent as ConvertProgressEvent } from '../convert/index.js';
 import { XglmError } from '../errors.js';
 import { fetchRepoListing, basePath, type RemoteFile, type RepoListing } from './api.js';
 import { downloadFile, type FilePhase, type FileProgress } from './download.js';
@@ -214,9 +215,11 @@ async function readCachedSnapshot(cacheRoot: string, repo: string, revision: str
 }
 
 /** Converter contract (src/convert): HF model folder → GGUF file of the given type. */
-export type ConvertFn = (hfDir: string, outFile: string, options: { type: string; onProgress?: ConvertProgressFn }) => Promise<unknown>;
-// The converter owns the shape of its progress reports; pull only forwards them.
-export type ConvertProgressFn = (...args: never[]) => void;
+export type ConvertFn = (
+  hfDir: string,
+  outFile: string,
+  options: { type: string; name?: string; onProgress?: (event: ConvertProgressEvent) => void },
+) => Promise<unknown>;
 
 export interface PullOptions extends PullFilesOptions {
   /** GGUF type to convert to (f32, f16, bf16, q8_0, q6_k, q5_k_m, q5_0, q4_k_m, q4_0); without it, only download. */
@@ -225,7 +228,8 @@ export interface PullOptions extends PullFilesOptions {
   outFile?: string;
   /** Convert again even when the default GGUF is already in the cache. @default false */
   force?: boolean;
-  onConvertProgress?: ConvertProgressFn;
+  /** The converter's own progress reports, forwarded. */
+  onConvertProgress?: (event: ConvertProgressEvent) => void;
   /** The converter to run. @default the package's own (src/convert) */
   convert?: ConvertFn;
 }
@@ -250,12 +254,14 @@ export async function pull(repo: string, options: PullOptions = {}): Promise<Pul
   if (reusable && (await fs.promises.stat(outFile).catch(() => undefined))?.isFile()) {
     return { ...files, gguf: outFile, converted: false };
   }
-  const convert = options.convert ?? (await loadConverter());
+  // Loaded on demand: pulling files alone never loads the converter (or, through it, the addon).
+  const convert: ConvertFn = options.convert ?? (await import('../convert/index.js')).convert;
   await fs.promises.mkdir(path.dirname(outFile), { recursive: true });
   // Converted into a side file and renamed, so an existing outFile is always a whole one.
   const partial = `${outFile}.incomplete`;
   try {
-    await convert(files.dir, partial, { type, onProgress: options.onConvertProgress });
+    // general.name: the repo's name, not the snapshot folder's (a commit sha).
+    await convert(files.dir, partial, { type, name: path.basename(repo), onProgress: options.onConvertProgress });
     await fs.promises.rename(partial, outFile);
   } catch (err) {
     await fs.promises.rm(partial, { force: true });
@@ -264,23 +270,6 @@ export async function pull(repo: string, options: PullOptions = {}): Promise<Pul
   return { ...files, gguf: outFile, converted: true };
 }
 
-async function loadConverter(): Promise<ConvertFn> {
-  // Resolved at run time so the hub module stays usable (and testable) on its own.
-  const specifier = '../convert/index.js';
-  try {
-    const module = (await import(specifier)) as { convert?: unknown };
-    if (typeof module.convert === 'function') return module.convert as ConvertFn;
-  } catch (cause) {
-    // Only a missing module means "no converter"; a converter that fails to load says why itself.
-    const code = (cause as { code?: unknown } | null)?.code;
-    if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') throw cause;
-    throw new XglmError('ERR_XGLM_UNSUPPORTED', 'the converter is not available in this build', {
-      cause,
-      hint: 'pull without --type, then run xglm convert on the downloaded folder',
-    });
-  }
-  throw new XglmError('ERR_XGLM_UNSUPPORTED', 'the converter module has no convert() function');
-}
 
 function makeClient(options: PullFilesOptions): HubClient {
   const endpointText = options.endpoint ?? (process.env.HF_ENDPOINT || DEFAULT_ENDPOINT);
