@@ -469,6 +469,13 @@ test('pull --type f32 through the real converter: token_embd.weight is the fixtu
   t.true(reader.readTensorBytes(embed).equals(whole.subarray(8 + headerLength + begin, 8 + headerLength + end)));
 });
 
+test('an unknown --type is refused before anything is requested', async (t) => {
+  const { hub, options } = await setup(t);
+  const err = await t.throwsAsync(pull(REPO, { ...options, type: 'q4_kk' }), { instanceOf: XglmError });
+  t.is(err!.code, 'ERR_XGLM_INVALID_ARGUMENT');
+  t.is(hub.requests.length, 0);
+});
+
 test('a failing converter leaves no GGUF behind', async (t) => {
   const { options } = await setup(t);
   const outFile = path.join(options.cacheDir!, 'out.gguf');

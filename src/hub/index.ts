@@ -14,6 +14,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ProgressEvent as ConvertProgressEvent } from '../convert/index.js';
+import { parseOutputType } from '../convert/output-types.js';
 import { XglmError } from '../errors.js';
 import { fetchRepoListing, basePath, type RemoteFile, type RepoListing } from './api.js';
 import { downloadFile, type FilePhase, type FileProgress } from './download.js';
@@ -243,9 +244,10 @@ export interface PullResult extends PullFilesResult {
 
 /** Downloads a checkpoint and, with `type`, converts it to GGUF. */
 export async function pull(repo: string, options: PullOptions = {}): Promise<PullResult> {
+  // A typo in the type must fail before gigabytes move, not after.
+  const type = options.type === undefined ? undefined : parseOutputType(options.type);
   const files = await pullFiles(repo, options);
-  if (options.type === undefined) return { ...files, gguf: undefined, converted: false };
-  const type = options.type.toLowerCase();
+  if (type === undefined) return { ...files, gguf: undefined, converted: false };
   const outFile = path.resolve(
     options.outFile ?? path.join(resolveCacheRoot(options.cacheDir), 'gguf', repo, files.commit, `${path.basename(repo)}-${type}.gguf`),
   );
@@ -269,7 +271,6 @@ export async function pull(repo: string, options: PullOptions = {}): Promise<Pul
   }
   return { ...files, gguf: outFile, converted: true };
 }
-
 
 function makeClient(options: PullFilesOptions): HubClient {
   const endpointText = options.endpoint ?? (process.env.HF_ENDPOINT || DEFAULT_ENDPOINT);
