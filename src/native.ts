@@ -1,9 +1,9 @@
 /**
  * Loads the native addon and types its whole surface once.
  *
- * Load order: `XGLM_ADDON_PATH` when set; else the prebuild for this platform
- * (prebuilds/<platform>-<arch>/), unless a local build (build/Release/xglm.node) is newer,
- * which is what a developer who just rebuilt expects; else the local build.
+ * Load order (node-gyp-build's): `XGLM_ADDON_PATH` when set; else a local build
+ * (build/Release/xglm.node), which exists only where someone built from source; else the
+ * prebuild for this platform (prebuilds/<platform>-<arch>/), which an installed package uses.
  * The addon is loaded on first use, so tokenizer- or GGUF-only users never need it.
  */
 import fs from 'node:fs';
@@ -165,14 +165,6 @@ export const packageRoot = path.resolve(__dirname, '..');
 
 export const BUILD_FROM_SOURCE_COMMAND = 'npm run build:native';
 
-function mtime(file: string): number {
-  try {
-    return fs.statSync(file).mtimeMs;
-  } catch {
-    return -1;
-  }
-}
-
 function findPrebuild(): string | undefined {
   const dir = path.join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`);
   let names: string[];
@@ -189,11 +181,8 @@ function findPrebuild(): string | undefined {
 export function addonCandidates(): string[] {
   const override = process.env.XGLM_ADDON_PATH;
   if (override) return [path.resolve(override)];
-  const prebuild = findPrebuild();
   const local = path.join(packageRoot, 'build', 'Release', 'xglm.node');
-  const haveLocal = mtime(local) >= 0;
-  if (prebuild && haveLocal && mtime(local) > mtime(prebuild)) return [local, prebuild];
-  return [prebuild, haveLocal ? local : undefined].filter((p): p is string => p !== undefined);
+  return [fs.existsSync(local) ? local : undefined, findPrebuild()].filter((p): p is string => p !== undefined);
 }
 
 let addon: NativeAddon | undefined;
