@@ -2,6 +2,8 @@
 import { XglmError } from '../errors.js';
 import type { Command } from './main.js';
 import { specs } from './specs.js';
+import { runInfo } from './commands/info.js';
+import { runConvert, runPull, runQuantize } from './commands/convert.js';
 
 function pending(name: keyof typeof specs): Command {
   return {
@@ -18,9 +20,9 @@ export const commands: Command[] = [
   pending('logprobs'),
   pending('score'),
   pending('perplexity'),
-  pending('convert'),
-  pending('quantize'),
-  pending('pull'),
-  pending('info'),
+  { spec: specs.convert, run: runConvert },
+  { spec: specs.quantize, run: runQuantize },
+  { spec: specs.pull, run: runPull },
+  { spec: specs.info, run: runInfo },
   pending('bench'),
 ];
