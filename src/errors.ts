@@ -17,6 +17,7 @@ export type XglmErrorCode =
   | 'ERR_XGLM_CONTEXT_OVERFLOW'
   | 'ERR_XGLM_DISPOSED'
   | 'ERR_XGLM_ABORTED'
+  | 'ERR_XGLM_COMPUTE'
   | 'ERR_XGLM_HUB'
   | 'ERR_XGLM_CHECKSUM';
 

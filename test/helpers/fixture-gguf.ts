@@ -26,7 +26,7 @@ export interface GoldenPrompt {
   all_logits?: { file: string; shape: number[] };
   hidden_states?: { file: string; shape: number[] };
   top5: Array<{ pos: number; ids: number[]; logprobs: number[] }>;
-  greedy: { n_new: number; ids: number[]; logprobs: number[]; min_top1_top2_logit_margin: number };
+  greedy: { n_new: number; ids: number[]; logprobs: number[]; top1_top2_logit_margins: number[]; min_top1_top2_logit_margin: number };
 }
 
 export interface Golden {
