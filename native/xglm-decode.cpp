@@ -431,9 +431,11 @@ xglm_status decode_ubatch(xglm_context * lctx, const xglm_batch & batch, int i0,
 xglm_status xglm_decode(xglm_context * lctx, const xglm_batch & batch, std::string * error) {
     const xglm_hparams & hp = lctx->model->hparams;
     const int            n  = static_cast<int>(batch.tokens.size());
+    // nothing from an earlier decode stays readable, and a failed one leaves no rows
     lctx->logits.clear();
-    lctx->logits_row.assign(n, -1);
+    lctx->logits_row.clear();
     lctx->activations.clear();
+    std::vector<int32_t> logits_row(n, -1);
 
     if (n == 0) return fail(error, "the batch is empty"), XGLM_ERR_INPUT;
     if (batch.pos.size() != batch.tokens.size() || batch.seq.size() != batch.tokens.size() ||
@@ -458,7 +460,7 @@ xglm_status xglm_decode(xglm_context * lctx, const xglm_batch & batch, std::stri
             fail(error, at + "sequence id " + std::to_string(batch.seq[i]) + " is outside [0, " + std::to_string(XGLM_MAX_SEQ) + ")");
             return XGLM_ERR_INPUT;
         }
-        if (batch.want_logits[i]) lctx->logits_row[i] = n_rows++;
+        if (batch.want_logits[i]) logits_row[i] = n_rows++;
     }
     {
         // a (sequence, position) pair may be cached only once
@@ -497,10 +499,14 @@ xglm_status xglm_decode(xglm_context * lctx, const xglm_batch & batch, std::stri
         }
         if (lctx->abort_requested.load()) return fail(error, "evaluation aborted"), XGLM_ABORTED;
         const xglm_status st = decode_ubatch(lctx, batch, i0, i1, row0, error);
-        if (st != XGLM_OK) return st;
+        if (st != XGLM_OK) {
+            lctx->logits.clear();
+            return st;
+        }
         i0 = i1;
         row0 += rows;
     }
+    lctx->logits_row.swap(logits_row);
     return XGLM_OK;
 }
 

@@ -69,13 +69,21 @@ export function argmax(a: ArrayLike<number>): number {
 const cache = new Map<string, Promise<string>>();
 let tmpDir: string | undefined;
 
+function ensureTmp(): string {
+  if (!tmpDir) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-engine-'));
+    process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+    tmpDir = dir;
+  }
+  return tmpDir;
+}
+
 /** A GGUF of a fixture model in the given type, made once per test process. */
 export function fixtureGguf(name: FixtureName, type: FixtureType): Promise<string> {
   const key = `${name}-${type}`;
   let file = cache.get(key);
   if (!file) {
-    tmpDir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-engine-'));
-    file = makeGguf(path.join(FIXTURES, name), path.join(tmpDir, `${key}.gguf`), type);
+    file = makeGguf(path.join(FIXTURES, name), path.join(ensureTmp(), `${key}.gguf`), type);
     cache.set(key, file);
   }
   return file;
@@ -180,63 +188,127 @@ async function encode(data: Float32Array, dims: number[], type: FixtureType): Pr
   return { type: ggmlType, bytes: dst };
 }
 
-async function writeMinimalGguf(src: string, out: string, type: FixtureType): Promise<void> {
-  const config = JSON.parse(fs.readFileSync(path.join(src, 'config.json'), 'utf8')) as Record<string, number | boolean>;
-  const st = readSafetensors(path.join(src, 'model.safetensors'));
-  const get = (n: string) => {
-    const t = st.get(n);
-    if (!t) throw new Error(`missing ${n}`);
-    return t.data;
-  };
-  const nEmbd = config.d_model as number;
-  const nLayer = config.num_layers as number;
-  const tensors: Array<{ name: string; dims: number[]; data: Float32Array }> = [];
-  const add = (name: string, dims: number[], data: Float32Array) => tensors.push({ name, dims, data });
-  const concat = (...parts: Float32Array[]) => {
-    const outArr = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
-    let o = 0;
-    for (const p of parts) {
-      outArr.set(p, o);
-      o += p.length;
-    }
-    return outArr;
-  };
-  add('token_embd.weight', [nEmbd, config.vocab_size as number], get('model.embed_tokens.weight'));
-  for (let i = 0; i < nLayer; i++) {
+/** XGLM hyperparameters, as in config.json. */
+export interface XglmShape {
+  d_model: number;
+  num_layers: number;
+  attention_heads: number;
+  ffn_dim: number;
+  max_position_embeddings: number;
+  vocab_size: number;
+}
+
+/** The GGUF tensors of an XGLM model: name, ggml dims and where the values come from. */
+function tensorPlan(shape: XglmShape): Array<{ name: string; dims: number[]; hf: string[] }> {
+  const { d_model: d, ffn_dim: ff, vocab_size: V } = shape;
+  const plan = [{ name: 'token_embd.weight', dims: [d, V], hf: ['model.embed_tokens.weight'] }];
+  for (let i = 0; i < shape.num_layers; i++) {
     const h = `model.layers.${i}.`;
     const b = `blk.${i}.`;
-    add(`${b}attn_norm.weight`, [nEmbd], get(`${h}self_attn_layer_norm.weight`));
-    add(`${b}attn_norm.bias`, [nEmbd], get(`${h}self_attn_layer_norm.bias`));
-    add(`${b}attn_qkv.weight`, [nEmbd, 3 * nEmbd], concat(get(`${h}self_attn.q_proj.weight`), get(`${h}self_attn.k_proj.weight`), get(`${h}self_attn.v_proj.weight`)));
-    add(`${b}attn_qkv.bias`, [3 * nEmbd], concat(get(`${h}self_attn.q_proj.bias`), get(`${h}self_attn.k_proj.bias`), get(`${h}self_attn.v_proj.bias`)));
-    add(`${b}attn_output.weight`, [nEmbd, nEmbd], get(`${h}self_attn.out_proj.weight`));
-    add(`${b}attn_output.bias`, [nEmbd], get(`${h}self_attn.out_proj.bias`));
-    add(`${b}ffn_norm.weight`, [nEmbd], get(`${h}final_layer_norm.weight`));
-    add(`${b}ffn_norm.bias`, [nEmbd], get(`${h}final_layer_norm.bias`));
-    add(`${b}ffn_up.weight`, [nEmbd, config.ffn_dim as number], get(`${h}fc1.weight`));
-    add(`${b}ffn_up.bias`, [config.ffn_dim as number], get(`${h}fc1.bias`));
-    add(`${b}ffn_down.weight`, [config.ffn_dim as number, nEmbd], get(`${h}fc2.weight`));
-    add(`${b}ffn_down.bias`, [nEmbd], get(`${h}fc2.bias`));
+    plan.push(
+      { name: `${b}attn_norm.weight`, dims: [d], hf: [`${h}self_attn_layer_norm.weight`] },
+      { name: `${b}attn_norm.bias`, dims: [d], hf: [`${h}self_attn_layer_norm.bias`] },
+      { name: `${b}attn_qkv.weight`, dims: [d, 3 * d], hf: ['q', 'k', 'v'].map((x) => `${h}self_attn.${x}_proj.weight`) },
+      { name: `${b}attn_qkv.bias`, dims: [3 * d], hf: ['q', 'k', 'v'].map((x) => `${h}self_attn.${x}_proj.bias`) },
+      { name: `${b}attn_output.weight`, dims: [d, d], hf: [`${h}self_attn.out_proj.weight`] },
+      { name: `${b}attn_output.bias`, dims: [d], hf: [`${h}self_attn.out_proj.bias`] },
+      { name: `${b}ffn_norm.weight`, dims: [d], hf: [`${h}final_layer_norm.weight`] },
+      { name: `${b}ffn_norm.bias`, dims: [d], hf: [`${h}final_layer_norm.bias`] },
+      { name: `${b}ffn_up.weight`, dims: [d, ff], hf: [`${h}fc1.weight`] },
+      { name: `${b}ffn_up.bias`, dims: [ff], hf: [`${h}fc1.bias`] },
+      { name: `${b}ffn_down.weight`, dims: [ff, d], hf: [`${h}fc2.weight`] },
+      { name: `${b}ffn_down.bias`, dims: [d], hf: [`${h}fc2.bias`] },
+    );
   }
-  add('output_norm.weight', [nEmbd], get('model.layer_norm.weight'));
-  add('output_norm.bias', [nEmbd], get('model.layer_norm.bias'));
+  plan.push({ name: 'output_norm.weight', dims: [d], hf: ['model.layer_norm.weight'] });
+  plan.push({ name: 'output_norm.bias', dims: [d], hf: ['model.layer_norm.bias'] });
+  return plan;
+}
 
-  const encoded = await Promise.all(tensors.map((t) => encode(t.data, t.dims, type)));
+/** Writes tensor by tensor, asking `values` for each one's float32 data. */
+async function writeXglmGguf(out: string, shape: XglmShape, name: string, type: FixtureType, values: (t: { name: string; dims: number[]; hf: string[] }) => Float32Array): Promise<void> {
+  const plan = tensorPlan(shape);
+  const typeOf = (dims: number[]) => (dims.length === 1 || type === 'f32' ? GgmlType.F32 : type === 'f16' ? GgmlType.F16 : type === 'q8_0' ? GgmlType.Q8_0 : GgmlType.Q4_0);
+  const d = shape.d_model;
   const kvs: GgufKv[] = [
     kv.str('general.architecture', 'xglm'),
-    kv.str('general.name', path.basename(src)),
+    kv.str('general.name', name),
     kv.u32('general.quantization_version', 2),
-    kv.u32('xglm.context_length', config.max_position_embeddings as number),
-    kv.u32('xglm.embedding_length', nEmbd),
-    kv.u32('xglm.feed_forward_length', config.ffn_dim as number),
-    kv.u32('xglm.block_count', nLayer),
-    kv.u32('xglm.attention.head_count', config.attention_heads as number),
-    kv.u32('xglm.attention.head_count_kv', config.attention_heads as number),
+    kv.u32('xglm.context_length', shape.max_position_embeddings),
+    kv.u32('xglm.embedding_length', d),
+    kv.u32('xglm.feed_forward_length', shape.ffn_dim),
+    kv.u32('xglm.block_count', shape.num_layers),
+    kv.u32('xglm.attention.head_count', shape.attention_heads),
+    kv.u32('xglm.attention.head_count_kv', shape.attention_heads),
     kv.f32('xglm.attention.layer_norm_epsilon', 1e-5),
-    kv.f32('xglm.embedding_scale', config.scale_embedding ? Math.sqrt(nEmbd) : 1),
+    kv.f32('xglm.embedding_scale', Math.sqrt(d)),
   ];
-  const specs: GgufTensorSpec[] = tensors.map((t, i) => ({ name: t.name, dims: t.dims, type: encoded[i]!.type }));
+  const specs: GgufTensorSpec[] = plan.map((t) => ({ name: t.name, dims: t.dims, type: typeOf(t.dims) }));
   const w = await GgufWriter.create(out, kvs, specs);
-  for (const e of encoded) await w.write(e.bytes);
-  await w.finish();
+  try {
+    for (const t of plan) await w.write((await encode(values(t), t.dims, type)).bytes);
+    await w.finish();
+  } catch (err) {
+    await w.abort();
+    throw err;
+  }
+}
+
+async function writeMinimalGguf(src: string, out: string, type: FixtureType): Promise<void> {
+  const config = JSON.parse(fs.readFileSync(path.join(src, 'config.json'), 'utf8')) as XglmShape & { scale_embedding: boolean };
+  if (!config.scale_embedding) throw new Error('the test helper writes scaled embeddings only');
+  const st = readSafetensors(path.join(src, 'model.safetensors'));
+  await writeXglmGguf(out, config, path.basename(src), type, (t) => {
+    const parts = t.hf.map((n) => {
+      const x = st.get(n);
+      if (!x) throw new Error(`missing ${n}`);
+      return x.data;
+    });
+    if (parts.length === 1) return parts[0]!;
+    const all = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+    let o = 0;
+    for (const p of parts) {
+      all.set(p, o);
+      o += p.length;
+    }
+    return all;
+  });
+}
+
+/**
+ * A random-weight XGLM of any shape (normal(0, 0.02) matrices, unit norms, zero biases):
+ * for shape-dependent tests (long contexts, the 564M layout) where no checkpoint is needed.
+ */
+export async function randomGguf(out: string, shape: XglmShape, type: FixtureType, seed = 1): Promise<string> {
+  let state = seed >>> 0 || 1;
+  const uniform = () => {
+    state ^= state << 13;
+    state >>>= 0;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    state >>>= 0;
+    return (state + 0.5) / 2 ** 32;
+  };
+  await writeXglmGguf(out, shape, 'random', type, (t) => {
+    const n = t.dims.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(n);
+    if (t.dims.length === 1) {
+      if (t.name.endsWith('norm.weight')) data.fill(1);
+      return data;
+    }
+    for (let i = 0; i < n; i += 2) {
+      // Box–Muller
+      const r = Math.sqrt(-2 * Math.log(uniform())) * 0.02;
+      const a = 2 * Math.PI * uniform();
+      data[i] = r * Math.cos(a);
+      if (i + 1 < n) data[i + 1] = r * Math.sin(a);
+    }
+    return data;
+  });
+  return out;
+}
+
+/** A per-process temporary file path for generated models. */
+export function tmpPath(file: string): string {
+  return path.join(ensureTmp(), file);
 }
