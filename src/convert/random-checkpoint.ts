@@ -239,7 +239,13 @@ export async function writeRandomCheckpoint(dir: string, options: RandomCheckpoi
   const elemBytes = dtype === 'F32' ? 4 : 2;
   fs.mkdirSync(dir, { recursive: true });
 
-  const base = fs.readFileSync(options.baseSpmModel ?? path.join(packageRoot, 'test', 'fixtures', 'tiny-a', 'sentencepiece.bpe.model'));
+  const baseFile = options.baseSpmModel ?? path.join(packageRoot, 'test', 'fixtures', 'tiny-a', 'sentencepiece.bpe.model');
+  if (!fs.existsSync(baseFile)) {
+    throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', `no base SentencePiece model at ${baseFile}`, {
+      hint: 'pass baseSpmModel (any XGLM sentencepiece.bpe.model); the default exists only in a source checkout',
+    });
+  }
+  const base = fs.readFileSync(baseFile);
   fs.writeFileSync(path.join(dir, 'sentencepiece.bpe.model'), resizeSentencePieceModel(base, options.vocabSize - 8));
   fs.writeFileSync(path.join(dir, 'config.json'), configJson(options, dtype, seed));
 
