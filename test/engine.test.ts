@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import { loadModel, type EngineContext, type EngineModel } from '../src/engine.js';
-import { FIXTURE_NAMES, argmax, fixtureGguf, golden, maxDiff, readF32, type FixtureName } from './helpers/fixture-gguf.js';
+import { FIXTURE_NAMES, argmax, fixtureGguf, golden, maxDiff, minimalFixtureGguf, readF32, type FixtureName } from './helpers/fixture-gguf.js';
 
 const F32_TOLERANCE = 1e-4;
 const F16_TOLERANCE = 1e-2;
@@ -159,3 +159,19 @@ for (const name of FIXTURE_NAMES) {
     });
   });
 }
+
+test('a file without position_embd.weight: the engine computes the sinusoid table and matches PyTorch', async (t) => {
+  const name = 'tiny-b';
+  const g = golden(name);
+  const model = await loadModel(await minimalFixtureGguf(name, 'f32'));
+  t.is(model.tensors().find((x) => x.name === 'position_embd.weight')?.buffer, 'computed');
+  const ctx = await model.createContext({ kvType: 'f32', threads: 1 });
+  for (const p of g.prompts) {
+    await ctx.kvClear();
+    await ctx.evaluate({ tokens: p.ids, positions: positions(p.ids.length) });
+    const { diff, scale } = maxDiff(await ctx.getLogits(p.ids.length - 1), readF32(name, p.last_logits.file));
+    t.true(diff <= F32_TOLERANCE * scale, `${p.id}: ${diff}`);
+  }
+  await ctx.dispose();
+  model.dispose();
+});

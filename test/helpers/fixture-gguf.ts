@@ -78,7 +78,7 @@ function ensureTmp(): string {
   return tmpDir;
 }
 
-/** A GGUF of a fixture model in the given type, made once per test process. */
+/** A GGUF of a fixture model in the given type, made once per test process by the project's converter. */
 export function fixtureGguf(name: FixtureName, type: FixtureType): Promise<string> {
   const key = `${name}-${type}`;
   let file = cache.get(key);
@@ -87,6 +87,16 @@ export function fixtureGguf(name: FixtureName, type: FixtureType): Promise<strin
     cache.set(key, file);
   }
   return file;
+}
+
+/**
+ * A fixture GGUF written by the minimal writer below instead of the converter: without
+ * position_embd.weight (the engine then computes the table) and without tokenizer keys.
+ */
+export async function minimalFixtureGguf(name: FixtureName, type: FixtureType): Promise<string> {
+  const out = path.join(ensureTmp(), `${name}-${type}-minimal.gguf`);
+  await writeMinimalGguf(path.join(FIXTURES, name), out, type);
+  return out;
 }
 
 type Converter = (src: string, out: string, options: { type: string }) => Promise<unknown>;
