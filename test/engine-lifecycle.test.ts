@@ -1,0 +1,174 @@
+/**
+ * Lifecycle: abort during a long prompt, dispose during work, a context outliving its model,
+ * worker threads that exit mid-evaluation, damaged files, the q8_0 KV cache.
+ * Uses a random-weight model with a 2048-token context (the fixtures' is 128/256).
+ */
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { loadModel } from '../src/engine.js';
+import { XglmError } from '../src/errors.js';
+import { GgufWriter, kv } from '../src/gguf/index.js';
+import { packageRoot } from '../src/native.js';
+import { argmax, fixtureGguf, maxDiff, randomGguf, tmpPath } from './helpers/fixture-gguf.js';
+
+const range = (n: number, start = 0) => Array.from({ length: n }, (_, i) => start + i);
+const SHAPE = { d_model: 256, num_layers: 4, attention_heads: 4, ffn_dim: 1024, max_position_embeddings: 2048, vocab_size: 2008 };
+let longModel: Promise<string> | undefined;
+const longModelFile = () => (longModel ??= randomGguf(tmpPath('long-f32.gguf'), SHAPE, 'f32'));
+const prompt = (n: number) => range(n).map((i) => 4 + ((i * 7919) % 2000));
+
+test('abort during a 1,024-token prompt rejects with ERR_XGLM_ABORTED, and the context stays usable', async (t) => {
+  const model = await loadModel(await longModelFile());
+  const ctx = await model.createContext({ kvType: 'f16', batchSize: 512 });
+  const tokens = prompt(1024);
+
+  let start = performance.now();
+  await ctx.evaluate({ tokens, positions: range(1024) });
+  const full = performance.now() - start;
+  t.log(`full 1,024-token prompt: ${full.toFixed(0)} ms (${(full / SHAPE.num_layers).toFixed(0)} ms per layer on average)`);
+  await ctx.kvClear();
+
+  const controller = new AbortController();
+  start = performance.now();
+  const pending = ctx.evaluate({ tokens, positions: range(1024) }, { signal: controller.signal });
+  setTimeout(() => controller.abort(), full / 4);
+  const err = await t.throwsAsync(pending, { instanceOf: XglmError });
+  const abortedAt = performance.now();
+  t.is(err!.code, 'ERR_XGLM_ABORTED');
+  t.log(`aborted after ${(abortedAt - start).toFixed(0)} ms, ${(abortedAt - start - full / 4).toFixed(1)} ms after the signal`);
+
+  // the cache holds whole ubatches only; a fresh sequence evaluates as usual
+  const kept = await ctx.kvSeqPosMax(0);
+  t.true(kept === -1 || (kept + 1) % 512 === 0, `positions kept: ${kept + 1}`);
+  await ctx.evaluate({ tokens: tokens.slice(0, 8), positions: range(8), seqIds: Array(8).fill(1) });
+  t.is((await ctx.getLogits(7)).length, SHAPE.vocab_size);
+
+  // an already-aborted signal never starts
+  const err2 = await t.throwsAsync(ctx.evaluate({ tokens: [5], positions: [9], seqIds: [1] }, { signal: AbortSignal.abort() }));
+  t.is((err2 as XglmError).code, 'ERR_XGLM_ABORTED');
+  await ctx.dispose();
+  model.dispose();
+});
+
+test('a q8_0 KV cache (head size 64) gives the f32-cache top-1 and close logits', async (t) => {
+  const model = await loadModel(await longModelFile());
+  const tokens = prompt(200);
+  const logits: Float32Array[][] = [];
+  for (const kvType of ['f32', 'q8_0'] as const) {
+    const ctx = await model.createContext({ kvType, threads: 1, contextSize: 256 });
+    await ctx.evaluate({ tokens, positions: range(200), logits: 'all' });
+    const rows: Float32Array[] = [];
+    for (const i of [0, 50, 199]) rows.push(await ctx.getLogits(i));
+    logits.push(rows);
+    await ctx.dispose();
+  }
+  for (let k = 0; k < 3; k++) {
+    const { diff, scale } = maxDiff(logits[1]![k]!, logits[0]![k]!);
+    t.log(`row ${k}: q8_0-cache maxdiff ${diff.toExponential(2)} of max ${scale.toFixed(3)}`);
+    t.true(diff <= 0.05 * scale);
+    t.is(argmax(logits[1]![k]!), argmax(logits[0]![k]!));
+  }
+  model.dispose();
+});
+
+test('dispose during an evaluation: running and queued work reject, later calls reject ERR_XGLM_DISPOSED', async (t) => {
+  const model = await loadModel(await longModelFile());
+  const ctx = await model.createContext({ kvType: 'f16', threads: 1 });
+  const running = ctx.evaluate({ tokens: prompt(1024), positions: range(1024) });
+  const queued = ctx.evaluate({ tokens: [5], positions: [0], seqIds: [1] });
+  await new Promise((r) => setTimeout(r, 30));
+  await ctx.dispose();
+  const e1 = await t.throwsAsync(running, { instanceOf: XglmError });
+  t.true(['ERR_XGLM_ABORTED', 'ERR_XGLM_DISPOSED'].includes(e1!.code), e1!.code);
+  const e2 = await t.throwsAsync(queued, { instanceOf: XglmError });
+  t.true(['ERR_XGLM_ABORTED', 'ERR_XGLM_DISPOSED'].includes(e2!.code), e2!.code);
+  const e3 = await t.throwsAsync(ctx.kvClear(), { instanceOf: XglmError });
+  t.is(e3!.code, 'ERR_XGLM_DISPOSED');
+  await ctx.dispose(); // twice is fine
+  model.dispose();
+});
+
+test('a context keeps the weights alive after model.dispose()', async (t) => {
+  const model = await loadModel(await fixtureGguf('tiny-a', 'f32'));
+  const ctx = await model.createContext({ threads: 1 });
+  await ctx.evaluate({ tokens: [2, 5], positions: [0, 1] });
+  const before = await ctx.getLogits(1);
+  model.dispose();
+  t.is(t.throws(() => model.hparams)!.message.includes('disposed'), true);
+  await ctx.kvClear();
+  await ctx.evaluate({ tokens: [2, 5], positions: [0, 1] });
+  t.deepEqual(await ctx.getLogits(1), before);
+  await ctx.dispose();
+});
+
+test('worker threads that exit or are terminated mid-evaluation leave the process healthy', async (t) => {
+  const file = await longModelFile();
+  const addon = path.join(packageRoot, 'build', 'Release', 'xglm.node');
+  t.true(fs.existsSync(addon));
+  const script = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    const addon = require(workerData.addon);
+    (async () => {
+      const model = await addon.Model.load(workerData.file);
+      const ctx = await addon.Context.create(model, { threads: 1 });
+      const n = 1024;
+      const tokens = Int32Array.from({ length: n }, (_, i) => 4 + i % 2000);
+      ctx.evaluate(tokens, Int32Array.from({ length: n }, (_, i) => i), new Int32Array(n), new Uint8Array(n)).catch(() => {});
+      parentPort.postMessage('started');
+      if (workerData.exit) setTimeout(() => process.exit(0), 20);
+    })();
+  `;
+  for (const exit of [false, true]) {
+    const w = new Worker(script, { eval: true, workerData: { addon, file, exit } });
+    await new Promise<void>((resolve, reject) => {
+      w.once('message', () => resolve());
+      w.once('error', reject);
+    });
+    if (!exit) await new Promise((r) => setTimeout(r, 20));
+    const code = exit ? await new Promise<number>((r) => w.once('exit', r)) : await w.terminate();
+    t.log(`worker ${exit ? 'exited' : 'terminated'} with code ${code}`);
+  }
+  // the addon still works here
+  const model = await loadModel(await fixtureGguf('tiny-a', 'f32'));
+  const ctx = await model.createContext({ threads: 1 });
+  await ctx.evaluate({ tokens: [2], positions: [0] });
+  t.is((await ctx.getLogits(0)).length, 2008);
+  await ctx.dispose();
+});
+
+test('damaged or foreign files are refused with ERR_XGLM_MODEL_LOAD and a message that says what is wrong', async (t) => {
+  const cases: Array<[string, () => Promise<string>, RegExp]> = [
+    ['missing file', async () => tmpPath('does-not-exist.gguf'), /cannot open .*No such file/],
+    ['not a GGUF', async () => {
+      const f = tmpPath('garbage.gguf');
+      fs.writeFileSync(f, Buffer.from('this is not a gguf file at all, just text'));
+      return f;
+    }, /not a valid GGUF/],
+    ['truncated', async () => {
+      const src = fs.readFileSync(await fixtureGguf('tiny-a', 'f32'));
+      const f = tmpPath('truncated.gguf');
+      fs.writeFileSync(f, src.subarray(0, Math.floor(src.length * 0.7)));
+      return f;
+    }, /truncated|not a valid GGUF/],
+    ['another architecture', async () => {
+      const f = tmpPath('llama.gguf');
+      const w = await GgufWriter.create(f, [kv.str('general.architecture', 'llama')], []);
+      await w.finish();
+      return f;
+    }, /'llama' model; xglm-node runs only architecture 'xglm'/],
+    ['missing hyperparameter', async () => {
+      const f = tmpPath('nohp.gguf');
+      const w = await GgufWriter.create(f, [kv.str('general.architecture', 'xglm')], []);
+      await w.finish();
+      return f;
+    }, /xglm.context_length is missing/],
+  ];
+  for (const [label, make, re] of cases) {
+    const err = await t.throwsAsync(loadModel(await make()), { instanceOf: XglmError }, label);
+    t.is(err!.code, 'ERR_XGLM_MODEL_LOAD', label);
+    t.regex(err!.message, re, label);
+    t.log(`${label}: ${err!.message}`);
+  }
+});
