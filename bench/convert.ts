@@ -1,8 +1,10 @@
 /**
  * Converter benchmark: a random-weight checkpoint of the real facebook/xglm-564M shape
- * (float32 safetensors, ~2.3 GB) converted to f16 and q4_0; peak RSS and seconds per run.
+ * (float32, 2.3 GB, as model.safetensors and as pytorch_model.bin) converted to f16 and q4_0;
+ * peak RSS and seconds per run.
  *
- *   node --import tsx bench/convert.ts [--types f16,q4_0] [--cache DIR] [--threads N] [--json]
+ *   node --import tsx bench/convert.ts [--types f16,q4_0] [--weights safetensors,pytorch]
+ *                                      [--cache DIR] [--threads N] [--json]
  *
  * The checkpoint is generated once into .bench-cache/ (gitignored) and reused. Each conversion
  * runs in its own child process so that its peak RSS is its own.
@@ -15,6 +17,7 @@ import { packageRoot } from '../src/native.js';
 
 interface RunResult {
   type: string;
+  weights: string;
   seconds: number;
   peakRssMb: number;
   outputMb: number;
@@ -26,31 +29,35 @@ function arg(name: string, fallback: string): string {
 }
 
 async function child(): Promise<void> {
-  const [, , , dir, out, type, threads] = process.argv;
+  const [, , , dir, out, type, threads, weights] = process.argv;
   const start = process.hrtime.bigint();
-  await convert(dir!, out!, { type: type!, threads: Number(threads) });
+  await convert(dir!, out!, { type: type!, threads: Number(threads), weights: weights as 'safetensors' | 'pytorch' });
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   // maxRSS is in kilobytes (getrusage).
-  const result: RunResult = { type: type!, seconds, peakRssMb: process.resourceUsage().maxRSS / 1024, outputMb: fs.statSync(out!).size / 2 ** 20 };
+  const result: RunResult = { type: type!, weights: weights!, seconds, peakRssMb: process.resourceUsage().maxRSS / 1024, outputMb: fs.statSync(out!).size / 2 ** 20 };
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
 async function main(): Promise<void> {
   const cache = path.resolve(arg('--cache', path.join(packageRoot, '.bench-cache')));
   const types = arg('--types', 'f16,q4_0').split(',');
+  const weightsList = arg('--weights', 'safetensors,pytorch').split(',');
   const threads = arg('--threads', String(Math.max(1, (await import('node:os')).availableParallelism())));
   const dir = path.join(cache, 'xglm-564m-random-f32');
   const configFile = path.join(dir, 'config.json');
-  if (!fs.existsSync(configFile) || !fs.existsSync(path.join(dir, 'model.safetensors'))) {
+  if (!fs.existsSync(configFile) || !fs.existsSync(path.join(dir, 'model.safetensors')) || !fs.existsSync(path.join(dir, 'pytorch_model.bin'))) {
     process.stderr.write(`generating a random ${JSON.stringify(XGLM_564M_SHAPE)} checkpoint in ${dir} ...\n`);
     const t0 = Date.now();
-    const { safetensorsBytes } = await writeRandomCheckpoint(dir, { ...XGLM_564M_SHAPE, seed: 1, dtype: 'F32' });
-    process.stderr.write(`  ${(safetensorsBytes / 2 ** 30).toFixed(2)} GiB in ${((Date.now() - t0) / 1000).toFixed(1)} s, peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB\n`);
+    const bytes = await writeRandomCheckpoint(dir, { ...XGLM_564M_SHAPE, seed: 1, dtype: 'F32', formats: ['safetensors', 'pytorch'] });
+    const gib = (n = 0) => (n / 2 ** 30).toFixed(2);
+    process.stderr.write(
+      `  safetensors ${gib(bytes.safetensorsBytes)} GiB, pytorch_model.bin ${gib(bytes.pytorchBytes)} GiB in ${((Date.now() - t0) / 1000).toFixed(1)} s, peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB\n`,
+    );
   }
   const results: RunResult[] = [];
-  for (const type of types) {
+  for (const weights of weightsList) for (const type of types) {
     const out = path.join(cache, `xglm-564m-random-${type}.gguf`);
-    const line = execFileSync(process.execPath, ['--import', 'tsx', __filename, '--child', dir, out, type, threads], {
+    const line = execFileSync(process.execPath, ['--import', 'tsx', __filename, '--child', dir, out, type, threads, weights], {
       cwd: packageRoot,
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -59,10 +66,10 @@ async function main(): Promise<void> {
     results.push(result);
     fs.rmSync(out, { force: true });
     if (!process.argv.includes('--json')) {
-      process.stdout.write(`${type.padEnd(7)} ${result.seconds.toFixed(1).padStart(6)} s   peak RSS ${result.peakRssMb.toFixed(0).padStart(5)} MB   output ${result.outputMb.toFixed(0)} MB   (${threads} threads)\n`);
+      process.stdout.write(`${weights.padEnd(12)} → ${type.padEnd(7)} ${result.seconds.toFixed(1).padStart(6)} s   peak RSS ${result.peakRssMb.toFixed(0).padStart(5)} MB   output ${result.outputMb.toFixed(0)} MB   (${threads} threads)\n`);
     }
   }
-  if (process.argv.includes('--json')) process.stdout.write(`${JSON.stringify({ model: '564M-shape random f32 safetensors', threads: Number(threads), results })}\n`);
+  if (process.argv.includes('--json')) process.stdout.write(`${JSON.stringify({ model: '564M-shape random f32 checkpoint', threads: Number(threads), results })}\n`);
 }
 
 (process.argv[2] === '--child' ? child() : main()).catch((err: unknown) => {

@@ -84,3 +84,39 @@ test('a generated 8-layer checkpoint converts; q4_k_m keeps ffn_down at q6_K in 
   t.is(r.get('xglm.block_count'), 8);
   t.is(r.get('general.file_type'), 15);
 });
+
+test('bf16 and f16 checkpoints as safetensors and as pytorch_model.bin give the same GGUF, values exact', async (t) => {
+  const dir = tmpDir(t);
+  for (const dtype of ['BF16', 'F16'] as const) {
+    const ckpt = path.join(dir, dtype);
+    const sizes = await writeRandomCheckpoint(ckpt, { ...shape, nLayers: 2, dtype, formats: ['safetensors', 'pytorch'] });
+    t.true(sizes.safetensorsBytes! > 0 && sizes.pytorchBytes! > 0);
+    await convert(ckpt, path.join(dir, `${dtype}-st.gguf`), { type: 'f32', weights: 'safetensors' });
+    await convert(ckpt, path.join(dir, `${dtype}-pt.gguf`), { type: 'f32', weights: 'pytorch' });
+    t.true(fs.readFileSync(path.join(dir, `${dtype}-st.gguf`)).equals(fs.readFileSync(path.join(dir, `${dtype}-pt.gguf`))), dtype);
+    // Each float32 in the GGUF is exactly the 16-bit source value (read here without src/convert).
+    const st = fs.readFileSync(path.join(ckpt, 'model.safetensors'));
+    const n = Number(st.readBigUInt64LE(0));
+    const info = JSON.parse(st.toString('utf8', 8, 8 + n))['model.layers.1.fc2.weight'] as { data_offsets: [number, number] };
+    const src = st.subarray(8 + n + info.data_offsets[0], 8 + n + info.data_offsets[1]);
+    const r = GgufReader.open(path.join(dir, `${dtype}-st.gguf`));
+    const gguf = r.readTensorBytes(r.tensor('blk.1.ffn_down.weight')!);
+    r.close();
+    let mismatches = 0;
+    for (let i = 0; i < src.length / 2; i++) {
+      const bits = src.readUInt16LE(2 * i);
+      const value = gguf.readFloatLE(4 * i);
+      const want = dtype === 'BF16' ? new Float32Array(new Uint32Array([bits << 16]).buffer)[0]! : halfToFloat(bits);
+      if (value !== want) mismatches++;
+    }
+    t.is(mismatches, 0, dtype);
+  }
+});
+
+function halfToFloat(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}

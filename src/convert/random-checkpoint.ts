@@ -1,7 +1,7 @@
 /**
  * Seeded random-weight HuggingFace XGLM checkpoints of any shape (the real 564M one included),
- * for tests of shapes and sizes and for benchmarks: config.json, model.safetensors and a
- * sentencepiece.bpe.model with exactly vocab_size − 8 pieces.
+ * for tests of shapes and sizes and for benchmarks: config.json, a sentencepiece.bpe.model with
+ * exactly vocab_size − 8 pieces, and model.safetensors and/or a torch.save-style pytorch_model.bin.
  *
  * Tensors are generated and written chunk by chunk, each from its own seed (derived from the
  * checkpoint seed and the tensor name), so a 2.3 GB checkpoint never sits in memory and the
@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { XglmError } from '../errors.js';
 import { packageRoot } from '../native.js';
+import { writeTorchStateDict } from './torch-save.js';
 
 export interface XglmShape {
   dModel: number;
@@ -37,6 +38,8 @@ export interface RandomCheckpointOptions extends XglmShape {
    * @default test/fixtures/tiny-a/sentencepiece.bpe.model of this package
    */
   baseSpmModel?: string;
+  /** Weights files to write (same values in each). @default ['safetensors'] */
+  formats?: Array<'safetensors' | 'pytorch'>;
 }
 
 /** mulberry32: small, fast, good enough for test weights. */
@@ -227,16 +230,88 @@ function configJson(s: XglmShape, dtype: string, seed: number): string {
 /** Values per generated chunk (4 MiB of float32). */
 const GEN_CHUNK = 1 << 20;
 
+/** Streams one tensor's values, encoded as `dtype`, in chunks. */
+async function generateTensor(
+  t: TensorDesc,
+  seed: number,
+  std: number,
+  dtype: 'F32' | 'F16' | 'BF16',
+  write: (bytes: Uint8Array) => Promise<void>,
+): Promise<void> {
+  const next = rng(tensorSeed(seed, t.name));
+  const [center, halfWidth] = t.kind === 'matrix' ? [0, std * Math.sqrt(3)] : t.kind === 'norm' ? [1, 0.1] : [0, 0.02];
+  const f32 = new Float32Array(GEN_CHUNK);
+  const out16 = new Uint16Array(GEN_CHUNK);
+  let remaining = t.shape.reduce((a, b) => a * b, 1);
+  while (remaining > 0) {
+    const n = Math.min(remaining, GEN_CHUNK);
+    for (let i = 0; i < n; i++) f32[i] = center + (2 * next() - 1) * halfWidth;
+    if (dtype === 'F32') {
+      await write(new Uint8Array(f32.buffer, 0, n * 4));
+    } else {
+      const encode = dtype === 'F16' ? floatToHalf : floatToBf16;
+      for (let i = 0; i < n; i++) out16[i] = encode(f32[i]!);
+      await write(new Uint8Array(out16.buffer, 0, n * 2));
+    }
+    remaining -= n;
+  }
+}
+
+async function writeSafetensorsFile(file: string, tensors: TensorDesc[], dtype: 'F32' | 'F16' | 'BF16', fill: (t: TensorDesc, write: (b: Uint8Array) => Promise<void>) => Promise<void>): Promise<number> {
+  // Tensors in name order, as HF writes them; the JSON header is padded with spaces to 8 bytes.
+  const sorted = [...tensors].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const elemBytes = dtype === 'F32' ? 4 : 2;
+  const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
+  let offset = 0;
+  for (const t of sorted) {
+    const bytes = t.shape.reduce((a, b) => a * b, 1) * elemBytes;
+    header[t.name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  let headerText = JSON.stringify(header);
+  headerText += ' '.repeat((8 - (Buffer.byteLength(headerText) % 8)) % 8);
+  const headerBytes = Buffer.from(headerText, 'utf8');
+  const prefix = Buffer.alloc(8);
+  prefix.writeBigUInt64LE(BigInt(headerBytes.length));
+
+  const handle = await fs.promises.open(`${file}.partial`, 'w');
+  try {
+    let position = 0;
+    const write = async (bytes: Uint8Array) => {
+      let done = 0;
+      while (done < bytes.length) done += (await handle.write(bytes, done, bytes.length - done, position + done)).bytesWritten;
+      position += bytes.length;
+    };
+    await write(prefix);
+    await write(headerBytes);
+    for (const t of sorted) await fill(t, write);
+    await handle.close();
+    await fs.promises.rename(`${file}.partial`, file);
+    return position;
+  } catch (err) {
+    await handle.close().catch(() => undefined);
+    await fs.promises.rm(`${file}.partial`, { force: true });
+    throw err;
+  }
+}
+
 /**
- * Writes config.json, model.safetensors and sentencepiece.bpe.model into `dir` (created if needed).
- * @returns the bytes of model.safetensors
+ * Writes config.json, sentencepiece.bpe.model and the weights (model.safetensors and/or
+ * pytorch_model.bin, with the same values) into `dir` (created if needed).
+ * @returns the bytes of each weights file written
  */
-export async function writeRandomCheckpoint(dir: string, options: RandomCheckpointOptions): Promise<{ safetensorsBytes: number }> {
+export async function writeRandomCheckpoint(
+  dir: string,
+  options: RandomCheckpointOptions,
+): Promise<{ safetensorsBytes?: number; pytorchBytes?: number }> {
   checkShape(options);
   const seed = options.seed ?? 1;
   const dtype = options.dtype ?? 'F32';
   const std = options.std ?? 0.02;
-  const elemBytes = dtype === 'F32' ? 4 : 2;
+  const formats = options.formats ?? ['safetensors'];
+  if (formats.length === 0 || formats.some((f) => f !== 'safetensors' && f !== 'pytorch')) {
+    throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', `formats must list 'safetensors' and/or 'pytorch'`);
+  }
   fs.mkdirSync(dir, { recursive: true });
 
   const baseFile = options.baseSpmModel ?? path.join(packageRoot, 'test', 'fixtures', 'tiny-a', 'sentencepiece.bpe.model');
@@ -249,57 +324,19 @@ export async function writeRandomCheckpoint(dir: string, options: RandomCheckpoi
   fs.writeFileSync(path.join(dir, 'sentencepiece.bpe.model'), resizeSentencePieceModel(base, options.vocabSize - 8));
   fs.writeFileSync(path.join(dir, 'config.json'), configJson(options, dtype, seed));
 
-  // safetensors: tensors in name order, as HF writes them; header padded with spaces to 8 bytes.
-  const tensors = xglmTensors(options).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
-  let offset = 0;
-  for (const t of tensors) {
-    const bytes = t.shape.reduce((a, b) => a * b, 1) * elemBytes;
-    header[t.name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
+  const tensors = xglmTensors(options);
+  const fill = (t: TensorDesc, write: (b: Uint8Array) => Promise<void>) => generateTensor(t, seed, std, dtype, write);
+  const result: { safetensorsBytes?: number; pytorchBytes?: number } = {};
+  if (formats.includes('safetensors')) {
+    result.safetensorsBytes = await writeSafetensorsFile(path.join(dir, 'model.safetensors'), tensors, dtype, fill);
   }
-  let headerText = JSON.stringify(header);
-  headerText += ' '.repeat((8 - (Buffer.byteLength(headerText) % 8)) % 8);
-  const headerBytes = Buffer.from(headerText, 'utf8');
-  const prefix = Buffer.alloc(8);
-  prefix.writeBigUInt64LE(BigInt(headerBytes.length));
-
-  const file = path.join(dir, 'model.safetensors');
-  const handle = await fs.promises.open(`${file}.partial`, 'w');
-  try {
-    let position = 0;
-    const write = async (bytes: Uint8Array) => {
-      let done = 0;
-      while (done < bytes.length) done += (await handle.write(bytes, done, bytes.length - done, position + done)).bytesWritten;
-      position += bytes.length;
-    };
-    await write(prefix);
-    await write(headerBytes);
-    const f32 = new Float32Array(GEN_CHUNK);
-    const out16 = new Uint16Array(GEN_CHUNK);
-    for (const t of tensors) {
-      const next = rng(tensorSeed(seed, t.name));
-      const [center, halfWidth] = t.kind === 'matrix' ? [0, std * Math.sqrt(3)] : t.kind === 'norm' ? [1, 0.1] : [0, 0.02];
-      let remaining = t.shape.reduce((a, b) => a * b, 1);
-      while (remaining > 0) {
-        const n = Math.min(remaining, GEN_CHUNK);
-        for (let i = 0; i < n; i++) f32[i] = center + (2 * next() - 1) * halfWidth;
-        if (dtype === 'F32') {
-          await write(new Uint8Array(f32.buffer, 0, n * 4));
-        } else {
-          const encode = dtype === 'F16' ? floatToHalf : floatToBf16;
-          for (let i = 0; i < n; i++) out16[i] = encode(f32[i]!);
-          await write(new Uint8Array(out16.buffer, 0, n * 2));
-        }
-        remaining -= n;
-      }
-    }
-    await handle.close();
-    await fs.promises.rename(`${file}.partial`, file);
-    return { safetensorsBytes: position };
-  } catch (err) {
-    await handle.close().catch(() => undefined);
-    await fs.promises.rm(`${file}.partial`, { force: true });
-    throw err;
+  if (formats.includes('pytorch')) {
+    // State-dict order (module order), as torch.save writes it.
+    result.pytorchBytes = await writeTorchStateDict(
+      path.join(dir, 'pytorch_model.bin'),
+      tensors.map((t) => ({ name: t.name, shape: t.shape, dtype })),
+      (t, write) => fill(tensors.find((x) => x.name === t.name)!, write),
+    );
   }
+  return result;
 }
