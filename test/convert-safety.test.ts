@@ -143,7 +143,8 @@ function hostilePickles(marker: string): Array<[string, Buffer, RegExp]> {
 
 // ---- a zip writer for test archives ----
 
-function makeZip(entries: Array<{ name: string; data: Buffer; deflate?: boolean }>): Buffer {
+/** Writes a zip; with `zip64`, sizes and offsets go in zip64 fields, as large torch.save files do. */
+function makeZip(entries: Array<{ name: string; data: Buffer; deflate?: boolean }>, zip64 = false): Buffer {
   const locals: Buffer[] = [];
   const centrals: Buffer[] = [];
   let offset = 0;
@@ -165,22 +166,43 @@ function makeZip(entries: Array<{ name: string; data: Buffer; deflate?: boolean 
     central.writeUInt16LE(20, 6);
     central.writeUInt16LE(e.deflate ? 8 : 0, 10);
     central.writeUInt32LE(crc, 16);
-    central.writeUInt32LE(payload.length, 20);
-    central.writeUInt32LE(e.data.length, 24);
+    central.writeUInt32LE(zip64 ? 0xffffffff : payload.length, 20);
+    central.writeUInt32LE(zip64 ? 0xffffffff : e.data.length, 24);
     central.writeUInt16LE(name.length, 28);
-    central.writeUInt32LE(offset, 42);
+    central.writeUInt32LE(zip64 ? 0xffffffff : offset, 42);
+    const extra = Buffer.alloc(zip64 ? 28 : 0);
+    if (zip64) {
+      central.writeUInt16LE(28, 30);
+      extra.writeUInt16LE(1, 0);
+      extra.writeUInt16LE(24, 2);
+      extra.writeBigUInt64LE(BigInt(e.data.length), 4);
+      extra.writeBigUInt64LE(BigInt(payload.length), 12);
+      extra.writeBigUInt64LE(BigInt(offset), 20);
+    }
     locals.push(local, name, payload);
-    centrals.push(central, name);
+    centrals.push(central, name, extra);
     offset += 30 + name.length + payload.length;
   }
   const dir = Buffer.concat(centrals);
   const end = Buffer.alloc(22);
   end.writeUInt32LE(0x06054b50, 0);
-  end.writeUInt16LE(entries.length, 8);
-  end.writeUInt16LE(entries.length, 10);
-  end.writeUInt32LE(dir.length, 12);
-  end.writeUInt32LE(offset, 16);
-  return Buffer.concat([...locals, dir, end]);
+  end.writeUInt16LE(zip64 ? 0xffff : entries.length, 8);
+  end.writeUInt16LE(zip64 ? 0xffff : entries.length, 10);
+  end.writeUInt32LE(zip64 ? 0xffffffff : dir.length, 12);
+  end.writeUInt32LE(zip64 ? 0xffffffff : offset, 16);
+  if (!zip64) return Buffer.concat([...locals, dir, end]);
+  const record = Buffer.alloc(56);
+  record.writeUInt32LE(0x06064b50, 0);
+  record.writeBigUInt64LE(44n, 4);
+  record.writeBigUInt64LE(BigInt(entries.length), 24);
+  record.writeBigUInt64LE(BigInt(entries.length), 32);
+  record.writeBigUInt64LE(BigInt(dir.length), 40);
+  record.writeBigUInt64LE(BigInt(offset), 48);
+  const locator = Buffer.alloc(20);
+  locator.writeUInt32LE(0x07064b50, 0);
+  locator.writeBigUInt64LE(BigInt(offset + dir.length), 8);
+  locator.writeUInt32LE(1, 16);
+  return Buffer.concat([...locals, dir, record, locator, end]);
 }
 
 /** A checkpoint folder: tiny-a's config and tokenizer, with the given pytorch_model.bin. */
@@ -252,15 +274,22 @@ test('damaged archives fail with ERR_XGLM_CONVERT, not a crash', async (t) => {
   }
 });
 
-test('deflated entries read like stored ones', async (t) => {
+test('deflated entries and zip64 directories read like the original archive', async (t) => {
   const dir = tmpDir(t);
   const zip = ZipReader.open(path.join(tinyA, 'pytorch_model.bin'));
-  const entries = zip.entries.map((e) => ({ name: e.name, data: zip.readEntry(e), deflate: true }));
+  const entries = zip.entries.map((e) => ({ name: e.name, data: zip.readEntry(e) }));
   zip.close();
-  const ckpt = checkpointWith(dir, makeZip(entries));
-  await convert(ckpt, path.join(dir, 'deflated.gguf'), { type: 'f32', name: 'tiny-a' });
-  await convert(tinyA, path.join(dir, 'stored.gguf'), { type: 'f32', weights: 'pytorch' });
-  t.true(fs.readFileSync(path.join(dir, 'deflated.gguf')).equals(fs.readFileSync(path.join(dir, 'stored.gguf'))));
+  await convert(tinyA, path.join(dir, 'original.gguf'), { type: 'f32', weights: 'pytorch' });
+  const original = fs.readFileSync(path.join(dir, 'original.gguf'));
+  for (const [name, bin] of [
+    ['deflated', makeZip(entries.map((e) => ({ ...e, deflate: true })))],
+    ['zip64', makeZip(entries, true)],
+    ['zip64 deflated', makeZip(entries.map((e) => ({ ...e, deflate: true })), true)],
+  ] as const) {
+    const ckpt = checkpointWith(fs.mkdtempSync(path.join(dir, 'z-')), bin);
+    await convert(ckpt, path.join(ckpt, 'out.gguf'), { type: 'f32', name: 'tiny-a' });
+    t.true(fs.readFileSync(path.join(ckpt, 'out.gguf')).equals(original), name);
+  }
 });
 
 // ---- config.json and tensor checks ----
