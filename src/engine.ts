@@ -246,7 +246,8 @@ export class EngineContext {
       });
     }
     if (options.seed !== undefined) p.seed = checkInt('seed', options.seed, 0, Number.MAX_SAFE_INTEGER);
-    return call(() => this.native.sample(this.checkRow('batchIndex', batchIndex), p));
+    const row = this.checkRow('batchIndex', batchIndex);
+    return call(() => this.native.sample(row, p));
   }
 
   /**
@@ -257,12 +258,14 @@ export class EngineContext {
     if (batchIndices.length !== targets.length) throw invalid('batchIndices and targets must have the same length');
     const rows = Int32Array.from(batchIndices, (r, i) => this.checkRow(`batchIndices[${i}]`, r));
     const t = Int32Array.from(targets, (id, i) => checkInt(`targets[${i}]`, id, -1, this.hparams.nVocab - 1));
-    return call(() => this.native.logprobs(rows, t, checkInt('topK', topK, 0, this.hparams.nVocab)));
+    const k = checkInt('topK', topK, 0, this.hparams.nVocab);
+    return call(() => this.native.logprobs(rows, t, k));
   }
 
   /** A copy of one logits row (n_vocab floats): for tests and tools, not per-token use. */
   getLogits(batchIndex: number): Promise<Float32Array> {
-    return call(() => this.native.getLogits(this.checkRow('batchIndex', batchIndex)));
+    const row = this.checkRow('batchIndex', batchIndex);
+    return call(() => this.native.getLogits(row));
   }
 
   getActivation(name: string): Promise<Float32Array | null> {
