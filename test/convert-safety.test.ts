@@ -322,6 +322,8 @@ test('config.json is validated field by field', async (t) => {
   }
   await t.throwsAsync(convert(tinyA, path.join(dir, 'x.gguf'), { type: 'q3_k' }), { code: 'ERR_XGLM_INVALID_ARGUMENT', message: /unknown output type "q3_k"/ } as never);
   await t.throwsAsync(convert(path.join(dir, 'nowhere'), path.join(dir, 'x.gguf')), { code: 'ERR_XGLM_CONVERT', message: /cannot read/ } as never);
+  await t.throwsAsync(convert(tinyA, path.join(dir, 'no', 'such', 'folder.gguf')), { code: 'ERR_XGLM_INVALID_ARGUMENT', message: /cannot write/ } as never);
+  await t.throwsAsync(convert(tinyA, path.join(dir, 'x.gguf'), { threads: 0 }), { code: 'ERR_XGLM_INVALID_ARGUMENT' } as never);
 });
 
 /** Writes a safetensors file from (name, shape, float32 values). */

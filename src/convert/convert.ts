@@ -13,7 +13,7 @@ import { type GgmlType, ggmlTypeName } from '../gguf/types.js';
 import { parseSentencePieceModel } from '../tokenizer/spm-model.js';
 import { type XglmVocabulary, xglmVocabularyFromSentencePiece } from '../tokenizer/xglm-vocab.js';
 import { type XglmHParams, readXglmConfig } from './config.js';
-import { type ProgressEvent, type TensorJob, defaultThreads, writeTensorJobs } from './encode.js';
+import { type ProgressEvent, type TensorJob, asXglmError, defaultThreads, writeTensorJobs } from './encode.js';
 import { xglmMetadata } from './metadata.js';
 import { OUTPUT_TYPES, type OutputTypeName, chooseTensorType, describeFallback, parseOutputType } from './output-types.js';
 import { openPytorchCheckpoint } from './pytorch.js';
@@ -167,6 +167,14 @@ function checkTiedOutput(source: TensorSource, hp: XglmHParams): void {
  *   ERR_XGLM_TOKENIZER, ERR_XGLM_UNSUPPORTED, ERR_XGLM_INVALID_ARGUMENT.
  */
 export async function convert(hfDir: string, outFile: string, options: ConvertOptions = {}): Promise<ConvertResult> {
+  try {
+    return await convertUnchecked(hfDir, outFile, options);
+  } catch (err) {
+    throw asXglmError(err, String(outFile));
+  }
+}
+
+async function convertUnchecked(hfDir: string, outFile: string, options: ConvertOptions): Promise<ConvertResult> {
   if (typeof hfDir !== 'string' || typeof outFile !== 'string') {
     throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', 'convert(hfDir, outFile, options) takes two paths');
   }

@@ -28,6 +28,15 @@ export interface TensorJob {
   read: { rows: (first: number, count: number) => Float32Array } | { bytes: (start: number, length: number) => Uint8Array };
 }
 
+/** I/O failures (disk full, file removed underneath) become ERR_XGLM_CONVERT; XglmErrors pass. */
+export function asXglmError(err: unknown, file: string): XglmError {
+  if (err instanceof XglmError) return err;
+  return new XglmError('ERR_XGLM_CONVERT', `converting to ${file} failed: ${(err as Error)?.message ?? String(err)}`, {
+    cause: err,
+    hint: 'check free disk space and that the input files are not changing during the conversion',
+  });
+}
+
 export function defaultThreads(): number {
   return Math.max(1, os.availableParallelism());
 }

@@ -3,7 +3,7 @@
  * llama_tensor_get_type for a model with tied embeddings and one fused attn_qkv per block
  * (see docs/converting.md for the table and the reasons):
  *
- *   - 1-D tensors (norms, biases) and position_embd stay F32;
+ *   - 1-D tensors (norms, biases), norms and position_embd stay F32;
  *   - f32/f16/bf16: every other matrix gets that type;
  *   - quantized types: token_embd, which is also the output projection, gets Q6_K (Q8_0 for
  *     q8_0), because logit errors hit every token; *_k_m mixes give attn_qkv one step more
@@ -48,13 +48,14 @@ export function parseOutputType(type: unknown): OutputTypeName {
 
 /** What a GGUF tensor is, from its name. */
 export interface TensorRole {
-  kind: 'token_embd' | 'position_embd' | 'attn_qkv' | 'attn_output' | 'ffn_up' | 'ffn_down' | 'other';
+  kind: 'token_embd' | 'output' | 'position_embd' | 'attn_qkv' | 'attn_output' | 'ffn_up' | 'ffn_down' | 'other';
   /** Block index for blk.N.* tensors. */
   layer: number | undefined;
 }
 
 export function tensorRole(name: string): TensorRole {
   if (name === 'token_embd.weight') return { kind: 'token_embd', layer: undefined };
+  if (name === 'output.weight') return { kind: 'output', layer: undefined };
   if (name === 'position_embd.weight') return { kind: 'position_embd', layer: undefined };
   const m = /^blk\.(\d+)\.(attn_qkv|attn_output|ffn_up|ffn_down)\.weight$/.exec(name);
   if (m) return { kind: m[2] as TensorRole['kind'], layer: Number(m[1]) };
@@ -98,14 +99,17 @@ function fits(type: GgmlType, rowLength: number): boolean {
 export function chooseTensorType(output: OutputTypeName, name: string, dims: readonly number[], nLayers: number): TypeChoice {
   const spec: OutputType = OUTPUT_TYPES[output];
   const role = tensorRole(name);
-  if (dims.length < 2 || role.kind === 'position_embd' || role.kind === 'other') return { type: GgmlType.F32 };
+  // As llama.cpp: only 2-D "…weight" tensors are quantized, never norms or position embeddings.
+  if (dims.length < 2 || role.kind === 'position_embd' || !name.endsWith('weight') || name.includes('_norm.weight')) {
+    return { type: GgmlType.F32 };
+  }
   if (spec.baseType === GgmlType.F32 || spec.baseType === GgmlType.F16 || spec.baseType === GgmlType.BF16) {
     return { type: spec.baseType };
   }
   const rowLength = dims[0]!;
   let wanted: GgmlType = spec.baseType;
-  if (role.kind === 'token_embd') {
-    // Tied: this matrix is also the output projection.
+  if (role.kind === 'token_embd' || role.kind === 'output') {
+    // XGLM ties the two: token_embd is also the output projection.
     wanted = !fits(spec.baseType, rowLength) || spec.baseType === GgmlType.Q8_0 ? GgmlType.Q8_0 : GgmlType.Q6_K;
   } else if (spec.mix === 'k_m' && role.kind === 'attn_qkv') {
     wanted = spec.baseType === GgmlType.Q4_K ? GgmlType.Q5_K : GgmlType.Q6_K;

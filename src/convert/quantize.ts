@@ -10,7 +10,7 @@ import { GgmlType, type GgufKv, GgufValueType, ggmlTypeName } from '../gguf/type
 import { GgufWriter, kv } from '../gguf/writer.js';
 import type { TypeFallback } from './convert.js';
 import { validateCommonOptions } from './convert.js';
-import { type ProgressEvent, type TensorJob, writeTensorJobs } from './encode.js';
+import { type ProgressEvent, type TensorJob, asXglmError, writeTensorJobs } from './encode.js';
 import { GGML_QUANTIZATION_VERSION, GGUF_KEYS } from './metadata.js';
 import { OUTPUT_TYPES, type OutputTypeName, chooseTensorType, describeFallback, parseOutputType } from './output-types.js';
 import { decodeFloats } from './source.js';
@@ -68,6 +68,14 @@ function retypedMetadata(source: readonly GgufKv[], fileType: number): GgufKv[] 
  * @throws XglmError ERR_XGLM_GGUF_INVALID, ERR_XGLM_UNSUPPORTED (quantized input), ERR_XGLM_INVALID_ARGUMENT.
  */
 export async function quantize(inGguf: string, outGguf: string, type: OutputTypeName | string, options: QuantizeOptions = {}): Promise<QuantizeResult> {
+  try {
+    return await quantizeUnchecked(inGguf, outGguf, type, options);
+  } catch (err) {
+    throw asXglmError(err, String(outGguf));
+  }
+}
+
+async function quantizeUnchecked(inGguf: string, outGguf: string, type: OutputTypeName | string, options: QuantizeOptions): Promise<QuantizeResult> {
   const output = parseOutputType(type);
   const threads = validateCommonOptions(options);
   const reader = GgufReader.open(inGguf);

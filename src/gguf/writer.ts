@@ -287,7 +287,15 @@ export class GgufWriter {
   static async create(file: string, kv: readonly GgufKv[], tensors: readonly GgufTensorSpec[]): Promise<GgufWriter> {
     const layout = encodeGgufHeader(kv, tensors);
     const tmpFile = `${file}.partial`;
-    const handle = await fs.promises.open(tmpFile, 'w');
+    let handle: fs.promises.FileHandle;
+    try {
+      handle = await fs.promises.open(tmpFile, 'w');
+    } catch (cause) {
+      throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', `cannot write ${file}: ${(cause as Error).message}`, {
+        cause,
+        hint: 'check that the output folder exists and is writable',
+      });
+    }
     const writer = new GgufWriter(file, tmpFile, handle, layout, tensors);
     try {
       await writer.writeAt(layout.header, 0);
