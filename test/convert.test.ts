@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { OUTPUT_TYPES, type OutputTypeName, convert, quantize } from '../src/convert/index.js';
+import { tokenizerJsonFromSentencePiece } from './helpers/spm-tokenizer-json.js';
 import { GgmlType, type GgufArray, GgufReader, type GgufValue, GgufValueType, ggmlTypeName } from '../src/gguf/index.js';
 
 const FIXTURES = ['tiny-a', 'tiny-b'] as const;
@@ -346,4 +347,19 @@ test('progress reports bytes and tensors up to the file size', async (t) => {
   t.deepEqual(result.ignored, []);
   const bin = await convert(fixtureDir('tiny-b'), path.join(tmpDir(t), 'q.gguf'), { type: 'f16', weights: 'pytorch' });
   t.deepEqual(bin.ignored, ['lm_head.weight']);
+});
+
+test('a folder with tokenizer.json instead of sentencepiece.bpe.model converts to the same file', async (t) => {
+  const dir = tmpDir(t);
+  for (const fixture of FIXTURES) {
+    const ckpt = path.join(dir, fixture);
+    fs.mkdirSync(ckpt);
+    for (const f of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(fixtureDir(fixture), f), path.join(ckpt, f));
+    // tokenizer.json as transformers' XGLM converter lays it out (test helper).
+    const json = tokenizerJsonFromSentencePiece(fs.readFileSync(path.join(fixtureDir(fixture), 'sentencepiece.bpe.model')));
+    fs.writeFileSync(path.join(ckpt, 'tokenizer.json'), JSON.stringify(json));
+    const out = path.join(dir, `${fixture}.gguf`);
+    await convert(ckpt, out, { type: 'q8_0', name: fixture });
+    t.true(fs.readFileSync(out).equals(fs.readFileSync(await convertOnce(fixture, 'safetensors', 'q8_0'))), fixture);
+  }
 });

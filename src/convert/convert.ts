@@ -2,7 +2,7 @@
  * HuggingFace XGLM checkpoint folder → GGUF file, tensor by tensor.
  *
  *   config.json                      → hyperparameters (validated field by field)
- *   sentencepiece.bpe.model          → tokenizer.ggml.* (fairseq id order)
+ *   sentencepiece.bpe.model          → tokenizer.ggml.* (fairseq id order), or tokenizer.json
  *   model.safetensors[.index.json]   → tensors (or pytorch_model.bin, read without executing it)
  */
 import fs from 'node:fs';
@@ -11,10 +11,11 @@ import { XglmError } from '../errors.js';
 import { GgufWriter } from '../gguf/writer.js';
 import { type GgmlType, ggmlTypeName } from '../gguf/types.js';
 import { parseSentencePieceModel } from '../tokenizer/spm-model.js';
-import { type XglmVocabulary, xglmVocabularyFromSentencePiece } from '../tokenizer/xglm-vocab.js';
+import { vocabularyFromTokenizerJson } from '../tokenizer/loaders.js';
+import { xglmVocabularyFromSentencePiece } from '../tokenizer/xglm-vocab.js';
 import { type XglmHParams, readXglmConfig } from './config.js';
 import { type ProgressEvent, type TensorJob, asXglmError, defaultThreads, writeTensorJobs } from './encode.js';
-import { xglmMetadata } from './metadata.js';
+import { type GgufVocabulary, xglmMetadata } from './metadata.js';
 import { OUTPUT_TYPES, type OutputTypeName, chooseTensorType, describeFallback, parseOutputType } from './output-types.js';
 import { openPytorchCheckpoint } from './pytorch.js';
 import { openSafetensors, openShardedSafetensors } from './safetensors.js';
@@ -108,13 +109,28 @@ export function openWeights(dir: string, which: ConvertOptions['weights'] = 'aut
   throw convertError(`${dir} has no weights (model.safetensors, model.safetensors.index.json or pytorch_model.bin)`, 'pass the folder of a HuggingFace XGLM checkpoint');
 }
 
-/** The XGLM vocabulary from the folder's SentencePiece model. */
-export function readVocabulary(dir: string): XglmVocabulary {
+/**
+ * The XGLM vocabulary of a checkpoint folder: from sentencepiece.bpe.model, else from a
+ * HuggingFace tokenizer.json (Unigram model with its Precompiled normalizer).
+ */
+export function readVocabulary(dir: string): GgufVocabulary {
   const spm = path.join(dir, 'sentencepiece.bpe.model');
-  if (!fs.existsSync(spm)) {
-    throw convertError(`${dir} has no sentencepiece.bpe.model`, 'copy sentencepiece.bpe.model from the model repository (facebook/xglm-*) into the folder');
+  const tokenizerJson = path.join(dir, 'tokenizer.json');
+  if (fs.existsSync(spm)) {
+    return xglmVocabularyFromSentencePiece(parseSentencePieceModel(fs.readFileSync(spm)));
   }
-  return xglmVocabularyFromSentencePiece(parseSentencePieceModel(fs.readFileSync(spm)));
+  if (fs.existsSync(tokenizerJson)) {
+    const { vocabulary: v } = vocabularyFromTokenizerJson(fs.readFileSync(tokenizerJson, 'utf8'));
+    return {
+      tokens: [...v.tokens],
+      scores: v.scores instanceof Float32Array ? v.scores : Float32Array.from(v.scores),
+      tokenTypes: v.tokenTypes instanceof Int32Array ? v.tokenTypes : Int32Array.from(v.tokenTypes),
+      precompiledCharsmap: v.precompiledCharsmap,
+      addSpacePrefix: v.addSpacePrefix,
+      removeExtraWhitespaces: v.removeExtraWhitespaces,
+    };
+  }
+  throw convertError(`${dir} has neither sentencepiece.bpe.model nor tokenizer.json`, 'copy sentencepiece.bpe.model from the model repository (facebook/xglm-*) into the folder');
 }
 
 /** Reads rows of a planned tensor: rows of its parts one after another, or generated. */
@@ -187,7 +203,7 @@ async function convertUnchecked(hfDir: string, outFile: string, options: Convert
   const vocab = readVocabulary(hfDir);
   if (vocab.tokens.length !== hp.vocabSize) {
     throw convertError(
-      `sentencepiece.bpe.model gives ${vocab.tokens.length} tokens (${vocab.spmPieceCount} pieces + 8), config.json says vocab_size ${hp.vocabSize}`,
+      `the tokenizer has ${vocab.tokens.length} tokens, config.json says vocab_size ${hp.vocabSize}`,
       'the tokenizer does not belong to this checkpoint',
     );
   }

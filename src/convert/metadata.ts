@@ -2,7 +2,6 @@
  * GGUF metadata of an XGLM model (DESIGN.md §4), with llama.cpp/gguf-py key spellings
  * (gguf-py/gguf/constants.py, including its historical "seperator").
  */
-import type { XglmVocabulary } from '../tokenizer/xglm-vocab.js';
 import { XGLM_EOS_ID, XGLM_PAD_ID, XGLM_UNK_ID } from '../tokenizer/xglm-vocab.js';
 import type { GgufKv } from '../gguf/types.js';
 import { kv } from '../gguf/writer.js';
@@ -41,8 +40,18 @@ export const GGUF_KEYS = {
   padId: 'tokenizer.ggml.padding_token_id',
 } as const;
 
+/** The vocabulary as GGUF stores it, in HF id order. */
+export interface GgufVocabulary {
+  tokens: string[];
+  scores: Float32Array;
+  tokenTypes: Int32Array;
+  precompiledCharsmap: Uint8Array;
+  addSpacePrefix: boolean;
+  removeExtraWhitespaces: boolean;
+}
+
 /** The full metadata list, in file order. */
-export function xglmMetadata(hp: XglmHParams, vocab: XglmVocabulary, fileType: number, name: string): GgufKv[] {
+export function xglmMetadata(hp: XglmHParams, vocab: GgufVocabulary, fileType: number, name: string): GgufKv[] {
   const out: GgufKv[] = [
     kv.str(GGUF_KEYS.architecture, XGLM_ARCH),
     kv.str(GGUF_KEYS.name, name),
