@@ -136,6 +136,10 @@ export function readStridedRows(loc: StridedLocation, first: number, count: numb
   const out = new Float32Array(count * n);
   const contiguous = contiguousStride(loc.shape);
   const isContiguous = loc.shape.every((d, i) => d <= 1 || loc.stride[i] === contiguous[i]);
+  if (isContiguous && loc.dtype === 'F32') {
+    readFully(loc.fd, new Uint8Array(out.buffer), loc.base + (loc.storageOffset + first * n) * elemBytes);
+    return out;
+  }
   if (isContiguous) {
     const bytes = new Uint8Array(count * n * elemBytes);
     readFully(loc.fd, bytes, loc.base + (loc.storageOffset + first * n) * elemBytes);
