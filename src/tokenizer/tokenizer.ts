@@ -9,7 +9,8 @@ import { encodeUtf8Into, GrowableBytes } from './bytes.js';
 import { vocabularyFromGgufMetadata, vocabularyFromSentencePiece, vocabularyFromTokenizerJson } from './loaders.js';
 import { Normalizer } from './normalizer.js';
 import { isPythonWhitespace, StreamDecoder, type DecodeOptions } from './stream-decoder.js';
-import { UnigramModel, type UnigramPiece } from './unigram.js';
+import { flattenPieces, PieceTrie } from './piece-trie.js';
+import { PieceKind, UnigramModel } from './unigram.js';
 import { GgufTokenType, XGLM_EOS_ID, XGLM_UNK_ID } from './xglm-vocab.js';
 
 /** Everything the tokenizer needs, in HF id order (what GGUF's tokenizer.ggml.* keys hold). */
@@ -72,6 +73,10 @@ const utf8Decoder = new TextDecoder('utf-8');
 const TYPE_CONTROL: number = GgufTokenType.CONTROL;
 const TYPE_UNKNOWN: number = GgufTokenType.UNKNOWN;
 const TYPE_BYTE: number = GgufTokenType.BYTE;
+const TYPE_NORMAL: number = GgufTokenType.NORMAL;
+const TYPE_UNDEFINED: number = GgufTokenType.UNDEFINED;
+const TYPE_USER_DEFINED: number = GgufTokenType.USER_DEFINED;
+const TYPE_UNUSED: number = GgufTokenType.UNUSED;
 
 export class Tokenizer {
   /** Number of ids (XGLM: SentencePiece pieces + 8). */
@@ -84,7 +89,8 @@ export class Tokenizer {
   private readonly tokenTypes: Uint8Array;
   private readonly normalizer: Normalizer;
   private readonly model: UnigramModel;
-  private readonly tokenIds = new Map<string, number>();
+  /** Token text → first id with it, built on first use. */
+  private tokenIds: Map<string, number> | null = null;
   /** Special (control/unknown) tokens by first character, longest first, for splitting. */
   private readonly specialsByFirstChar = new Map<string, Array<{ text: string; id: number }>>();
   /** Decoded text of each id, built lazily: "▁" → " "; null for specials. */
@@ -105,29 +111,25 @@ export class Tokenizer {
     this.vocabSize = n;
     this.tokens = tokens;
     this.tokenTypes = new Uint8Array(n);
-    const encoder = new TextEncoder();
-    const pieces: UnigramPiece[] = [];
-    const userDefined: Array<{ bytes: Uint8Array; id: number; score: number; kind: 'normal' }> = [];
+    const kinds = new Uint8Array(n);
     let firstUnknown = -1;
+    let userDefinedCount = 0;
     for (let id = 0; id < n; id++) {
       const type = tokenTypes[id]!;
-      const token = tokens[id]!;
+      const token = tokens[id];
       if (typeof token !== 'string') throw new XglmError('ERR_XGLM_TOKENIZER', `token ${id} is not a string`);
       this.tokenTypes[id] = type;
-      if (!this.tokenIds.has(token)) this.tokenIds.set(token, id);
       switch (type) {
         case GgufTokenType.NORMAL:
         case GgufTokenType.UNDEFINED:
-          pieces.push({ bytes: encoder.encode(token), id, score: scores[id]!, kind: 'normal' });
+          kinds[id] = PieceKind.NORMAL;
           break;
-        case GgufTokenType.USER_DEFINED: {
-          const bytes = encoder.encode(token);
-          pieces.push({ bytes, id, score: scores[id]!, kind: 'user-defined' });
-          userDefined.push({ bytes, id, score: 0, kind: 'normal' });
+        case GgufTokenType.USER_DEFINED:
+          kinds[id] = PieceKind.USER_DEFINED;
+          userDefinedCount++;
           break;
-        }
         case GgufTokenType.UNUSED:
-          pieces.push({ bytes: encoder.encode(token), id, score: scores[id]!, kind: 'unused' });
+          kinds[id] = PieceKind.UNUSED;
           break;
         case GgufTokenType.UNKNOWN:
           if (firstUnknown < 0) firstUnknown = id;
@@ -154,16 +156,17 @@ export class Tokenizer {
         throw new XglmError('ERR_XGLM_TOKENIZER', `${name} token id ${id} is outside the vocabulary of ${n}`);
       }
     }
-    this.model = new UnigramModel(pieces, n, this.unknownTokenId);
+    const types = this.tokenTypes;
+    const matchable = (id: number): boolean => {
+      const t = types[id];
+      return t === TYPE_NORMAL || t === TYPE_UNDEFINED || t === TYPE_USER_DEFINED || t === TYPE_UNUSED;
+    };
+    this.model = new UnigramModel(flattenPieces(tokens, matchable), scores, kinds, this.unknownTokenId);
     let verbatim: ((bytes: Uint8Array, pos: number, end: number) => number) | null = null;
-    if (userDefined.length > 0) {
+    if (userDefinedCount > 0) {
       // User-defined pieces pass the normalizer untouched (SentencePiece's PrefixMatcher).
-      const matcher = new UnigramModel(userDefined, n, this.unknownTokenId);
-      verbatim = (bytes, pos, end) => {
-        let longest = 0;
-        for (let e = pos + 1; e <= end; e++) if (matcher.pieceId(bytes, pos, e) >= 0) longest = e - pos;
-        return longest;
-      };
+      const matcher = new PieceTrie(flattenPieces(tokens, (id) => types[id] === TYPE_USER_DEFINED));
+      verbatim = (bytes, pos, end) => matcher.longestMatch(bytes, pos, end);
     }
     this.normalizer = new Normalizer(
       {
@@ -313,6 +316,10 @@ export class Tokenizer {
 
   /** Id of a token text, or undefined. */
   tokenToId(token: string): number | undefined {
+    if (this.tokenIds === null) {
+      this.tokenIds = new Map();
+      for (let id = this.vocabSize - 1; id >= 0; id--) this.tokenIds.set(this.tokens[id]!, id);
+    }
     return this.tokenIds.get(token);
   }
 

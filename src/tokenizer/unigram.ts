@@ -12,21 +12,16 @@
  * - consecutive unknown nodes of the best path are merged into one (SentencePieceProcessor).
  */
 import { utf8CharLength } from './normalizer.js';
-import { PieceTrie } from './piece-trie.js';
+import { type FlatPieces, PieceTrie } from './piece-trie.js';
 
 /** Penalty SentencePiece subtracts from the lowest piece score to score an unknown character. */
 export const UNKNOWN_PENALTY = 10;
 
-const KIND_NORMAL = 0;
-const KIND_UNUSED = 1;
-const KIND_USER_DEFINED = 2;
-
-export interface UnigramPiece {
-  bytes: Uint8Array;
-  id: number;
-  score: number;
-  kind: 'normal' | 'unused' | 'user-defined';
-}
+/** How the search treats a matched piece, by id (PieceKind[id]). */
+export const PieceKind = { NORMAL: 0, UNUSED: 1, USER_DEFINED: 2 } as const;
+const KIND_NORMAL = PieceKind.NORMAL;
+const KIND_UNUSED = PieceKind.UNUSED;
+const KIND_USER_DEFINED = PieceKind.USER_DEFINED;
 
 export class UnigramModel {
   private readonly trie: PieceTrie;
@@ -41,26 +36,24 @@ export class UnigramModel {
 
   /**
    * @param pieces the matchable pieces (NORMAL, USER_DEFINED and UNUSED ones; never control or unknown)
-   * @param idCount size of the id space (ids of `pieces` must be below it)
+   * @param scores score by id
+   * @param kinds PieceKind by id (only read for ids in `pieces`)
    * @param unknownId id emitted for a run of characters no piece covers
    */
-  constructor(
-    pieces: readonly UnigramPiece[],
-    idCount: number,
-    readonly unknownId: number,
-  ) {
+  constructor(pieces: FlatPieces, scores: ArrayLike<number>, kinds: Uint8Array, readonly unknownId: number) {
     this.trie = new PieceTrie(pieces);
-    this.scores = new Float64Array(idCount);
-    this.kinds = new Uint8Array(idCount);
+    this.scores = new Float64Array(kinds.length);
+    this.kinds = kinds;
     // SentencePiece initialises these to FLT_MAX / FLT_MIN and only looks at NORMAL pieces.
     let minScore = 3.4028234663852886e38;
     let maxScore = 1.1754943508222875e-38;
-    for (const p of pieces) {
-      this.scores[p.id] = Math.fround(p.score);
-      this.kinds[p.id] = p.kind === 'unused' ? KIND_UNUSED : p.kind === 'user-defined' ? KIND_USER_DEFINED : KIND_NORMAL;
-      if (p.kind === 'normal') {
-        minScore = Math.min(minScore, Math.fround(p.score));
-        maxScore = Math.max(maxScore, Math.fround(p.score));
+    for (let k = 0; k < pieces.count; k++) {
+      const id = pieces.ids[k]!;
+      const score = Math.fround(scores[id]!);
+      this.scores[id] = score;
+      if (kinds[id] === KIND_NORMAL) {
+        if (score < minScore) minScore = score;
+        if (score > maxScore) maxScore = score;
       }
     }
     this.maxScore = maxScore;
