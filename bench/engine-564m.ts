@@ -43,6 +43,7 @@ function rssMb(): number {
 async function child(): Promise<void> {
   const [, , , file, repack, threads, nPrompt, nDecode] = process.argv;
   const useRepack = repack === 'true';
+  const fileMb = fs.statSync(file!).size / 2 ** 20;
   let start = performance.now();
   const model = await loadModel(file!, { useRepack });
   const loadMs = performance.now() - start;
@@ -63,7 +64,7 @@ async function child(): Promise<void> {
   const decodeMs = performance.now() - start;
   const result: RunResult = {
     useRepack,
-    fileMb: fs.statSync(file!).size / 2 ** 20,
+    fileMb,
     loadMs,
     rssAfterLoadMb,
     rssAfterDecodeMb: rssMb(),
@@ -81,7 +82,8 @@ async function main(): Promise<void> {
   const cache = path.resolve(arg('--cache', path.join(packageRoot, '.bench-cache')));
   const threads = arg('--threads', '0');
   const hfDir = path.join(cache, 'xglm-564m-random-f32');
-  const gguf = path.join(cache, `xglm-564m-random-${type}.gguf`);
+  // own name: bench/convert.ts writes and deletes its outputs in the same folder
+  const gguf = path.join(cache, `engine-564m-random-${type}.gguf`);
   if (!fs.existsSync(path.join(hfDir, 'model.safetensors'))) {
     process.stderr.write(`writing a random 564M checkpoint to ${hfDir} …\n`);
     await writeRandomCheckpoint(hfDir, { ...XGLM_564M_SHAPE });

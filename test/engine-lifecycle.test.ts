@@ -172,3 +172,17 @@ test('damaged or foreign files are refused with ERR_XGLM_MODEL_LOAD and a messag
     t.log(`${label}: ${err!.message}`);
   }
 });
+
+test('loading reports progress up to 1 and repacks what ggml can repack', async (t) => {
+  const seen: number[] = [];
+  const model = await loadModel(await fixtureGguf('tiny-b', 'q4_0'), { onProgress: (f) => seen.push(f) });
+  t.true(seen.length >= 2);
+  t.is(seen[seen.length - 1], 1);
+  t.true(seen.every((f, i) => f >= 0 && f <= 1 && (i === 0 || f >= seen[i - 1]!)));
+  const repacked = model.tensors().filter((x) => x.buffer === 'CPU_REPACK');
+  t.log(`${repacked.length} repacked tensors (${[...new Set(repacked.map((x) => x.type))].join(', ')}); owned ${model.native.ownedBytes} bytes of ${model.native.mappedBytes} mapped`);
+  model.dispose();
+  const plain = await loadModel(await fixtureGguf('tiny-b', 'q4_0'), { useRepack: false });
+  t.true(plain.tensors().every((x) => x.buffer !== 'CPU_REPACK'));
+  plain.dispose();
+});
