@@ -1,0 +1,331 @@
+/**
+ * A context: one KV cache with its compute thread, and the policy around it — which tokens
+ * each sequence has cached (a new call reuses the longest common prefix and evaluates only
+ * the rest), what happens when the context is full, and the order of calls (queued: one
+ * call at a time per context; separate contexts run in parallel).
+ */
+import type { EngineContext, EngineModel, SamplerOptions } from './engine.js';
+import { XglmError } from './errors.js';
+import { Generation, runGeneration, type GenerateOptions } from './generate.js';
+import type { XglmModel } from './model.js';
+import type { NativeKvType } from './native.js';
+import {
+  logprobsOf,
+  perplexityOf,
+  scoreContinuationsOf,
+  scoreTexts,
+  type LogprobsOptions,
+  type LogprobsResult,
+  type PerplexityOptions,
+  type PerplexityResult,
+  type ScoreOptions,
+  type ScoreResult,
+  type ContinuationScore,
+} from './score.js';
+
+export interface ContextOptions {
+  /** KV-cache cells shared by all sequences (tokens). @default the model's context length (2,048 for XGLM) */
+  contextSize?: number;
+  /** Tokens per graph evaluation; longer prompts are split. @default 512 */
+  batchSize?: number;
+  /** Compute threads. @default the number of physical cores */
+  threads?: number;
+  /** KV-cache element type; `f32` makes an F32 model match PyTorch to float32 accuracy. @default 'f16' */
+  kvType?: NativeKvType;
+  /** Logits rows per graph evaluation when scoring (each row is n_vocab floats). @default 32 */
+  outputsPerBatch?: number;
+  /**
+   * What to do when a prompt plus the tokens to generate do not fit. XGLM's positions are
+   * absolute, so a full context cannot be shifted: `'error'` refuses with
+   * ERR_XGLM_CONTEXT_OVERFLOW; `'truncate-left'` keeps the leading </s> and the most recent
+   * tokens (half the context) and evaluates them again.
+   * @default 'error'
+   */
+  contextOverflow?: 'error' | 'truncate-left';
+}
+
+/** Counters a context keeps (tests and benchmarks read them). */
+export interface ContextStats {
+  /** Tokens evaluated by the model (prefix reuse lowers it). */
+  evaluatedTokens: number;
+  /** Calls into the native evaluate. */
+  evaluations: number;
+}
+
+/**
+ * One token to evaluate. `logits` keeps its logits row (to sample from), `target` asks for
+ * log P(target) at this row, `top` for the row's top-k.
+ */
+export interface EvalItem {
+  token: number;
+  pos: number;
+  seq: number;
+  logits?: boolean;
+  target?: number;
+  top?: boolean;
+}
+
+export interface EvalOutput {
+  /** Per item: log P(target), NaN where none was asked. */
+  logprobs: Float64Array;
+  /** Per item that asked for `top`: [id, logprob] pairs, most likely first. */
+  top: Array<Array<[number, number]> | undefined>;
+  /** The last item's index in the last native batch (the row to sample from). */
+  lastBatchIndex: number;
+}
+
+export class XglmContext {
+  readonly stats: ContextStats = { evaluatedTokens: 0, evaluations: 0 };
+  /** Tokens cached per sequence: token k sits at position k. */
+  private readonly cached = new Map<number, number[]>();
+  private queue: Promise<unknown> = Promise.resolve();
+  private engineContext: EngineContext | undefined;
+  private readonly controllers = new Set<AbortController>();
+
+  private constructor(
+    readonly model: XglmModel,
+    engineContext: EngineContext,
+    /** Positions available: min(contextSize, the model's context length). */
+    readonly contextSize: number,
+    readonly batchSize: number,
+    readonly outputsPerBatch: number,
+    readonly contextOverflow: 'error' | 'truncate-left',
+    private readonly onDispose: () => void,
+  ) {
+    this.engineContext = engineContext;
+  }
+
+  /** @internal use model.createContext() */
+  static async create(model: XglmModel, engineModel: EngineModel, options: ContextOptions, onDispose: () => void): Promise<XglmContext> {
+    const overflow = options.contextOverflow ?? 'error';
+    if (overflow !== 'error' && overflow !== 'truncate-left') {
+      throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', `contextOverflow must be 'error' or 'truncate-left', got ${String(overflow)}`);
+    }
+    const nCtxTrain = engineModel.hparams.nCtxTrain;
+    const requested = options.contextSize ?? nCtxTrain;
+    const batchSize = options.batchSize ?? 512;
+    const outputs = options.outputsPerBatch ?? 32;
+    const ctx = await engineModel.createContext({
+      contextSize: requested,
+      batchSize,
+      outputsPerBatch: outputs,
+      ...(options.threads !== undefined ? { threads: options.threads } : {}),
+      ...(options.kvType !== undefined ? { kvType: options.kvType } : {}),
+    });
+    const size = Math.min(ctx.info.contextSize, nCtxTrain);
+    return new XglmContext(model, ctx, size, batchSize, outputs, overflow, onDispose);
+  }
+
+  get threads(): number {
+    return this.engine().info.threads;
+  }
+
+  get disposed(): boolean {
+    return this.engineContext === undefined;
+  }
+
+  /** @internal */
+  engine(): EngineContext {
+    if (!this.engineContext) throw new XglmError('ERR_XGLM_DISPOSED', 'the context was disposed', { hint: 'create a new context with model.createContext()' });
+    return this.engineContext;
+  }
+
+  /** The tokens sequence `seq` has cached. */
+  cachedTokens(seq = 0): readonly number[] {
+    return this.cached.get(seq) ?? [];
+  }
+
+  /**
+   * Runs `fn` after every call queued before it (calls on one context run one at a time).
+   * @internal
+   */
+  enqueue<T>(fn: (signal: AbortSignal) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const controller = new AbortController();
+    const onAbort = () => controller.abort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) controller.abort();
+    this.controllers.add(controller);
+    const run = this.queue.then(async () => {
+      this.engine();
+      return fn(controller.signal);
+    });
+    const done = run.finally(() => {
+      signal?.removeEventListener('abort', onAbort);
+      this.controllers.delete(controller);
+    });
+    this.queue = done.catch(() => undefined);
+    return done;
+  }
+
+  /**
+   * Evaluates items in order, in native calls of at most batchSize tokens and
+   * outputsPerBatch logits rows, and returns the log-probabilities asked for.
+   * The cached-token bookkeeping follows every call, also one that fails midway.
+   * @internal
+   */
+  async evaluateItems(
+    items: readonly EvalItem[],
+    topK: number,
+    signal: AbortSignal,
+    onProgress?: (done: number, total: number) => void,
+  ): Promise<EvalOutput> {
+    const engine = this.engine();
+    const out: EvalOutput = { logprobs: new Float64Array(items.length).fill(NaN), top: new Array(items.length), lastBatchIndex: -1 };
+    const wantsRow = (it: EvalItem) => it.logits === true || it.target !== undefined || it.top === true;
+    let start = 0;
+    while (start < items.length) {
+      if (signal.aborted) throw new XglmError('ERR_XGLM_ABORTED', 'evaluation aborted');
+      // the next chunk: up to batchSize tokens, up to outputsPerBatch rows with outputs
+      let end = start;
+      let rows = 0;
+      while (end < items.length && end - start < this.batchSize) {
+        const it = items[end]!;
+        const wants = wantsRow(it);
+        if (wants && rows === this.outputsPerBatch) break;
+        if (wants) rows++;
+        end++;
+      }
+      const chunk = items.slice(start, end);
+      const flags = chunk.map(wantsRow);
+      try {
+        await engine.evaluate(
+          { tokens: chunk.map((it) => it.token), positions: chunk.map((it) => it.pos), seqIds: chunk.map((it) => it.seq), logits: flags },
+          { signal },
+        );
+      } catch (err) {
+        await this.resyncSequences(new Set(chunk.map((it) => it.seq)));
+        throw err;
+      }
+      this.stats.evaluations++;
+      this.stats.evaluatedTokens += chunk.length;
+      for (const it of chunk) {
+        const toks = this.cached.get(it.seq) ?? [];
+        toks[it.pos] = it.token;
+        this.cached.set(it.seq, toks);
+      }
+      out.lastBatchIndex = chunk.length - 1;
+      const k = topK > 0 && chunk.some((it) => it.top) ? topK : 0;
+      if (k > 0 || chunk.some((it) => it.target !== undefined)) {
+        const rowIdx: number[] = [];
+        const targets: number[] = [];
+        chunk.forEach((it, i) => {
+          if (it.target !== undefined || (k > 0 && it.top)) {
+            rowIdx.push(i);
+            targets.push(it.target ?? -1);
+          }
+        });
+        const r = await engine.logprobs(rowIdx, targets, k);
+        rowIdx.forEach((ci, j) => {
+          const item = chunk[ci]!;
+          out.logprobs[start + ci] = item.target !== undefined ? r.logprobs[j]! : NaN;
+          if (item.top && k > 0) {
+            const pairs: Array<[number, number]> = [];
+            for (let q = 0; q < k; q++) pairs.push([r.topIds[j * k + q]!, r.topLogprobs[j * k + q]!]);
+            out.top[start + ci] = pairs;
+          }
+        });
+      }
+      start = end;
+      onProgress?.(start, items.length);
+    }
+    return out;
+  }
+
+  /** After a failed or aborted evaluation: believe the cache, not the plan. */
+  private async resyncSequences(seqs: Set<number>): Promise<void> {
+    const engine = this.engineContext;
+    for (const seq of seqs) {
+      const max = engine ? await engine.kvSeqPosMax(seq).catch(() => -1) : -1;
+      const toks = this.cached.get(seq) ?? [];
+      toks.length = Math.min(toks.length, max + 1);
+      this.cached.set(seq, toks);
+    }
+  }
+
+  /**
+   * Makes sequence `seq` hold exactly `tokens[0..keep)` where keep is the longest common
+   * prefix with what it has cached; returns keep.
+   * @internal
+   */
+  async reusePrefix(seq: number, tokens: readonly number[]): Promise<number> {
+    const have = this.cached.get(seq) ?? [];
+    let keep = 0;
+    while (keep < have.length && keep < tokens.length && have[keep] === tokens[keep]) keep++;
+    if (keep < have.length) {
+      await this.engine().kvRemove(seq, keep, -1);
+      have.length = keep;
+      this.cached.set(seq, have);
+    }
+    return keep;
+  }
+
+  /** Forgets sequence `seq` (all sequences when omitted). @internal */
+  async forget(seq?: number): Promise<void> {
+    if (seq === undefined) {
+      await this.engine().kvClear();
+      this.cached.clear();
+    } else {
+      await this.engine().kvRemove(seq, 0, -1);
+      this.cached.delete(seq);
+    }
+  }
+
+  /** @internal */
+  sample(batchIndex: number, options: SamplerOptions): Promise<number> {
+    return this.engine().sample(batchIndex, options);
+  }
+
+  /**
+   * Continues a prompt. The returned Generation is an async iterable of chunks
+   * `{ text, tokens }` and a promise of the final result (`await gen` or `await gen.result`).
+   */
+  generate(prompt: string | readonly number[], options: GenerateOptions = {}): Generation {
+    return runGeneration(this, prompt, options);
+  }
+
+  /** Each text's total log-probability: the sum over all tokens after the leading </s> (the XGLM model card's COPA recipe). */
+  score(texts: readonly string[], options: ScoreOptions = {}): Promise<ScoreResult[]> {
+    return this.enqueue((signal) => scoreTexts(this, texts, options, signal), options.signal);
+  }
+
+  /**
+   * Scores `prefix + continuation` for every continuation, evaluating the shared tokens once
+   * and all candidates in one batch. Equals score() of the full texts.
+   */
+  scoreContinuations(prefix: string, continuations: readonly string[], options: ScoreOptions = {}): Promise<ContinuationScore[]> {
+    return this.enqueue((signal) => scoreContinuationsOf(this, prefix, continuations, options, signal), options.signal);
+  }
+
+  /** Per-position log-probabilities of a text and the top-k alternatives at every position. */
+  logprobs(text: string | readonly number[], options: LogprobsOptions = {}): Promise<LogprobsResult> {
+    return this.enqueue((signal) => logprobsOf(this, text, options, signal), options.signal);
+  }
+
+  /** Perplexity of a long text with a sliding window. */
+  perplexity(text: string, options: PerplexityOptions = {}): Promise<PerplexityResult> {
+    return this.enqueue((signal) => perplexityOf(this, text, options, signal), options.signal);
+  }
+
+  /** Empties the KV cache of every sequence. */
+  clear(): Promise<void> {
+    return this.enqueue(() => this.forget());
+  }
+
+  /**
+   * Frees the KV cache and the compute thread. Running work is aborted (a generation ends
+   * with finishReason 'abort'); calls queued after it reject with ERR_XGLM_DISPOSED.
+   */
+  async dispose(): Promise<void> {
+    const e = this.engineContext;
+    if (!e) return;
+    for (const c of this.controllers) c.abort();
+    this.engineContext = undefined;
+    this.cached.clear();
+    this.onDispose();
+    await e.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}

@@ -1,0 +1,312 @@
+/**
+ * The generation loop: prefix reuse, prompt evaluation, sampling, streaming detokenization,
+ * stop strings, abort — and the Generation object users iterate or await.
+ */
+import { randomInt } from 'node:crypto';
+import type { EvalItem, XglmContext } from './context.js';
+import type { SamplerOptions } from './engine.js';
+import { XglmError } from './errors.js';
+import { StopStringMatcher } from './stop-strings.js';
+
+export interface GenerateOptions {
+  /** Tokens to generate at most. @default until </s> or the end of the context */
+  maxTokens?: number;
+  /** Stop when one of these strings is generated; it is not part of the text (never emitted partly). */
+  stop?: readonly string[];
+  /** Aborts prompt processing and generation; the result then has finishReason 'abort'. */
+  signal?: AbortSignal;
+  /** 0 = greedy (argmax). @default 0.8 */
+  temperature?: number;
+  /** Keep the K most likely tokens; 0 = off. @default 40 */
+  topK?: number;
+  /** Nucleus sampling; 1 = off. @default 0.95 */
+  topP?: number;
+  /** Drop tokens below minP × the top probability; 0 = off. @default 0.05 */
+  minP?: number;
+  /** Locally typical sampling; 1 = off. @default 1 */
+  typicalP?: number;
+  /** Divide positive logits (multiply negative ones) of recent tokens; 1 = off. @default 1 */
+  repeatPenalty?: number;
+  /** Subtracted once from the logit of every recent token. @default 0 */
+  presencePenalty?: number;
+  /** Subtracted from a recent token's logit per occurrence. @default 0 */
+  frequencyPenalty?: number;
+  /** How many recent tokens (prompt included) the penalties look at. @default 64 */
+  penaltyWindow?: number;
+  /** Added to the logits; -Infinity bans a token. */
+  logitBias?: ReadonlyMap<number, number> | Record<number, number>;
+  /** Same seed and input → same output, in every process. @default random */
+  seed?: number;
+  /** Stop at </s> (id 2). @default true */
+  stopAtEos?: boolean;
+  /** The KV-cache sequence to use (several conversations can share a context). @default 0 */
+  sequence?: number;
+  /** Treat literal special-token strings in a text prompt as special tokens. @default false */
+  specialTokens?: boolean;
+  /** Called while the prompt is evaluated, after each batch: (tokens evaluated, tokens to evaluate). */
+  onPromptProgress?: (evaluated: number, total: number) => void;
+  /** Called with every generated token id. */
+  onToken?: (token: number) => void;
+  /** Called with every piece of text as it becomes final. */
+  onText?: (text: string) => void;
+}
+
+export interface GenerationChunk {
+  /** New text (may be empty while a character or a possible stop string is incomplete). */
+  text: string;
+  /** The token ids generated since the previous chunk. */
+  tokens: number[];
+}
+
+export type FinishReason = 'eos' | 'length' | 'stop' | 'abort';
+
+export interface GenerationResult {
+  text: string;
+  /** Generated token ids (the stop string's tokens included; </s> not). */
+  tokens: number[];
+  finishReason: FinishReason;
+  usage: {
+    promptTokens: number;
+    /** Prompt tokens taken from the KV cache instead of being evaluated. */
+    cachedPromptTokens: number;
+    completionTokens: number;
+  };
+  timings: {
+    /** Time to evaluate the prompt. */
+    promptMs: number;
+    /** From the call to the first generated token. */
+    timeToFirstTokenMs: number;
+    /** Time spent generating after the first token. */
+    generateMs: number;
+    promptTokensPerSecond: number;
+    tokensPerSecond: number;
+  };
+}
+
+const EOS = 2;
+
+/** A running generation: `for await (const chunk of gen)`, and/or `await gen` (or `gen.result`). */
+export class Generation implements AsyncIterable<GenerationChunk>, PromiseLike<GenerationResult> {
+  readonly result: Promise<GenerationResult>;
+  private readonly chunks: GenerationChunk[] = [];
+  private finished = false;
+  private wake: (() => void) | undefined;
+  private iterating = false;
+
+  /** @internal */
+  constructor(start: (emit: (chunk: GenerationChunk) => void) => Promise<GenerationResult>) {
+    this.result = start((chunk) => {
+      this.chunks.push(chunk);
+      this.wake?.();
+    }).finally(() => {
+      this.finished = true;
+      this.wake?.();
+    });
+    // The result may be ignored by someone who only iterates; errors then surface there.
+    this.result.catch(() => undefined);
+  }
+
+  then<A = GenerationResult, B = never>(
+    onfulfilled?: ((value: GenerationResult) => A | PromiseLike<A>) | null,
+    onrejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
+  ): Promise<A | B> {
+    return this.result.then(onfulfilled, onrejected);
+  }
+
+  catch<B = never>(onrejected?: ((reason: unknown) => B | PromiseLike<B>) | null): Promise<GenerationResult | B> {
+    return this.result.catch(onrejected);
+  }
+
+  finally(onfinally?: (() => void) | null): Promise<GenerationResult> {
+    return this.result.finally(onfinally);
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<GenerationChunk> {
+    if (this.iterating) throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', 'a Generation can be iterated once');
+    this.iterating = true;
+    for (;;) {
+      const next = this.chunks.shift();
+      if (next) {
+        yield next;
+        continue;
+      }
+      if (this.finished) {
+        await this.result; // rethrows a failure
+        return;
+      }
+      await new Promise<void>((resolve) => (this.wake = resolve));
+      this.wake = undefined;
+    }
+  }
+}
+
+function checkInt(name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', `${name} must be an integer from ${min}${max < Number.MAX_SAFE_INTEGER ? ` to ${max}` : ''}, got ${String(v)}`);
+  }
+  return v;
+}
+
+/** A draw's seed: a 64-bit mix of the generation seed and the step, so draws do not depend on each other. */
+function stepSeed(seed: number, step: number): number {
+  let x = BigInt(seed) * 0x9e3779b97f4a7c15n + BigInt(step) * 0xbf58476d1ce4e5b9n;
+  x &= (1n << 64n) - 1n;
+  x ^= x >> 31n;
+  x = (x * 0x94d049bb133111ebn) & ((1n << 64n) - 1n);
+  x ^= x >> 29n;
+  return Number(x & ((1n << 53n) - 1n));
+}
+
+export function runGeneration(ctx: XglmContext, prompt: string | readonly number[], options: GenerateOptions): Generation {
+  // Validate synchronously: a bad option throws at the call, not later.
+  const tokenizer = ctx.model.tokenizer;
+  let promptIds: number[];
+  if (typeof prompt === 'string') promptIds = tokenizer.encode(prompt, { specialTokens: options.specialTokens ?? false });
+  else if (Array.isArray(prompt) || ArrayBuffer.isView(prompt)) {
+    promptIds = Array.from(prompt, (id, i) => {
+      checkInt(`prompt[${i}]`, id, 0, ctx.model.info.hparams.nVocab - 1);
+      return id;
+    });
+  } else throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', 'prompt must be a string or an array of token ids');
+  if (promptIds.length === 0) promptIds = [EOS];
+  const seq = checkInt('sequence', options.sequence ?? 0, 0, 63);
+  const limit = ctx.contextSize;
+  const maxTokens = options.maxTokens === undefined ? Infinity : checkInt('maxTokens', options.maxTokens, 0);
+  const stops = options.stop ?? [];
+  if (!Array.isArray(stops) || stops.some((s) => typeof s !== 'string')) {
+    throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', 'stop must be an array of strings');
+  }
+  const penaltyWindow = checkInt('penaltyWindow', options.penaltyWindow ?? 64, 0);
+  const seed = options.seed === undefined ? randomInt(2 ** 47) : checkInt('seed', options.seed, 0);
+  const sampler: SamplerOptions = {
+    temperature: options.temperature ?? 0.8,
+    topK: options.topK ?? 40,
+    topP: options.topP ?? 0.95,
+    minP: options.minP ?? 0.05,
+    typicalP: options.typicalP ?? 1,
+    repeatPenalty: options.repeatPenalty ?? 1,
+    presencePenalty: options.presencePenalty ?? 0,
+    frequencyPenalty: options.frequencyPenalty ?? 0,
+    ...(options.logitBias ? { logitBias: options.logitBias } : {}),
+  };
+  const usesPenalties = sampler.repeatPenalty !== 1 || sampler.presencePenalty !== 0 || sampler.frequencyPenalty !== 0;
+
+  const overflow = ctx.contextOverflow;
+  if (overflow === 'error') {
+    const need = promptIds.length + (Number.isFinite(maxTokens) ? maxTokens : 0);
+    if (promptIds.length > limit || need > limit) {
+      throw new XglmError(
+        'ERR_XGLM_CONTEXT_OVERFLOW',
+        `the prompt (${promptIds.length} tokens)${Number.isFinite(maxTokens) ? ` plus maxTokens (${maxTokens})` : ''} does not fit the context of ${limit} tokens`,
+        { hint: "shorten the prompt, lower maxTokens, or create the context with contextOverflow: 'truncate-left'" },
+      );
+    }
+  }
+  const signal = options.signal;
+
+  return new Generation(async (emit) => {
+    const t0 = performance.now();
+    return ctx.enqueue(async (sig) => {
+      let ids = promptIds;
+      if (ids.length > limit) ids = truncateLeft(ids, limit);
+      // Reuse the cached common prefix; the last prompt token is always evaluated (its logits
+      // give the first new token).
+      const keep = await ctx.reusePrefix(seq, ids.slice(0, -1));
+      const generated: number[] = [];
+      const decoder = tokenizer.createStreamDecoder();
+      const matcher = new StopStringMatcher(stops);
+      let text = '';
+      let finishReason: FinishReason = 'length';
+      let promptMs = 0;
+      let firstTokenAt = 0;
+      const history = ids.slice();
+      let pending: number[] = [];
+
+      const flushText = (piece: string, final: boolean) => {
+        const r = matcher.push(piece);
+        let out = r.emit;
+        if (final && !r.stop) out += matcher.flush();
+        if (out) {
+          text += out;
+          options.onText?.(out);
+        }
+        if (out || pending.length) {
+          emit({ text: out, tokens: pending });
+          pending = [];
+        }
+        return r.stop !== undefined;
+      };
+
+      try {
+        // prompt
+        const items: EvalItem[] = ids.slice(keep).map((token, i) => ({ token, pos: keep + i, seq }));
+        items[items.length - 1]!.logits = true;
+        let lastRow = (await ctx.evaluateItems(items, 0, sig, options.onPromptProgress)).lastBatchIndex;
+        promptMs = performance.now() - t0;
+        let pos = ids.length;
+        for (let step = 0; step < maxTokens; step++) {
+          if (sig.aborted) {
+            finishReason = 'abort';
+            break;
+          }
+          const token = await ctx.sample(lastRow, {
+            ...sampler,
+            seed: stepSeed(seed, step),
+            ...(usesPenalties && penaltyWindow > 0 ? { penaltyTokens: history.slice(-penaltyWindow) } : {}),
+          });
+          if (step === 0) firstTokenAt = performance.now();
+          if (token < 0 || (token === EOS && (options.stopAtEos ?? true))) {
+            finishReason = 'eos';
+            break;
+          }
+          generated.push(token);
+          history.push(token);
+          pending.push(token);
+          options.onToken?.(token);
+          if (flushText(decoder.push(token), false)) {
+            finishReason = 'stop';
+            break;
+          }
+          if (step + 1 >= maxTokens) break;
+          if (pos >= limit) {
+            if (overflow === 'error') break; // the context is full: finishReason 'length'
+            const kept = truncateLeft(history, Math.max(2, Math.floor(limit / 2)));
+            await ctx.forget(seq);
+            const re: EvalItem[] = kept.map((t, i) => ({ token: t, pos: i, seq }));
+            re[re.length - 1]!.logits = true;
+            lastRow = (await ctx.evaluateItems(re, 0, sig)).lastBatchIndex;
+            pos = kept.length;
+            continue;
+          }
+          lastRow = (await ctx.evaluateItems([{ token, pos, seq, logits: true }], 0, sig)).lastBatchIndex;
+          pos++;
+        }
+      } catch (err) {
+        if ((err as XglmError).code === 'ERR_XGLM_ABORTED' || (sig.aborted && (err as XglmError).code === 'ERR_XGLM_DISPOSED')) finishReason = 'abort';
+        else throw err;
+      }
+      if (finishReason !== 'stop') flushText(decoder.flush(), true);
+      const now = performance.now();
+      const genMs = firstTokenAt ? now - firstTokenAt : 0;
+      return {
+        text,
+        tokens: generated,
+        finishReason,
+        usage: { promptTokens: ids.length, cachedPromptTokens: keep, completionTokens: generated.length },
+        timings: {
+          promptMs,
+          timeToFirstTokenMs: firstTokenAt ? firstTokenAt - t0 : 0,
+          generateMs: genMs,
+          promptTokensPerSecond: promptMs > 0 ? (ids.length - keep) / (promptMs / 1000) : 0,
+          tokensPerSecond: genMs > 0 && generated.length > 1 ? (generated.length - 1) / (genMs / 1000) : 0,
+        },
+      };
+    }, signal);
+  });
+}
+
+/** The leading </s> and the last (n - 1) tokens. */
+function truncateLeft(ids: readonly number[], n: number): number[] {
+  if (ids.length <= n) return ids.slice();
+  return [ids[0]!, ...ids.slice(ids.length - (n - 1))];
+}
