@@ -258,7 +258,7 @@ test('calls on one context run in order; dispose rejects later calls; disposing 
   t.deepEqual(order, [0, 1, 2, 3]);
   const pending = ctx.generate('Hello', { maxTokens: 50, temperature: 0, stopAtEos: false });
   await m.dispose();
-  const r = await pending.catch((e: { code?: string }) => e.code);
+  const r = await pending.catch((e: unknown) => (e as { code?: string }).code);
   t.true(r === 'ERR_XGLM_DISPOSED' || (typeof r === 'object' && r.finishReason === 'abort') || (typeof r === 'object' && r.tokens.length === 50));
   t.true(ctx.disposed);
   await t.throwsAsync(ctx.score(['x']), { code: 'ERR_XGLM_DISPOSED' });
