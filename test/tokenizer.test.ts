@@ -13,8 +13,9 @@ function ggufMetadataFor(name: FixtureName): Map<string, unknown> {
   return new Map<string, unknown>([
     ['tokenizer.ggml.model', 't5'],
     ['tokenizer.ggml.pre', 'default'],
-    ['tokenizer.ggml.tokens', v.tokens],
-    ['tokenizer.ggml.scores', v.scores],
+    // Arrays both bare and wrapped as the package's GGUF reader returns them ({ itemType, items }).
+    ['tokenizer.ggml.tokens', { itemType: 8, items: v.tokens }],
+    ['tokenizer.ggml.scores', { itemType: 6, items: v.scores }],
     ['tokenizer.ggml.token_type', v.tokenTypes],
     ['tokenizer.ggml.precompiled_charsmap', v.precompiledCharsmap],
     ['tokenizer.ggml.add_space_prefix', v.addSpacePrefix],

@@ -162,11 +162,17 @@ function optionalId(get: (key: string) => unknown, key: string): number | undefi
 }
 
 /**
- * GGUF `tokenizer.ggml.*` keys (model "t5" = SentencePiece unigram). `get` returns a key's value
- * (strings, numbers/bigints, arrays or typed arrays, booleans) or undefined when absent.
+ * GGUF `tokenizer.ggml.*` keys (model "t5" = SentencePiece unigram). `getValue` returns a key's
+ * value (strings, numbers/bigints, booleans, arrays or typed arrays — bare or as `{ items }`) or
+ * undefined when absent. Absent keys take llama.cpp's defaults for a SentencePiece unigram model.
  */
-export function vocabularyFromGgufMetadata(get: (key: string) => unknown): LoadedVocabulary {
+export function vocabularyFromGgufMetadata(getValue: (key: string) => unknown): LoadedVocabulary {
   const source = 'GGUF metadata';
+  // Accept array values either bare or wrapped as { itemType, items } (this package's GGUF reader).
+  const get = (key: string): unknown => {
+    const v = getValue(key);
+    return isObject(v) && 'items' in v ? v.items : v;
+  };
   const modelName = get('tokenizer.ggml.model');
   if (modelName !== undefined && modelName !== 't5') {
     throw invalid(source, `tokenizer.ggml.model is ${JSON.stringify(modelName)}, expected "t5" (SentencePiece unigram)`);
@@ -186,8 +192,9 @@ export function vocabularyFromGgufMetadata(get: (key: string) => unknown): Loade
   const bool = (key: string, fallback: boolean): boolean => {
     const v = get(key);
     if (v === undefined) return fallback;
-    if (typeof v !== 'boolean') throw invalid(source, `${key} is not a boolean`);
-    return v;
+    if (typeof v === 'boolean') return v;
+    if (typeof v === 'number' || typeof v === 'bigint') return Number(v) !== 0;
+    throw invalid(source, `${key} is not a boolean`);
   };
   const bos = optionalId(get, 'tokenizer.ggml.bos_token_id');
   const unk = optionalId(get, 'tokenizer.ggml.unknown_token_id');
