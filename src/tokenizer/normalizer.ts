@@ -72,6 +72,9 @@ function brokenCharsmap(message: string): XglmError {
 
 /** Read-only view of a darts-clone double array (the charsmap's trie). */
 class DoubleArray {
+  /** Value of the key found by the last successful longestPrefix() call. */
+  lastValue = 0;
+
   constructor(private readonly units: Uint32Array) {}
 
   /**
@@ -79,8 +82,6 @@ class DoubleArray {
    * stores the value in `this.lastValue`. Follows darts-clone's commonPrefixSearch unit layout:
    * bit 8 = has leaf, label = bits 0–7 plus bit 31, offset = bits 10–31 shifted by 8 when bit 9.
    */
-  lastValue = 0;
-
   longestPrefix(bytes: Uint8Array, pos: number, end: number): number {
     const units = this.units;
     const n = units.length;

@@ -208,7 +208,11 @@ export class Tokenizer {
     if (!list.some((s) => s.text === text)) list.push({ text, id });
   }
 
-  /** Encodes text to ids: `[2, …pieces]` for XGLM. */
+  /**
+   * Encodes text to ids: `[2, …pieces]` for XGLM, exactly as XGLMTokenizer / SentencePiece.
+   * Unpaired UTF-16 surrogates are read as U+FFFD (as TextEncoder does; Python cannot even
+   * encode them).
+   */
   encode(text: string, options: EncodeOptions = {}): number[] {
     const ids: number[] = [];
     if (options.addPrefixToken ?? this.addPrefixToken) ids.push(this.prefixTokenId);
