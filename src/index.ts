@@ -19,7 +19,7 @@ export type { ConvertOptions, ConvertResult, QuantizeOptions, QuantizeResult, Ou
 export { GgufReader, GgufWriter, readGgufHeader, GgmlType, GgufValueType } from './gguf/index.js';
 export type { GgufHeader, GgufKv, GgufValue, GgufTensorInfo, GgufTensorSpec } from './gguf/index.js';
 
-export { loadModel, XglmModel } from './model.js';
+export { loadModel, loadTokenizer, XglmModel } from './model.js';
 export type { LoadModelOptions, ModelInfo } from './model.js';
 export { XglmContext } from './context.js';
 export type { ContextOptions, ContextStats } from './context.js';

@@ -66,16 +66,7 @@ export class XglmModel {
         hint: 'xglm-node runs XGLM models only; convert one with `xglm convert` or `xglm pull facebook/xglm-564M`',
       });
     }
-    const reader = GgufReader.open(file);
-    let tokenizer: Tokenizer;
-    try {
-      tokenizer = Tokenizer.fromGgufMetadata((key) => {
-        const v = reader.get(key);
-        return v !== null && typeof v === 'object' && 'items' in v ? v.items : v; // arrays as their items
-      });
-    } finally {
-      reader.close();
-    }
+    const tokenizer = loadTokenizer(file);
     const engineModel = await loadEngineModel(file, {
       ...(options.useRepack !== undefined ? { useRepack: options.useRepack } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
@@ -145,6 +136,19 @@ export class XglmModel {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
+  }
+}
+
+/** The tokenizer stored in a GGUF file's metadata (no weights are read; no native code runs). */
+export function loadTokenizer(file: string): Tokenizer {
+  const reader = GgufReader.open(file);
+  try {
+    return Tokenizer.fromGgufMetadata((key) => {
+      const v = reader.get(key);
+      return v !== null && typeof v === 'object' && 'items' in v ? v.items : v; // arrays as their items
+    });
+  } finally {
+    reader.close();
   }
 }
 
