@@ -81,3 +81,23 @@ for (const [index, name] of FIXTURE_NAMES.entries()) {
   for (const m of mismatches.slice(0, 5)) t.log(JSON.stringify(m));
   t.is(mismatches.length, 0);
 });
+
+// Long inputs: the Viterbi arrays grow, runs of one character, long unknown runs, long spaces.
+(SPM_ENCODE ? test : test.skip)('tiny-a: 60 long strings (up to 20,000 characters) encode exactly as spm_encode', (t) => {
+  const rand = seededRandom(0x10e6);
+  const texts = Array.from({ length: 60 }, (_, i) => {
+    let s = '';
+    const target = 500 + Math.floor(rand() * 20_000);
+    while (s.length < target) {
+      const r = rand();
+      if (i % 3 === 0 && r < 0.3) s += 'a'.repeat(1 + Math.floor(rand() * 200));
+      else if (i % 3 === 1 && r < 0.3) s += '\u2603'.repeat(1 + Math.floor(rand() * 200)); // unknown run
+      else if (r < 0.35) s += ' '.repeat(1 + Math.floor(rand() * 50));
+      else s += randomText(rand);
+    }
+    return s;
+  });
+  const { lines, mismatches } = compare('tiny-a', texts, texts);
+  t.is(lines, texts.length);
+  t.is(mismatches.length, 0);
+});
