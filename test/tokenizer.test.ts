@@ -32,6 +32,11 @@ function ggufMetadataFor(name: FixtureName): Map<string, unknown> {
 const loaders: Record<string, (name: FixtureName) => Tokenizer> = {
   'sentencepiece.bpe.model': (name) => Tokenizer.fromSentencePiece(readSpmModel(name)),
   'tokenizer.json': (name) => Tokenizer.fromTokenizerJson(JSON.stringify(tokenizerJsonFromSentencePiece(readSpmModel(name)))),
+  'tokenizer.json without added_tokens': (name) => {
+    const json = tokenizerJsonFromSentencePiece(readSpmModel(name)) as { added_tokens?: unknown };
+    delete json.added_tokens;
+    return Tokenizer.fromTokenizerJson(json);
+  },
   'GGUF metadata': (name) => {
     const meta = ggufMetadataFor(name);
     return Tokenizer.fromGgufMetadata((key) => meta.get(key));

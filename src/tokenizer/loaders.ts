@@ -24,6 +24,8 @@ export function vocabularyFromSentencePiece(bytes: Uint8Array): LoadedVocabulary
 // ---------------------------------------------------------------------------------------------
 // tokenizer.json
 
+const XGLM_SPECIAL_TEXT = /^(<s>|<pad>|<\/s>|<unk>|<madeupword\d+>)$/;
+
 interface JsonObject {
   [key: string]: unknown;
 }
@@ -98,6 +100,11 @@ export function vocabularyFromTokenizerJson(json: string | object): LoadedVocabu
       tokenTypes[t.id] = t.special === true ? GgufTokenType.CONTROL : GgufTokenType.USER_DEFINED;
     }
   }
+  // XGLMTokenizer's special tokens are special even when a tokenizer.json omits them from
+  // added_tokens (older conversions): as normal pieces with score 0 they would win over text.
+  tokens.forEach((t, id) => {
+    if (tokenTypes[id] === GgufTokenType.NORMAL && XGLM_SPECIAL_TEXT.test(t)) tokenTypes[id] = GgufTokenType.CONTROL;
+  });
   // The template post-processor names the token XGLM puts in front ("</s> $A").
   const post = root.post_processor;
   if (isObject(post) && post.type === 'TemplateProcessing' && Array.isArray(post.single)) {
