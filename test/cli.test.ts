@@ -1,0 +1,197 @@
+/**
+ * The `xglm` binary as users and scripts meet it (DESIGN.md §5): each test spawns
+ * bin/xglm.js (run `npm run build:ts` first; `npm test` does) and checks output shapes,
+ * values against the fixtures, and exit codes.
+ */
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { startFakeHub } from './helpers/fake-hub.js';
+import { FIXTURES_DIR, fixtureGguf, goldenOf, relDiff } from './helpers/models.js';
+
+const BIN = path.join(__dirname, '..', 'bin', 'xglm.js');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-cli-'));
+test.after.always(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+interface Run {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+function xglm(args: string[], input = '', env: NodeJS.ProcessEnv = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+    child.stdin.end(input);
+  });
+}
+
+const jsonl = (lines: unknown[]) => lines.map((l) => JSON.stringify(l)).join('\n') + '\n';
+const parseLines = (out: string) => out.trim().split('\n').map((l) => JSON.parse(l));
+
+/** A failure must be one `xglm: error:` line, no stack trace, no signal. */
+function assertCleanError(t: import('ava').ExecutionContext, r: Run, code: number): void {
+  t.is(r.code, code, r.stderr);
+  t.is(r.signal, null);
+  t.regex(r.stderr, /^xglm: error: .+/m);
+  t.notRegex(r.stderr, /\n\s+at .+\(.*:\d+:\d+\)/, 'no stack trace');
+}
+
+test('tokenize --jsonl gives the fixture ids', async (t) => {
+  const g = goldenOf('tiny-b');
+  const cases = g.tokenizer.cases.filter((c: { category: string }) => c.category !== 'special_literal').slice(0, 60);
+  const r = await xglm(['tokenize', '-m', await fixtureGguf('tiny-b'), '--jsonl'], jsonl(cases.map((c: { text: string }) => c.text)));
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(parseLines(r.stdout).map((l) => l.ids), cases.map((c: { ids: number[] }) => c.ids));
+});
+
+test('logprobs --jsonl: shapes and values equal the fixture (F32 KV)', async (t) => {
+  const g = goldenOf('tiny-a');
+  const p = g.prompts[0];
+  const r = await xglm(['logprobs', '-m', await fixtureGguf('tiny-a'), '--top', '5', '--kv-type', 'f32', '--jsonl'], jsonl([p.text]));
+  t.is(r.code, 0, r.stderr);
+  const [out] = parseLines(r.stdout);
+  t.deepEqual(out.ids, p.ids);
+  t.is(out.logprobs.length, p.ids.length - 1);
+  t.is(out.top.length, p.ids.length);
+  for (const ref of p.top5) {
+    t.deepEqual(out.top[ref.pos].map((x: number[]) => x[0]), ref.ids);
+    t.true(relDiff(out.top[ref.pos].map((x: number[]) => x[1]), ref.logprobs) <= 1e-4);
+  }
+});
+
+test('generate --temp 0 equals the fixture greedy continuation; --json shape', async (t) => {
+  const g = goldenOf('tiny-b');
+  const p = g.prompts[1];
+  const model = await fixtureGguf('tiny-b');
+  const n = String(p.greedy.eos_index ?? p.greedy.ids.length);
+  const j = await xglm(['generate', '-m', model, '-n', n, '--temp', '0', '--kv-type', 'f32', '--json', p.text]);
+  t.is(j.code, 0, j.stderr);
+  const out = JSON.parse(j.stdout);
+  t.deepEqual(Object.keys(out).sort(), ['ids', 'text']);
+  t.deepEqual(out.ids, p.greedy.ids.slice(0, Number(n)));
+  const s = await xglm(['generate', '-m', model, '-n', n, '--temp', '0', '--kv-type', 'f32', p.text]);
+  t.is(s.code, 0);
+  t.is(s.stdout, `${out.text}\n`);
+});
+
+test('score --jsonl sums log-probabilities as the model card does', async (t) => {
+  const g = goldenOf('tiny-a');
+  const items = g.copa.map((c: { results: Array<{ text: string }> }) => ({ texts: c.results.map((r) => r.text) }));
+  const r = await xglm(['score', '-m', await fixtureGguf('tiny-a'), '--kv-type', 'f32', '--jsonl'], jsonl(items));
+  t.is(r.code, 0, r.stderr);
+  const lines = parseLines(r.stdout);
+  lines.forEach((l, i) => {
+    const ref = g.copa[i].results;
+    t.deepEqual(l.tokens, ref.map((x: { ids: number[] }) => x.ids.length - 1));
+    l.logprobs.forEach((v: number, k: number) => t.true(Math.abs(v - ref[k].sum_all) <= 1e-4 * Math.abs(ref[k].sum_all)));
+  });
+});
+
+test('convert, quantize and info: files that load and describe themselves', async (t) => {
+  const f16 = path.join(tmp, 'a-f16.gguf');
+  const q4 = path.join(tmp, 'a-q4_0.gguf');
+  const c = await xglm(['convert', path.join(FIXTURES_DIR, 'tiny-a'), '-o', f16, '--type', 'f16', '--json']);
+  t.is(c.code, 0, c.stderr);
+  t.is(JSON.parse(c.stdout).type, 'f16');
+  const q = await xglm(['quantize', f16, q4, 'q4_0']);
+  t.is(q.code, 0, q.stderr);
+  const i = await xglm(['info', q4, '--json']);
+  t.is(i.code, 0, i.stderr);
+  const info = JSON.parse(i.stdout);
+  t.is(info.architecture, 'xglm');
+  t.is(info.fileType, 'q4_0');
+  t.is(info.embeddingLength, 64);
+  t.is(info.blockCount, 2);
+  t.is(info.vocabSize, 2008);
+  t.true(info.tensorTypes.q4_0.tensors > 0);
+  t.is(typeof info.cpu.variant, 'string');
+  const text = await xglm(['info', q4]);
+  t.regex(text.stdout, /architecture\s+xglm/);
+  t.regex(text.stdout, /CPU\s+\S+/);
+});
+
+test('perplexity and bench run and print their JSON shapes', async (t) => {
+  const file = path.join(tmp, 'text.txt');
+  fs.writeFileSync(file, goldenOf('tiny-a').prompts[6].text);
+  const model = await fixtureGguf('tiny-a');
+  const p = await xglm(['perplexity', '-m', model, '-c', '32', '--json', file]);
+  t.is(p.code, 0, p.stderr);
+  const pp = JSON.parse(p.stdout);
+  t.true(pp.perplexity > 1 && pp.tokens > 0 && pp.windows > 1);
+  const b = await xglm(['bench', '-m', model, '-p', '32', '-n', '8', '-t', '1', '--json']);
+  t.is(b.code, 0, b.stderr);
+  const bench = JSON.parse(b.stdout);
+  t.deepEqual(Object.keys(bench).sort(), ['decode_tps', 'load_ms', 'peak_rss_mb', 'prefill_tps', 'threads', 'ttft_ms']);
+  t.is(bench.threads, 1);
+  t.true(bench.decode_tps > 0 && bench.prefill_tps > 0);
+});
+
+test('pull downloads from a hub (HF_ENDPOINT) and converts', async (t) => {
+  const hub = await startFakeHub({ 'facebook/xglm-tiny': { dir: path.join(FIXTURES_DIR, 'tiny-a') } });
+  try {
+    const out = path.join(tmp, 'pulled.gguf');
+    const r = await xglm(['pull', 'facebook/xglm-tiny', '--type', 'f32', '-o', out, '--cache-dir', path.join(tmp, 'cache'), '--json'], '', {
+      HF_ENDPOINT: hub.endpoint,
+    });
+    t.is(r.code, 0, r.stderr);
+    t.is(JSON.parse(r.stdout).gguf, out);
+    const i = await xglm(['info', out, '--json']);
+    t.is(JSON.parse(i.stdout).vocabSize, 2008);
+    const missing = await xglm(['pull', 'facebook/nope', '--cache-dir', path.join(tmp, 'cache')], '', { HF_ENDPOINT: hub.endpoint });
+    assertCleanError(t, missing, 1);
+    t.regex(missing.stderr, /404|not found/i);
+  } finally {
+    await hub.close();
+  }
+});
+
+test('without -m the embedded demo model runs, with a one-line note on stderr', async (t) => {
+  const r = await xglm(['generate', '-n', '5', '--temp', '0', 'Hello']);
+  t.is(r.code, 0, r.stderr);
+  t.true(r.stdout.trim().length > 0);
+  t.regex(r.stderr, /demo model/);
+  t.is(r.stderr.trim().split('\n').length, 1);
+});
+
+test('usage errors exit 2; runtime errors exit 1; both one clean line', async (t) => {
+  assertCleanError(t, await xglm(['generate', '--temp', 'hot', 'x']), 2);
+  assertCleanError(t, await xglm(['generate', '--no-such-flag', 'x']), 2);
+  assertCleanError(t, await xglm(['generate']), 2);
+  assertCleanError(t, await xglm(['frobnicate']), 2);
+  assertCleanError(t, await xglm(['convert', 'x']), 2);
+  assertCleanError(t, await xglm(['generate', '-m', path.join(tmp, 'missing.gguf'), 'x']), 1);
+  const corrupt = path.join(tmp, 'corrupt.gguf');
+  const good = fs.readFileSync(await fixtureGguf('tiny-a'));
+  fs.writeFileSync(corrupt, good.subarray(0, 5000));
+  for (const cmd of [['generate', '-m', corrupt, 'x'], ['info', corrupt], ['tokenize', '-m', corrupt, '--jsonl']]) {
+    assertCleanError(t, await xglm(cmd, '"x"\n'), 1);
+  }
+  const flipped = Buffer.from(good);
+  flipped.writeUInt32LE(0xffffffff, 8); // absurd tensor count
+  fs.writeFileSync(corrupt, flipped);
+  assertCleanError(t, await xglm(['info', corrupt]), 1);
+  assertCleanError(t, await xglm(['score', '-m', await fixtureGguf('tiny-a'), '--jsonl'], '{"texts": 3}\n'), 1);
+});
+
+test('--help on every command shows usage and an example', async (t) => {
+  const main = await xglm(['--help']);
+  t.is(main.code, 0);
+  const commands = [...main.stdout.matchAll(/^ {2}([a-z]+) {2,}/gm)].map((m) => m[1]!);
+  t.deepEqual(commands.sort(), ['bench', 'convert', 'generate', 'info', 'logprobs', 'perplexity', 'pull', 'quantize', 'score', 'tokenize']);
+  for (const c of commands) {
+    const h = await xglm([c, '--help']);
+    t.is(h.code, 0);
+    t.regex(h.stdout, new RegExp(`Usage: xglm ${c}`));
+    t.regex(h.stdout, /Examples?:\n {2}(echo .* \| )?xglm /);
+  }
+});
