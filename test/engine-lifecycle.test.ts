@@ -105,7 +105,8 @@ test('a context keeps the weights alive after model.dispose()', async (t) => {
 
 test('worker threads that exit or are terminated mid-evaluation leave the process healthy', async (t) => {
   const file = await longModelFile();
-  const addon = path.join(packageRoot, 'build', 'Release', 'xglm.node');
+  // The addon native() loads when XGLM_ADDON_PATH names one (e.g. the arm64 prebuild under qemu).
+  const addon = process.env.XGLM_ADDON_PATH ? path.resolve(process.env.XGLM_ADDON_PATH) : path.join(packageRoot, 'build', 'Release', 'xglm.node');
   t.true(fs.existsSync(addon));
   const script = `
     const { parentPort, workerData } = require('node:worker_threads');
