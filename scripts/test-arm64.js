@@ -116,7 +116,8 @@ const files = explicitFiles.length > 0
     .sort()
     .map((n) => path.join('test', n));
 log(TAG, `running under qemu-aarch64 -cpu ${suiteCpu} with Debian ${arm64.debianSuite}'s Node.js ${arm64.nodeVersion}: ${files.join(' ')}`);
-const ava = require.resolve('ava/entrypoints/cli.mjs', { paths: [root] });
+const ava = path.join(root, 'node_modules', 'ava', 'entrypoints', 'cli.mjs'); // not in ava's exports map
+if (!fs.existsSync(ava)) fail(TAG, 'ava is not installed', "run 'npm install' in the package folder first");
 const t0 = Date.now();
 // Emulation is 10-50x slower: long timeouts, one file at a time (2 shared cores).
 const r = spawnSync(process.execPath, [ava, '--timeout=60m', '--concurrency=1', ...files], {
@@ -125,5 +126,22 @@ const r = spawnSync(process.execPath, [ava, '--timeout=60m', '--concurrency=1', 
   env: emulatedEnv(suiteCpu, { XGLM_ARM64: '1' }),
 });
 log(TAG, `suites took ${((Date.now() - t0) / 1000).toFixed(0)} s under emulation`);
+
+// --- 3. per-token time of the fixture models, emulated and (for scale) on the host ----------
+if (r.status === 0 && fs.existsSync(path.join(root, 'src', 'engine.ts')) && !args.includes('--no-timing')) {
+  const timing = path.join(__dirname, 'arm64-token-time.js');
+  const emulated = spawnSync(wrapper, ['--import=tsx', timing, '16'], { cwd: root, env: emulatedEnv(suiteCpu), encoding: 'utf8' });
+  const host = spawnSync(process.execPath, ['--import=tsx', timing, '16'], { cwd: root, encoding: 'utf8' });
+  for (const [where, out] of [[`qemu -cpu ${suiteCpu}`, emulated], ['host x64', host]]) {
+    if (out.status !== 0) {
+      log(TAG, `timing (${where}) failed: ${(out.stderr || '').trim().split('\n').slice(-3).join(' | ')}`);
+      continue;
+    }
+    for (const line of out.stdout.trim().split('\n')) {
+      const m = JSON.parse(line);
+      log(TAG, `per-token (${where}, ${m.variant}, 1 thread): ${m.model} ${m.type} ${m.msPerToken} ms/token over ${m.tokens} tokens; prompt of ${m.promptTokens} tokens ${m.promptMs} ms`);
+    }
+  }
+}
 if (failures > 0) fail(TAG, `${failures} variant check(s) failed`, 'see the lines marked FAIL above');
 process.exit(r.status === null ? 1 : r.status);
