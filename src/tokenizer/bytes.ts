@@ -20,12 +20,6 @@ export class GrowableBytes {
     if (this.length === this.bytes.length) this.reserve(this.length + 1);
     this.bytes[this.length++] = b;
   }
-
-  append(src: Uint8Array, start: number, end: number): void {
-    this.reserve(this.length + end - start);
-    this.bytes.set(src.subarray(start, end), this.length);
-    this.length += end - start;
-  }
 }
 
 const encoder = new TextEncoder();

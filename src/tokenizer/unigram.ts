@@ -11,7 +11,6 @@
  * - UNUSED pieces are never matched; USER_DEFINED ones score length_in_bytes * max_score - 0.1;
  * - consecutive unknown nodes of the best path are merged into one (SentencePieceProcessor).
  */
-import { utf8CharLength } from './normalizer.js';
 import { type FlatPieces, PieceTrie } from './piece-trie.js';
 
 /** Penalty SentencePiece subtracts from the lowest piece score to score an unknown character. */
@@ -95,7 +94,9 @@ export class UnigramModel {
 
     for (let start = 0; start < size; ) {
       const scoreHere = bestScore[start]!;
-      const charLength = Math.min(utf8CharLength(text[start]!), size - start);
+      // UTF-8 length from the lead byte, as SentencePiece's OneCharLen (continuation bytes count 1).
+      const lead = text[start]!;
+      const charLength = Math.min(lead < 0xc0 ? 1 : lead < 0xe0 ? 2 : lead < 0xf0 ? 3 : 4, size - start);
       let hasSingleChar = false;
       let node = 0;
       for (let pos = start; pos < size; ) {
