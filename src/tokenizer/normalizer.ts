@@ -28,11 +28,6 @@ const SPACE = 0x20;
 const SPACE_SYMBOL = [0xe2, 0x96, 0x81] as const;
 const REPLACEMENT_CHAR = Uint8Array.of(0xef, 0xbf, 0xbd);
 
-/** Byte length of the UTF-8 character starting with `lead`, as SentencePiece's OneCharLen. */
-export function utf8CharLength(lead: number): number {
-  return lead < 0xc0 ? 1 : lead < 0xe0 ? 2 : lead < 0xf0 ? 3 : 4;
-}
-
 /**
  * Length of a valid UTF-8 character at `pos` (1–4), or 0 if the bytes there are malformed
  * (bad continuation, overlong form, surrogate, above U+10FFFF, or truncated).
