@@ -36,7 +36,7 @@ struct xglm_model {
     ggml_tensor * output_norm_b = nullptr;
     std::vector<xglm_layer> layers;
 
-    gguf_context * gguf       = nullptr;
+    gguf_context * gguf       = nullptr;  // only while loading
     ggml_context * ctx_meta   = nullptr;  // every tensor of the file; data points into the mapping
     ggml_context * ctx_owned  = nullptr;  // repacked copies and the computed position table
     void *         mapping    = nullptr;

@@ -401,6 +401,9 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
         ggml_backend_tensor_set(t, table.data(), 0, ggml_nbytes(t));
         model->position_embd = t;
     }
+    // the metadata (a 256k-entry vocabulary among it) is the tokenizer's business, not ours
+    gguf_free(model->gguf);
+    model->gguf = nullptr;
     progress(1.0f);
     return model.release();
 }

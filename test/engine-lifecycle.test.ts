@@ -187,3 +187,13 @@ test('loading reports progress up to 1 and repacks what ggml can repack', async 
   t.true(plain.tensors().every((x) => x.buffer !== 'CPU_REPACK'));
   plain.dispose();
 });
+
+test('two contexts over one model compute at the same time and agree', async (t) => {
+  const model = await loadModel(await longModelFile());
+  const [a, b] = await Promise.all([0, 1].map(() => model.createContext({ kvType: 'f32', threads: 1, contextSize: 256 })));
+  const tokens = prompt(200);
+  await Promise.all([a!, b!].map((c) => c.evaluate({ tokens, positions: range(200) })));
+  t.deepEqual(await a!.getLogits(199), await b!.getLogits(199));
+  await Promise.all([a!.dispose(), b!.dispose()]);
+  model.dispose();
+});
