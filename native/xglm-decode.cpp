@@ -311,6 +311,8 @@ void xglm_kv_seq_rm(xglm_context * ctx, int32_t seq, int32_t p0, int32_t p1) {
 
 void xglm_kv_seq_cp(xglm_context * ctx, int32_t seq_src, int32_t seq_dst, int32_t p0, int32_t p1) {
     if (seq_src < 0 || seq_src >= XGLM_MAX_SEQ || seq_dst < 0 || seq_dst >= XGLM_MAX_SEQ || seq_src == seq_dst) return;
+    // dst's own cells in the range go first: a position must not be cached twice for it
+    xglm_kv_seq_rm(ctx, seq_dst, p0, p1);
     const uint64_t src = uint64_t(1) << seq_src, dst = uint64_t(1) << seq_dst;
     for (auto & c : ctx->cells) {
         if ((c.seq & src) && c.pos >= p0 && (p1 < 0 || c.pos < p1)) c.seq |= dst;

@@ -122,7 +122,8 @@ const float * xglm_get_logits(const xglm_context * ctx, int32_t i);
 // "result_norm" [n_embd, n_outputs]. nullptr when unknown.
 const std::vector<float> * xglm_get_activation(const xglm_context * ctx, const std::string & name);
 
-// KV cache, per sequence. p1 < 0 means "to the end".
+// KV cache, per sequence; positions [p0, p1), p1 < 0 meaning "to the end". seq_cp makes
+// src's cells in the range visible to dst too (shared, not copied), replacing dst's own.
 void    xglm_kv_clear(xglm_context * ctx);
 void    xglm_kv_seq_rm(xglm_context * ctx, int32_t seq, int32_t p0, int32_t p1);
 void    xglm_kv_seq_cp(xglm_context * ctx, int32_t seq_src, int32_t seq_dst, int32_t p0, int32_t p1);

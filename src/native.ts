@@ -151,7 +151,7 @@ export interface NativeContext {
   kvClear(): Promise<void>;
   /** Removes positions [p0, p1) of a sequence (p1 < 0: to the end). */
   kvRemove(seqId: number, p0: number, p1: number): Promise<void>;
-  /** Makes positions [p0, p1) of src visible to dst too (cells are shared, not copied). */
+  /** Makes positions [p0, p1) of src visible to dst too (cells are shared, not copied), replacing dst's own in that range. */
   kvCopy(srcSeqId: number, dstSeqId: number, p0: number, p1: number): Promise<void>;
   /** The largest cached position of a sequence, -1 when none. */
   kvSeqPosMax(seqId: number): Promise<number>;

@@ -96,10 +96,23 @@ for (const name of FIXTURE_NAMES) {
       t.log(`re-evaluated tail after kvRemove: worst relative maxdiff ${worst.toExponential(2)}`);
       t.true(worst <= TOL);
 
-      // removing the prefix from seq 0 keeps it for seq 1, whose next token still sees it
+      // copying over a sequence replaces its cells in the range: seq 1 becomes seq 0's 30 tokens
+      const next = p0.ids[9]!;
+      await ctx.kvCopy(0, 1);
+      t.is(await ctx.kvSeqPosMax(1), 29);
+      await ctx.evaluate({ tokens: [next], positions: [30], seqIds: [1] });
+      const viaCopy = await ctx.getLogits(0);
+
+      // removing everything from seq 0 keeps the shared cells for seq 1
       await ctx.kvRemove(0);
       t.is(await ctx.kvSeqPosMax(0), -1);
-      t.is(await ctx.kvSeqPosMax(1), 20 + tailB.length - 1);
+      t.is(await ctx.kvSeqPosMax(1), 30);
+
+      await ctx.kvClear();
+      await ctx.evaluate({ tokens: [...prefix, ...tailA, next], positions: range(31) });
+      worst = relDiff(viaCopy, await ctx.getLogits(30));
+      t.log(`token after copying over a sequence: relative maxdiff ${worst.toExponential(2)}`);
+      t.true(worst <= TOL);
     });
   });
 
