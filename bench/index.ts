@@ -1,0 +1,169 @@
+/**
+ * `npm run bench`: xglm-node against node-llama-cpp@3.21.1 on random-weight models of the
+ * exact facebook/xglm-564M shape, side by side on this machine, and against the machine's
+ * limits. Writes docs/benchmarks/latest.{json,svg} and the results block of docs/benchmarks.md.
+ *
+ *   npm run bench [-- --types f16,q8_0,q4_0,q4_k_m] [--threads 1,2] [--reps 3] [--decode 128]
+ *                    [--prompts 32,64,128,256,512] [--copa 200] [--no-peer]
+ *
+ * Models are generated once into .bench-cache/ (gitignored): a float32 checkpoint by the
+ * project's generator, our GGUFs by its converter, and the peer's GPT-2-architecture GGUFs
+ * with identical tensors (bench/peer-gguf.ts). node-llama-cpp is installed on demand into
+ * .bench-cache/peer/, never as a dependency. Every measurement runs in its own child process;
+ * ours and the peer's alternate, repetition by repetition.
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { XGLM_564M_SHAPE, convert, writeRandomCheckpoint } from '../src/convert/index.js';
+import { readGgufHeader } from '../src/gguf/index.js';
+import { native, packageRoot } from '../src/native.js';
+import { toGpt2Gguf } from './peer-gguf.js';
+import { writeReport, type BenchReport, type ImplResult } from './report.js';
+
+const PEER = 'node-llama-cpp@3.21.1';
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback;
+}
+const list = (s: string) => s.split(',').filter(Boolean);
+const log = (s: string) => process.stderr.write(`bench: ${s}\n`);
+
+const cache = path.join(packageRoot, '.bench-cache');
+const types = list(arg('types', 'f16,q8_0,q4_0,q4_k_m'));
+const threadsList = list(arg('threads', '1,2')).map(Number);
+const reps = Number(arg('reps', '3'));
+const decode = Number(arg('decode', '128'));
+const prompts = list(arg('prompts', '32,64,128,256,512')).map(Number);
+const copaItems = Number(arg('copa', '200'));
+const withPeer = !process.argv.includes('--no-peer');
+const nCtx = 1024;
+
+async function ensureModels(): Promise<void> {
+  fs.mkdirSync(cache, { recursive: true });
+  const ckpt = path.join(cache, 'xglm-564m-random-f32');
+  const need = types.filter((t) => !fs.existsSync(path.join(cache, `xglm-564m-random-${t}.gguf`)));
+  if (need.length && !fs.existsSync(path.join(ckpt, 'model.safetensors'))) {
+    log(`generating a random-weight checkpoint of the xglm-564M shape in ${path.relative(packageRoot, ckpt)} (2.3 GB)`);
+    await writeRandomCheckpoint(ckpt, { ...XGLM_564M_SHAPE, seed: 1, dtype: 'F32' });
+  }
+  for (const t of types) {
+    const ours = path.join(cache, `xglm-564m-random-${t}.gguf`);
+    if (!fs.existsSync(ours)) {
+      log(`converting to ${t}`);
+      await convert(ckpt, ours, { type: t, weights: 'safetensors' });
+    }
+    const peer = path.join(cache, `gpt2-564m-random-${t}.gguf`);
+    if (withPeer && !fs.existsSync(peer)) {
+      log(`writing the peer's GPT-2 file for ${t}`);
+      await toGpt2Gguf(ours, peer);
+    }
+  }
+}
+
+function ensurePeer(): string {
+  const dir = path.join(cache, 'peer');
+  if (!fs.existsSync(path.join(dir, 'node_modules', 'node-llama-cpp', 'package.json'))) {
+    log(`installing ${PEER} into ${path.relative(packageRoot, dir)}`);
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'xglm-bench-peer', private: true }));
+    execFileSync('npm', ['install', '--no-audit', '--no-fund', '--ignore-scripts', PEER], { cwd: dir, stdio: 'inherit' });
+  }
+  fs.copyFileSync(path.join(__dirname, 'peer-runner.mjs'), path.join(dir, 'peer-runner.mjs'));
+  return dir;
+}
+
+function runChild(cmd: string[], cwd: string): ImplResult {
+  const outText = execFileSync(process.execPath, cmd, { cwd, encoding: 'utf8', maxBuffer: 256 << 20, stdio: ['ignore', 'pipe', 'inherit'] });
+  return JSON.parse(outText.trim().split('\n').pop()!) as ImplResult;
+}
+
+/** Bytes a decode step reads: every weight, once (the position table: one row). */
+function bytesPerToken(file: string): number {
+  const h = readGgufHeader(file);
+  let bytes = 0;
+  for (const t of h.tensors) bytes += t.name === 'position_embd.weight' ? t.byteLength / (t.dims[1] ?? 1) : t.byteLength;
+  return bytes;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** COPA-shaped items: a premise and two one-sentence choices, words from a small multilingual list. */
+function copaLikeItems(n: number): Array<{ premise: string; choices: string[] }> {
+  const words = 'the man woman child house water fire light door window street city river tree dog cat bread book friend morning night rain sun wind stone road car train ship letter song table chair'.split(' ');
+  let x = 42;
+  const rnd = () => ((x = (x * 1103515245 + 12345) % 2147483648), x / 2147483648);
+  const sentence = (k: number) => Array.from({ length: k }, () => words[Math.floor(rnd() * words.length)]).join(' ');
+  return Array.from({ length: n }, () => ({
+    premise: `${sentence(14)}. What was the CAUSE of this?`,
+    choices: [`\n${sentence(7)}.`, `\n${sentence(7)}.`],
+  }));
+}
+
+async function main(): Promise<void> {
+  const started = new Date();
+  await ensureModels();
+  const peerDir = withPeer ? ensurePeer() : undefined;
+  const addon = native();
+  log('measuring the machine');
+  const machine = {
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    cores: os.availableParallelism(),
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    backend: addon.backendInfo(),
+    bandwidthGBs: {} as Record<number, number>,
+    peakGflops: {} as Record<number, number>,
+  };
+  for (const t of threadsList) {
+    machine.bandwidthGBs[t] = await addon.measureReadBandwidth(1 << 30, t, 5);
+    machine.peakGflops[t] = await addon.measurePeakFlops(t);
+  }
+  log(`read bandwidth ${JSON.stringify(machine.bandwidthGBs)} GB/s, peak FMA ${JSON.stringify(machine.peakGflops)} GFLOP/s`);
+
+  const report: BenchReport = { date: started.toISOString(), machine, settings: { reps, decode, prompts, nCtx, peer: PEER }, rows: [] };
+  for (const type of types) {
+    const ours = path.join(cache, `xglm-564m-random-${type}.gguf`);
+    const peer = path.join(cache, `gpt2-564m-random-${type}.gguf`);
+    const perToken = bytesPerToken(ours);
+    for (const threads of threadsList) {
+      const runs: { ours: ImplResult[]; peer: ImplResult[] } = { ours: [], peer: [] };
+      for (let r = 0; r < reps; r++) {
+        const cfg = { threads, prompts, decode, ttftPrompt: 64, nCtx, vocab: XGLM_564M_SHAPE.vocabSize };
+        const order = r % 2 === 0 ? ['ours', 'peer'] : ['peer', 'ours'];
+        for (const who of order) {
+          if (who === 'ours') runs.ours.push(runChild(['--import', 'tsx', path.join(__dirname, 'ours-runner.ts'), JSON.stringify({ ...cfg, modelPath: ours })], packageRoot));
+          else if (peerDir) runs.peer.push(runChild([path.join(peerDir, 'peer-runner.mjs'), JSON.stringify({ ...cfg, modelPath: peer })], peerDir));
+        }
+        log(`${type} t=${threads} rep ${r + 1}/${reps}: ours decode ${runs.ours.at(-1)?.decode_tps?.toFixed(1)} t/s${runs.peer.length ? `, peer ${runs.peer.at(-1)?.decode_tps?.toFixed(1)} t/s` : ''}`);
+      }
+      report.rows.push({ type, threads, bytesPerToken: perToken, ours: runs.ours, peer: runs.peer });
+    }
+  }
+
+  if (copaItems > 0) {
+    const type = types.includes('q4_0') ? 'q4_0' : types[0]!;
+    const threads = Math.max(...threadsList);
+    log(`scoring ${copaItems} COPA-shaped items (${type}, ${threads} threads)`);
+    const copa = copaLikeItems(copaItems);
+    const base = { threads, prompts: [], decode: 0, ttftPrompt: 64, nCtx, vocab: XGLM_564M_SHAPE.vocabSize };
+    const o = runChild(['--import', 'tsx', path.join(__dirname, 'ours-runner.ts'), JSON.stringify({ ...base, modelPath: path.join(cache, `xglm-564m-random-${type}.gguf`), copa })], packageRoot);
+    let peerMs: number | undefined;
+    if (peerDir) {
+      const p = runChild([path.join(peerDir, 'peer-runner.mjs'), JSON.stringify({ ...base, modelPath: path.join(cache, `gpt2-564m-random-${type}.gguf`), scoreTexts: o.score_token_ids })], peerDir);
+      peerMs = p.score_ms;
+    }
+    report.scoring = { type, threads, items: copaItems, scoreEachMs: o.score_ms!, scoreContinuationsMs: o.score_continuations_ms!, peerEvaluateEachMs: peerMs };
+  }
+  writeReport(report, median);
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench: error: ${(err as Error).stack ?? err}\n`);
+  process.exit(1);
+});

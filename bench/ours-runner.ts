@@ -1,0 +1,60 @@
+/**
+ * One measurement of xglm-node on a GGUF file, in its own process (so load time and peak
+ * RSS are its own); the counterpart of peer-runner.mjs, with the same inputs:
+ *   node --import tsx bench/ours-runner.ts '{"modelPath":"…","threads":2,"prompts":[128,512],"decode":128,"ttftPrompt":64,"nCtx":1024}'
+ * Prints { load_ms, prefill: {"128": tps, …}, decode_tps, ttft_ms, peak_rss_mb, [score_ms, score_continuations_ms] }.
+ */
+import { benchPromptIds, peakRssMb } from '../src/bench-core.js';
+import { loadModel } from '../src/index.js';
+
+interface Config {
+  modelPath: string;
+  threads: number;
+  prompts: number[];
+  decode: number;
+  ttftPrompt: number;
+  nCtx: number;
+  kvType?: 'f16' | 'f32' | 'q8_0';
+  /** COPA-shaped items: score each full text, then scoreContinuations. */
+  copa?: Array<{ premise: string; choices: string[] }>;
+}
+
+async function main(): Promise<void> {
+  const cfg = JSON.parse(process.argv[2]!) as Config;
+  let t0 = performance.now();
+  const model = await loadModel(cfg.modelPath);
+  const out: Record<string, unknown> = { load_ms: performance.now() - t0 };
+  const ctx = await model.createContext({ contextSize: cfg.nCtx, batchSize: Math.min(512, cfg.nCtx), threads: cfg.threads, ...(cfg.kvType ? { kvType: cfg.kvType } : {}) });
+  const vocab = model.info.hparams.nVocab;
+  const prefill: Record<number, number> = {};
+  for (const n of cfg.prompts) {
+    await ctx.clear();
+    const r = await ctx.generate(benchPromptIds(n, vocab), { maxTokens: 0 });
+    prefill[n] = n / (r.timings.promptMs / 1000);
+  }
+  out.prefill = prefill;
+  if (cfg.decode > 0) {
+    await ctx.clear();
+    const r = await ctx.generate(benchPromptIds(cfg.ttftPrompt, vocab), { maxTokens: cfg.decode + 1, temperature: 0, stopAtEos: false });
+    out.ttft_ms = r.timings.timeToFirstTokenMs;
+    out.decode_tps = r.timings.tokensPerSecond;
+  }
+  if (cfg.copa) {
+    const texts = cfg.copa.flatMap((c) => c.choices.map((ch) => c.premise + ch));
+    t0 = performance.now();
+    for (const text of texts) await ctx.score([text]);
+    out.score_ms = performance.now() - t0;
+    t0 = performance.now();
+    for (const c of cfg.copa) await ctx.scoreContinuations(c.premise, c.choices);
+    out.score_continuations_ms = performance.now() - t0;
+    out.score_token_ids = texts.map((t) => model.tokenize(t));
+  }
+  out.peak_rss_mb = peakRssMb();
+  await model.dispose();
+  process.stdout.write(JSON.stringify(out) + '\n');
+}
+
+main().catch((err) => {
+  process.stderr.write(`ours-runner: ${(err as Error).message}\n`);
+  process.exit(1);
+});

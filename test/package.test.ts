@@ -1,0 +1,31 @@
+/**
+ * The package as consumers load it: `require` and `import` of the built entry points
+ * (dist/, made by `npm test`'s build step) give the same API, with types beside them.
+ */
+import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const root = path.join(__dirname, '..');
+const names = ['loadModel', 'loadTokenizer', 'Tokenizer', 'convert', 'quantize', 'pull', 'XglmError', 'backendInfo', 'describeModelFile'];
+
+test('require and import expose the same named API, and ship .d.ts types', (t) => {
+  const probe = `[${names.map((n) => `typeof x.${n}`).join(',')}]`;
+  const cjs = execFileSync(process.execPath, ['-e', `const x = require('xglm-node'); console.log(JSON.stringify(${probe}))`], { cwd: root, encoding: 'utf8' });
+  const esm = execFileSync(process.execPath, ['--input-type=module', '-e', `import * as x from 'xglm-node'; console.log(JSON.stringify(${probe}))`], { cwd: root, encoding: 'utf8' });
+  t.deepEqual(JSON.parse(cjs), names.map(() => 'function'));
+  t.deepEqual(JSON.parse(esm), JSON.parse(cjs));
+  const dts = fs.readFileSync(path.join(root, 'dist', 'index.d.ts'), 'utf8');
+  for (const n of names) t.regex(dts, new RegExp(`\\b${n}\\b`));
+  t.true(fs.existsSync(path.join(root, 'dist', 'index.d.mts')));
+});
+
+test('an ESM consumer and a CommonJS consumer share one module instance', (t) => {
+  const out = execFileSync(
+    process.execPath,
+    ['--input-type=module', '-e', "import { createRequire } from 'node:module'; import { XglmError } from 'xglm-node'; const r = createRequire(process.cwd() + '/x.js'); console.log(r('xglm-node').XglmError === XglmError)"],
+    { cwd: root, encoding: 'utf8' },
+  );
+  t.is(out.trim(), 'true');
+});
