@@ -63,6 +63,8 @@ const STORAGE_DTYPE: Readonly<Record<string, TorchDtype>> = {
 export const PICKLE_LIMITS = {
   /** Values on the stack (a state dict of a 7.5B model needs a few thousand). */
   maxStack: 1 << 20,
+  /** Items in one list or dict. */
+  maxContainerItems: 1 << 20,
   maxMemo: 1 << 20,
   /** Longest string or bytes object. */
   maxStringBytes: 1 << 20,
@@ -378,6 +380,7 @@ export function unpickle(data: Uint8Array): PyValue {
   const setItems = (dict: StackItem, items: PyValue[]): void => {
     if (!isDict(dict as PyValue)) throw unsafe(`SETITEM on ${describe(dict)}`);
     if (items.length % 2 !== 0) throw damaged('odd number of dict items');
+    if ((dict as PyDict).entries.size + items.length / 2 > PICKLE_LIMITS.maxContainerItems) throw unsafe('dict too large');
     for (let i = 0; i < items.length; i += 2) {
       const key = items[i]!;
       if (typeof key !== 'string' && typeof key !== 'number') throw unsafe(`dict key of type ${describe(key)}`);
@@ -388,7 +391,8 @@ export function unpickle(data: Uint8Array): PyValue {
     if (list === null || list === MARK || typeof list !== 'object' || !('kind' in list) || list.kind !== 'list') {
       throw unsafe(`APPEND on ${describe(list)}`);
     }
-    list.items.push(...items);
+    if (list.items.length + items.length > PICKLE_LIMITS.maxContainerItems) throw unsafe('list too large');
+    for (const item of items) list.items.push(item);
   };
 
   for (;;) {

@@ -36,7 +36,7 @@ export const GGUF_LIMITS = {
   maxStringBytes: 16 * 1024 * 1024,
   /** Most items in one array (tokens of the largest vocabularies are ~10^6; charsmaps a few MB). */
   maxArrayItems: 64 * 1024 * 1024,
-  /** Arrays of arrays nest at most this deep. */
+  /** Arrays of arrays nest at most this deep (GGUF allows them; ggml's gguf.cpp does not load them). */
   maxArrayDepth: 2,
   /** Most metadata pairs. */
   maxKvCount: 1 << 16,
