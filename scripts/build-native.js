@@ -4,7 +4,8 @@
 //
 //   node scripts/build-native.js              native build for this CPU (dev, CI)
 //   node scripts/build-native.js --all-variants   every ggml CPU variant, picked at run time
-//   node scripts/build-native.js --sanitize   ASan/UBSan build (build/Release still)
+//   node scripts/build-native.js --sanitize   ASan/UBSan build into build/Sanitize (never build/Release;
+//                                             scripts/sanitize.sh runs the native tests on it)
 'use strict';
 
 const { spawnSync } = require('node:child_process');
@@ -43,7 +44,8 @@ try {
 // One CMake build tree per configuration, so switching modes does not mix caches.
 const flavour = sanitize ? 'sanitize' : allVariants ? 'variants' : 'native';
 const buildDir = path.join(root, 'build', `cmake-${flavour}`);
-const outDir = path.join(root, 'build', 'Release');
+// A sanitizer build has its own output folder: it must never replace the dev build.
+const outDir = path.join(root, 'build', sanitize ? 'Sanitize' : 'Release');
 // Variant libraries of an earlier build must not sit beside a static addon (or the reverse).
 // (Only our files: node-gyp keeps its own bookkeeping in build/Release too.)
 fs.mkdirSync(outDir, { recursive: true });
@@ -61,5 +63,6 @@ const cmakeArgs = [
 ];
 const r = spawnSync(process.execPath, cmakeArgs, { stdio: 'inherit', cwd: root });
 if (r.status !== 0) fail('the CMake build failed (see the compiler output above)', `fix the reported problem, then run 'npm run build:native' again`);
-if (!fs.existsSync(path.join(outDir, 'xglm.node'))) fail('the build finished but build/Release/xglm.node is missing', 'report this as a bug');
-process.stderr.write(`build-native: build/Release/xglm.node (${flavour})\n`);
+const outRel = path.relative(root, path.join(outDir, 'xglm.node'));
+if (!fs.existsSync(path.join(outDir, 'xglm.node'))) fail(`the build finished but ${outRel} is missing`, 'report this as a bug');
+process.stderr.write(`build-native: ${outRel} (${flavour})\n`);
