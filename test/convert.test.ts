@@ -363,3 +363,29 @@ test('a folder with tokenizer.json instead of sentencepiece.bpe.model converts t
     t.true(fs.readFileSync(out).equals(fs.readFileSync(await convertOnce(fixture, 'safetensors', 'q8_0'))), fixture);
   }
 });
+
+test('every output type loads in the engine (ggml gguf.cpp) and its logits track PyTorch', async (t) => {
+  const { loadModel } = await import('../src/engine.js');
+  for (const fixture of FIXTURES) {
+    const p = goldenOf(fixture).prompts[0] as { ids: number[]; last_logits: { file: string; argmax: number } };
+    const ref = fs.readFileSync(path.join(fixtureDir(fixture), p.last_logits.file));
+    const want = new Float32Array(ref.buffer.slice(ref.byteOffset, ref.byteOffset + ref.length));
+    const scale = want.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+    const rel: Partial<Record<OutputTypeName, number>> = {};
+    for (const type of ALL_TYPES) {
+      const model = await loadModel(await convertOnce(fixture, 'safetensors', type));
+      const ctx = await model.createContext({ kvType: 'f32', threads: 1 });
+      await ctx.evaluate({ tokens: p.ids, positions: p.ids.map((_, i) => i) });
+      const got = await ctx.getLogits(p.ids.length - 1);
+      await ctx.dispose();
+      model.dispose();
+      t.true(got.every(Number.isFinite), `${fixture} ${type}`);
+      rel[type] = got.reduce((m, x, i) => Math.max(m, Math.abs(x - want[i]!)), 0) / scale;
+    }
+    t.log(`${fixture} last-token logits, max |diff| / max |logit| vs PyTorch: ${ALL_TYPES.map((x) => `${x} ${rel[x]!.toExponential(1)}`).join(', ')}`);
+    t.true(rel.f32! < 1e-4, `${fixture} f32`);
+    // Coarser types drift further from the reference (8-bit vs 4-bit: ~16× the step).
+    t.true(rel.q8_0! < rel.q4_0!, `${fixture} q8_0 < q4_0`);
+    t.true(rel.q8_0! < rel.q4_k_m!, `${fixture} q8_0 < q4_k_m`);
+  }
+});
