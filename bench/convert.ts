@@ -56,7 +56,8 @@ async function main(): Promise<void> {
   }
   const results: RunResult[] = [];
   for (const weights of weightsList) for (const type of types) {
-    const out = path.join(cache, `xglm-564m-random-${type}.gguf`);
+    // Own name: other benchmarks keep their GGUFs of this checkpoint in the same folder.
+    const out = path.join(cache, `convert-bench-${weights}-${type}.gguf`);
     const line = execFileSync(process.execPath, ['--import', 'tsx', __filename, '--child', dir, out, type, threads, weights], {
       cwd: packageRoot,
       encoding: 'utf8',
