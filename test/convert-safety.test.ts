@@ -5,6 +5,7 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { convert } from '../src/convert/index.js';
 import { unpickle, unpickleStateDict } from '../src/convert/pickle.js';
+import { openPytorchCheckpoint } from '../src/convert/pytorch.js';
 import { ZipReader } from '../src/convert/zip.js';
 import { XglmError, type XglmErrorCode } from '../src/errors.js';
 
@@ -48,6 +49,12 @@ const P = {
 
 /** `name -> _rebuild_tensor_v2(('storage', FloatStorage, key, 'cpu', n), 0, (n,), (1,), False, OrderedDict())` */
 function tensorEntry(name: string, key: string, n: number, storageClass: [string, string] = ['torch', 'FloatStorage']): Buffer {
+  return stridedTensorEntry(name, key, n, 0, [n], [1], storageClass);
+}
+
+/** A tensor viewing storage `key` (n elements) from `offset` with any shape and strides. */
+function stridedTensorEntry(name: string, key: string, n: number, offset: number, shape: number[], stride: number[], storageClass: [string, string] = ['torch', 'FloatStorage']): Buffer {
+  const intTuple = (xs: number[]) => bytes(P.mark, ...xs.map(P.int), P.tuple);
   return bytes(
     P.str(name),
     P.global('torch._utils', '_rebuild_tensor_v2'),
@@ -60,11 +67,9 @@ function tensorEntry(name: string, key: string, n: number, storageClass: [string
     P.int(n),
     P.tuple,
     P.binpersid,
-    P.int(0),
-    P.int(n),
-    P.tuple1,
-    P.int(1),
-    P.tuple1,
+    P.int(offset),
+    intTuple(shape),
+    intTuple(stride),
     P.newfalse,
     P.global('collections', 'OrderedDict'),
     P.emptyTuple,
@@ -83,6 +88,42 @@ test('a hand-written state dict pickle is understood', (t) => {
   t.deepEqual([...dict.keys()], ['w', 'b']);
   t.like(dict.get('w'), { storageOffset: 0, shape: [3], stride: [1], storage: { key: '0', dtype: 'F32', numel: 3 } });
   t.is(dict.get('b')!.storage.dtype, 'F16');
+});
+
+test('strided, offset and shared storages are read element by element', (t) => {
+  const dir = tmpDir(t);
+  const storage = Buffer.from(new Float32Array(Array.from({ length: 12 }, (_, i) => i)).buffer);
+  const half = Buffer.from(new Uint16Array([0x3c00, 0x4000, 0xc200, 0x0001]).buffer); // 1, 2, -3, 2^-24
+  const pickle = stateDict(
+    stridedTensorEntry('plain', '0', 12, 0, [3, 4], [4, 1]),
+    stridedTensorEntry('transposed', '0', 12, 0, [4, 3], [1, 4]),
+    stridedTensorEntry('offset', '0', 12, 5, [2, 3], [3, 1]),
+    stridedTensorEntry('every_other', '0', 12, 1, [2, 2], [6, 2]),
+    stridedTensorEntry('half', '1', 4, 0, [4], [1], ['torch', 'HalfStorage']),
+  );
+  const file = path.join(dir, 'pytorch_model.bin');
+  fs.writeFileSync(file, makeZip([
+    { name: 'archive/data.pkl', data: pickle },
+    { name: 'archive/data/0', data: storage },
+    { name: 'archive/data/1', data: half },
+  ]));
+  const source = openPytorchCheckpoint(file);
+  t.teardown(() => source.close());
+  const rows = (name: string, first: number, count: number) => Array.from(source.readRows(name, first, count));
+  t.deepEqual(rows('plain', 1, 2), [4, 5, 6, 7, 8, 9, 10, 11]);
+  t.deepEqual(rows('transposed', 0, 4), [0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11]);
+  t.deepEqual(rows('transposed', 2, 1), [2, 6, 10]);
+  t.deepEqual(rows('offset', 0, 2), [5, 6, 7, 8, 9, 10]);
+  t.deepEqual(rows('every_other', 0, 2), [1, 3, 7, 9]);
+  t.deepEqual(rows('half', 0, 1), [1, 2, -3, 2 ** -24]);
+  t.true(source.sameData('plain', 'plain'));
+  t.false(source.sameData('plain', 'transposed'));
+  // A view reaching past its storage is refused when the archive is opened.
+  fs.writeFileSync(file, makeZip([
+    { name: 'archive/data.pkl', data: stateDict(stridedTensorEntry('w', '0', 12, 4, [3, 4], [4, 1])) },
+    { name: 'archive/data/0', data: storage },
+  ]));
+  t.throws(() => openPytorchCheckpoint(file), { code: 'ERR_XGLM_CONVERT', message: /reaches element 15 of a storage of 12/ } as never);
 });
 
 /** Hostile pickles; `marker` is the file each would create if anything ran. */
