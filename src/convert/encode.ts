@@ -53,7 +53,11 @@ export async function encodeRows(type: number, rows: Float32Array, nRows: number
   return out;
 }
 
-/** Writes every job's tensor, in order, into an open writer whose specs match the jobs. */
+/**
+ * Writes every job's tensor, in order, into an open writer whose specs match the jobs.
+ * One chunk is in flight: while ggml encodes and the file receives chunk i, this thread reads
+ * chunk i + 1. Peak memory is two chunks.
+ */
 export async function writeTensorJobs(
   writer: GgufWriter,
   jobs: readonly TensorJob[],
@@ -63,31 +67,53 @@ export async function writeTensorJobs(
   const bytesTotal = writer.layout.fileSize;
   const report = (tensor: string, tensorsDone: number) =>
     onProgress?.({ tensor, tensorsDone, tensorsTotal: jobs.length, bytesWritten: writer.bytesWritten, bytesTotal });
-  for (let j = 0; j < jobs.length; j++) {
-    const { spec, read } = jobs[j]!;
-    const rowLength = spec.dims[0] ?? 1;
-    let rows = 1;
-    for (let d = 1; d < spec.dims.length; d++) rows *= spec.dims[d]!;
-    if (ggmlTensorBytes(spec.type, spec.dims) === 0) {
-      await writer.write(new Uint8Array(0));
-    } else if ('bytes' in read) {
+  let inFlight: Promise<void> | undefined;
+  const submit = async (bytes: Promise<Uint8Array>, after: () => void) => {
+    // Handle the result at once: it may fail while we wait for the previous chunk.
+    const settled = bytes.then(
+      (b) => ({ b }),
+      (e: unknown) => ({ e }),
+    );
+    if (inFlight) await inFlight;
+    inFlight = settled
+      .then((r) => {
+        if ('e' in r) throw r.e;
+        return writer.write(r.b);
+      })
+      .then(after);
+  };
+  try {
+    for (let j = 0; j < jobs.length; j++) {
+      const { spec, read } = jobs[j]!;
+      const rowLength = spec.dims[0] ?? 1;
+      let rows = 1;
+      for (let d = 1; d < spec.dims.length; d++) rows *= spec.dims[d]!;
       const total = ggmlTensorBytes(spec.type, spec.dims)!;
-      for (let start = 0; start < total; start += CHUNK_ELEMENTS * 4) {
-        await writer.write(read.bytes(start, Math.min(CHUNK_ELEMENTS * 4, total - start)));
-        report(spec.name, j);
-      }
-    } else {
-      const rowsPerChunk = Math.max(1, Math.floor(CHUNK_ELEMENTS / Math.max(1, rowLength)));
-      for (let first = 0; first < rows; first += rowsPerChunk) {
-        const count = Math.min(rowsPerChunk, rows - first);
-        const f32 = read.rows(first, count);
-        if (f32.length !== count * rowLength) {
-          throw new XglmError('ERR_XGLM_CONVERT', `${spec.name}: got ${f32.length} values for ${count} rows of ${rowLength}`);
+      if (total === 0) {
+        await submit(Promise.resolve(new Uint8Array(0)), () => report(spec.name, j + 1));
+      } else if ('bytes' in read) {
+        const step = CHUNK_ELEMENTS * 4;
+        for (let start = 0; start < total; start += step) {
+          const last = start + step >= total;
+          await submit(Promise.resolve(read.bytes(start, Math.min(step, total - start))), () => report(spec.name, last ? j + 1 : j));
         }
-        await writer.write(await encodeRows(spec.type, f32, count, rowLength, threads));
-        report(spec.name, j);
+      } else {
+        const rowsPerChunk = Math.max(1, Math.floor(CHUNK_ELEMENTS / Math.max(1, rowLength)));
+        for (let first = 0; first < rows; first += rowsPerChunk) {
+          const count = Math.min(rowsPerChunk, rows - first);
+          const f32 = read.rows(first, count);
+          if (f32.length !== count * rowLength) {
+            throw new XglmError('ERR_XGLM_CONVERT', `${spec.name}: got ${f32.length} values for ${count} rows of ${rowLength}`);
+          }
+          const last = first + count >= rows;
+          await submit(encodeRows(spec.type, f32, count, rowLength, threads), () => report(spec.name, last ? j + 1 : j));
+        }
       }
     }
-    report(spec.name, j + 1);
+    if (inFlight) await inFlight;
+  } catch (err) {
+    // The chunk in flight may fail too; its error is the same story, and must not go unhandled.
+    await inFlight?.catch(() => undefined);
+    throw err;
   }
 }
