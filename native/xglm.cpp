@@ -245,7 +245,8 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
         }
         hp.n_vocab = static_cast<int32_t>(te->ne[1]);
         const int64_t tok_id = gguf_find_key(g, "tokenizer.ggml.tokens");
-        if (tok_id >= 0 && static_cast<int64_t>(gguf_get_arr_n(g, tok_id)) != hp.n_vocab) {
+        if (tok_id >= 0 && (gguf_get_kv_type(g, tok_id) != GGUF_TYPE_ARRAY ||
+                            static_cast<int64_t>(gguf_get_arr_n(g, tok_id)) != hp.n_vocab)) {
             fail(error, "tokenizer.ggml.tokens has " + std::to_string(gguf_get_arr_n(g, tok_id)) +
                             " entries but token_embd.weight has " + std::to_string(hp.n_vocab) + " rows; " + k_reconvert_hint);
             return nullptr;
