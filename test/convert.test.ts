@@ -389,3 +389,25 @@ test('every output type loads in the engine (ggml gguf.cpp) and its logits track
     t.true(rel.q8_0! < rel.q4_k_m!, `${fixture} q8_0 < q4_k_m`);
   }
 });
+
+test('an AbortSignal stops the conversion and leaves no file', async (t) => {
+  const dir = tmpDir(t);
+  const out = path.join(dir, 'aborted.gguf');
+  const controller = new AbortController();
+  let events = 0;
+  const err = await t.throwsAsync(
+    convert(fixtureDir('tiny-b'), out, {
+      type: 'q8_0',
+      signal: controller.signal,
+      onProgress: () => {
+        if (++events === 3) controller.abort();
+      },
+    }),
+    { code: 'ERR_XGLM_ABORTED' } as never,
+  );
+  t.regex(err?.message ?? '', /aborted/);
+  t.is(events, 3);
+  t.deepEqual(fs.readdirSync(dir), []);
+  await t.throwsAsync(quantize(await convertOnce('tiny-a', 'safetensors', 'f32'), out, 'q8_0', { signal: AbortSignal.abort() }), { code: 'ERR_XGLM_ABORTED' } as never);
+  t.deepEqual(fs.readdirSync(dir), []);
+});

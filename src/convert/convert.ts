@@ -31,6 +31,8 @@ export interface ConvertOptions {
    * @default 'f16'
    */
   type?: OutputTypeName | string;
+  /** Stops the conversion between chunks (ERR_XGLM_ABORTED; no output file is left). */
+  signal?: AbortSignal;
   /** Called after every chunk written (bytes) and every tensor finished. */
   onProgress?: (event: ProgressEvent) => void;
   /** Called with one line per notable event (a type fallback). */
@@ -77,7 +79,10 @@ function convertError(message: string, hint?: string): XglmError {
   return new XglmError('ERR_XGLM_CONVERT', message, hint ? { hint } : {});
 }
 
-export function validateCommonOptions(options: { onProgress?: unknown; onWarning?: unknown; threads?: unknown }): number {
+export function validateCommonOptions(options: { onProgress?: unknown; onWarning?: unknown; threads?: unknown; signal?: unknown }): number {
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+    throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', 'signal must be an AbortSignal');
+  }
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
     throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', 'onProgress must be a function');
   }
@@ -232,7 +237,7 @@ async function convertUnchecked(hfDir: string, outFile: string, options: Convert
       jobs.map((j) => j.spec),
     );
     try {
-      await writeTensorJobs(writer, jobs, threads, options.onProgress);
+      await writeTensorJobs(writer, jobs, threads, options.onProgress, options.signal);
       await writer.finish();
     } catch (err) {
       await writer.abort();

@@ -63,11 +63,15 @@ export async function writeTensorJobs(
   jobs: readonly TensorJob[],
   threads: number,
   onProgress: ((event: ProgressEvent) => void) | undefined,
+  signal?: AbortSignal,
 ): Promise<void> {
   const bytesTotal = writer.layout.fileSize;
   const report = (tensor: string, tensorsDone: number) =>
     onProgress?.({ tensor, tensorsDone, tensorsTotal: jobs.length, bytesWritten: writer.bytesWritten, bytesTotal });
   let inFlight: Promise<void> | undefined;
+  const checkAborted = () => {
+    if (signal?.aborted) throw new XglmError('ERR_XGLM_ABORTED', `writing ${writer.file} was aborted`, { cause: signal.reason });
+  };
   const submit = async (bytes: Promise<Uint8Array>, after: () => void) => {
     // Handle the result at once: it may fail while we wait for the previous chunk.
     const settled = bytes.then(
@@ -75,6 +79,7 @@ export async function writeTensorJobs(
       (e: unknown) => ({ e }),
     );
     if (inFlight) await inFlight;
+    checkAborted();
     inFlight = settled
       .then((r) => {
         if ('e' in r) throw r.e;
@@ -83,6 +88,7 @@ export async function writeTensorJobs(
       .then(after);
   };
   try {
+    checkAborted();
     for (let j = 0; j < jobs.length; j++) {
       const { spec, read } = jobs[j]!;
       const rowLength = spec.dims[0] ?? 1;

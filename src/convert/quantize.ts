@@ -16,6 +16,8 @@ import { OUTPUT_TYPES, type OutputTypeName, chooseTensorType, describeFallback, 
 import { decodeFloats } from './source.js';
 
 export interface QuantizeOptions {
+  /** Stops the conversion between chunks (ERR_XGLM_ABORTED; no output file is left). */
+  signal?: AbortSignal;
   /** Called after every chunk written and every tensor finished. */
   onProgress?: (event: ProgressEvent) => void;
   /** Called with one line per type fallback. */
@@ -118,7 +120,7 @@ async function quantizeUnchecked(inGguf: string, outGguf: string, type: OutputTy
       jobs.map((j) => j.spec),
     );
     try {
-      await writeTensorJobs(writer, jobs, threads, options.onProgress);
+      await writeTensorJobs(writer, jobs, threads, options.onProgress, options.signal);
       await writer.finish();
     } catch (err) {
       await writer.abort();
