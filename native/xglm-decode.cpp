@@ -253,6 +253,13 @@ xglm_context * xglm_context_new(std::shared_ptr<const xglm_model> model, const x
 
     // KV cache
     {
+        const size_t kv_bytes = 2 * static_cast<size_t>(hp.n_layer) * ggml_row_size(p.type_kv, hp.n_embd) * p.n_ctx;
+        if (kv_bytes > xglm_physical_memory()) {
+            fail(error, "a KV cache of " + std::to_string(p.n_ctx) + " cells needs " + std::to_string(kv_bytes >> 20) +
+                            " MB, more memory than this machine has (" + std::to_string(xglm_physical_memory() >> 20) +
+                            " MB); use a smaller contextSize");
+            return nullptr;
+        }
         ggml_init_params ip = {ggml_tensor_overhead() * 2 * hp.n_layer, nullptr, true};
         lctx->ctx_kv        = ggml_init(ip);
         for (int il = 0; il < hp.n_layer; ++il) {

@@ -392,6 +392,13 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
 
     // 7. the position table, when the file leaves it out
     if (!model->position_embd) {
+        const size_t table_bytes = sizeof(float) * static_cast<size_t>(n_embd) * static_cast<size_t>(hp.n_ctx_train);
+        if (2 * table_bytes > xglm_physical_memory()) {
+            fail(error, "the computed position table (" + std::to_string(n_embd) + " x " + std::to_string(hp.n_ctx_train) + ") needs " +
+                            std::to_string(2 * table_bytes >> 20) + " MB, more memory than this machine has (" +
+                            std::to_string(xglm_physical_memory() >> 20) + " MB); the file is damaged or not meant for this machine");
+            return nullptr;
+        }
         ggml_tensor * t = ggml_new_tensor_2d(model->ctx_owned, GGML_TYPE_F32, n_embd, hp.n_ctx_train);
         ggml_set_name(t, "position_embd.weight");
         ggml_backend_buffer_t buf = ggml_backend_buft_alloc_buffer(ggml_backend_cpu_buffer_type(), ggml_nbytes(t) + 64);
@@ -447,6 +454,12 @@ size_t xglm_model_owned_bytes(const xglm_model * model) {
     size_t n = 0;
     for (auto * b : model->bufs_owned) n += ggml_backend_buffer_get_size(b);
     return n;
+}
+
+size_t xglm_physical_memory() {
+    const long pages = sysconf(_SC_PHYS_PAGES);
+    const long page  = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : SIZE_MAX;
 }
 
 int xglm_physical_cores() {

@@ -132,3 +132,7 @@ int32_t xglm_kv_used_cells(const xglm_context * ctx);
 
 // Physical cores of this machine (falls back to the logical count).
 int xglm_physical_cores();
+
+// Bytes of physical memory; a model or a context that would need more is refused before
+// allocating (on an overcommitting kernel the allocation would succeed, then kill the process).
+size_t xglm_physical_memory();
