@@ -244,6 +244,10 @@ xglm_context * xglm_context_new(std::shared_ptr<const xglm_model> model, const x
     }
     if (tp_new && tp_set && lctx->threadpool_free) {
         ggml_threadpool_params tpp = ggml_threadpool_params_default(lctx->n_threads);
+        // Idle workers sleep instead of spinning for new work: a process may hold many
+        // contexts, and spinning ones starve the others (and the JS thread) of cores. One
+        // wake-up per graph costs microseconds; ops within a graph still sync by spinning.
+        tpp.poll                   = 0;
         lctx->threadpool           = tp_new(&tpp);
         if (lctx->threadpool) tp_set(lctx->backend, lctx->threadpool);
     }
