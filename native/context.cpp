@@ -377,12 +377,18 @@ class Context : public Napi::ObjectWrap<Context> {
     static void settle_job(Napi::Env env, Napi::Function, Context * self, job * j) {
         std::unique_ptr<job> owned(j);
         if (env == nullptr) return;
-        Napi::HandleScope scope(env);
-        const job_result & r = j->result;
-        if (r.code) {
-            j->deferred.Reject(coded_error(env, r.code, r.message).Value());
-        } else {
-            j->deferred.Resolve(r.value ? r.value(env) : env.Undefined());
+        // While a worker thread is being terminated JS cannot run: building the value or
+        // settling the promise throws, and an exception escaping this callback would abort
+        // the whole process. Nobody can observe the promise any more, so it stays pending.
+        try {
+            Napi::HandleScope  scope(env);
+            const job_result & r = j->result;
+            if (r.code) {
+                j->deferred.Reject(coded_error(env, r.code, r.message).Value());
+            } else {
+                j->deferred.Resolve(r.value ? r.value(env) : env.Undefined());
+            }
+        } catch (const Napi::Error &) {
         }
         if (j->kind == job_kind::stop && self->thread_.joinable()) self->thread_.join();
         if (--self->pending_ == 0) {

@@ -81,9 +81,9 @@ interface FormatStats {
 async function runRange(format: FormatName, start: number, end: number, deadline: number, o: Options, seedsDir: string, job: number, stats: FormatStats): Promise<void> {
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), `xglm-fuzz-${format}-${job}-`));
   const corpusDir = path.join(root, 'test', 'fuzz', 'corpus', format);
-  const keep = (i: number, kind: string, message: string) => {
+  const keep = (i: number, kind: string, message: string, savedByChild?: string) => {
     const entry: FormatStats['failures'][number] = { case: i, kind, message };
-    const current = path.join(workDir, 'current.bin');
+    const current = savedByChild ?? path.join(workDir, 'current.bin');
     if (o.save && kind !== 'harness' && fs.existsSync(current)) {
       fs.mkdirSync(corpusDir, { recursive: true });
       entry.saved = path.join(corpusDir, `${kind}-${i}.bin`);
@@ -117,7 +117,7 @@ async function runRange(format: FormatName, start: number, end: number, deadline
           child.kill('SIGTERM');
         }
       }, 250);
-      child.on('message', (m: { i: number; outcome?: string; failure?: string; message?: string }) => {
+      child.on('message', (m: { i: number; outcome?: string; failure?: string; message?: string; saved?: string }) => {
         last = Date.now();
         next = m.i + 1;
         stats.cases++;
@@ -125,7 +125,7 @@ async function runRange(format: FormatName, start: number, end: number, deadline
         if (m.failure === 'untyped-error') stats.untyped++;
         if (m.failure === 'memory') stats.memory++;
         if (m.failure === 'harness') stats.harness++;
-        if (m.failure) keep(m.i, m.failure, m.message ?? '');
+        if (m.failure) keep(m.i, m.failure, m.message ?? '', m.saved);
       });
       const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
       clearInterval(timer);

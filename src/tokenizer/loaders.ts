@@ -182,7 +182,7 @@ export function vocabularyFromGgufMetadata(getValue: (key: string) => unknown): 
   };
   const modelName = get('tokenizer.ggml.model');
   if (modelName !== undefined && modelName !== 't5') {
-    throw invalid(source, `tokenizer.ggml.model is ${JSON.stringify(modelName)}, expected "t5" (SentencePiece unigram)`);
+    throw invalid(source, `tokenizer.ggml.model is ${typeof modelName === 'string' ? JSON.stringify(modelName) : `not a string`}, expected "t5" (SentencePiece unigram)`);
   }
   const tokens = get('tokenizer.ggml.tokens');
   if (!Array.isArray(tokens) || tokens.some((t) => typeof t !== 'string')) {

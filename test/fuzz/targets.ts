@@ -95,6 +95,20 @@ function useTokenizer(tok: Tokenizer): void {
   tok.decode([0, 1, 2, 3, tok.vocabSize - 1]);
 }
 
+/** Runs every step; the first XglmError code is the outcome, anything else is thrown. */
+function everyStep(steps: Array<() => unknown>): string {
+  let outcome = 'ok';
+  for (const step of steps) {
+    try {
+      step();
+    } catch (err) {
+      if (!(err instanceof XglmError)) throw err;
+      if (outcome === 'ok') outcome = err.code;
+    }
+  }
+  return outcome;
+}
+
 /** Writes the case into the work folder: the file, beside copies of the checkpoint's other files. */
 function caseFolder(input: CaseInput, ctx: RunContext): string {
   const dir = path.join(ctx.workDir, 'case');
@@ -161,15 +175,19 @@ export function makeTarget(format: FormatName, seedsDir: string): Target {
         mutate: ggufMutator(seedsDir),
         async run(input, ctx) {
           const file = caseFile(input, ctx);
-          const reader = GgufReader.open(file);
-          try {
-            for (const t of reader.tensors) reader.readTensorBytes(t, 0, Math.min(t.byteLength, 1 << 20));
-          } finally {
-            reader.close();
-          }
-          describeModelFile(file);
-          useTokenizer(loadTokenizer(file));
-          return 'ok';
+          // three consumers, each on its own: one refusing the file must not hide another's bug
+          return everyStep([
+            () => {
+              const reader = GgufReader.open(file);
+              try {
+                for (const t of reader.tensors) reader.readTensorBytes(t, 0, Math.min(t.byteLength, 1 << 20));
+              } finally {
+                reader.close();
+              }
+            },
+            () => describeModelFile(file),
+            () => useTokenizer(loadTokenizer(file)),
+          ]);
         },
       };
     case 'gguf-native':
@@ -300,10 +318,10 @@ export function makeTarget(format: FormatName, seedsDir: string): Target {
           return { bytes, fileName: 'sentencepiece.bpe.model' };
         },
         async run(input) {
-          const model = parseSentencePieceModel(input.bytes);
-          xglmVocabularyFromSentencePiece(model);
-          useTokenizer(Tokenizer.fromSentencePiece(input.bytes));
-          return 'ok';
+          return everyStep([
+            () => xglmVocabularyFromSentencePiece(parseSentencePieceModel(input.bytes)),
+            () => useTokenizer(Tokenizer.fromSentencePiece(input.bytes)),
+          ]);
         },
       };
     }

@@ -52,7 +52,10 @@ async function main(): Promise<void> {
       outcome = await runCase(target, input, ctx);
     } catch (err) {
       const e = err as Error;
-      await send({ i, failure: 'untyped-error', message: `${e?.name}: ${e?.message}\n${e?.stack?.split('\n').slice(1, 4).join('\n')}` });
+      // kept here: the parent copies it after this process has moved on to the next case
+      const saved = path.join(args.workDir, `failed-${i}.bin`);
+      fs.writeFileSync(saved, input.bytes);
+      await send({ i, failure: 'untyped-error', saved, message: `${e?.name}: ${e?.message}\n${e?.stack?.split('\n').slice(1, 4).join('\n')}` });
       continue;
     }
     const peakMb = process.resourceUsage().maxRSS / 1024;
