@@ -1,0 +1,92 @@
+/**
+ * A file whose declared sizes would need more memory than the machine has is refused before
+ * anything is allocated, with a message that says so. The files are sparse: a header written
+ * by the project's GGUF writer, then a hole the size of the tensors (all-zero q4_0 weights),
+ * so a 0.5 GB "model" costs no disk.
+ */
+import test from 'ava';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadModel as loadEngineModel } from '../src/engine.js';
+import { XglmError } from '../src/errors.js';
+import { GgmlType, type GgufKv, type GgufTensorSpec, encodeGgufHeader, kv } from '../src/gguf/index.js';
+import { readGgufHeader } from '../src/gguf/index.js';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-limits-'));
+test.after.always(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+/** An XGLM file with these hyperparameters and no position table (the loader computes it). */
+function sparseXglm(name: string, nEmbd: number, nCtx: number): string {
+  const nFf = 32;
+  const nVocab = 8;
+  const meta: GgufKv[] = [
+    kv.str('general.architecture', 'xglm'),
+    kv.u32('xglm.context_length', nCtx),
+    kv.u32('xglm.embedding_length', nEmbd),
+    kv.u32('xglm.feed_forward_length', nFf),
+    kv.u32('xglm.block_count', 1),
+    kv.u32('xglm.attention.head_count', nEmbd / 128),
+    kv.f32('xglm.attention.layer_norm_epsilon', 1e-5),
+  ];
+  const q = GgmlType.Q4_0;
+  const f = GgmlType.F32;
+  const t = (n: string, dims: number[], type: number): GgufTensorSpec => ({ name: n, dims, type });
+  const tensors = [
+    t('token_embd.weight', [nEmbd, nVocab], q),
+    t('blk.0.attn_norm.weight', [nEmbd], f),
+    t('blk.0.attn_norm.bias', [nEmbd], f),
+    t('blk.0.attn_qkv.weight', [nEmbd, 3 * nEmbd], q),
+    t('blk.0.attn_qkv.bias', [3 * nEmbd], f),
+    t('blk.0.attn_output.weight', [nEmbd, nEmbd], q),
+    t('blk.0.attn_output.bias', [nEmbd], f),
+    t('blk.0.ffn_norm.weight', [nEmbd], f),
+    t('blk.0.ffn_norm.bias', [nEmbd], f),
+    t('blk.0.ffn_up.weight', [nEmbd, nFf], q),
+    t('blk.0.ffn_up.bias', [nFf], f),
+    t('blk.0.ffn_down.weight', [nFf, nEmbd], q),
+    t('blk.0.ffn_down.bias', [nEmbd], f),
+    t('output_norm.weight', [nEmbd], f),
+    t('output_norm.bias', [nEmbd], f),
+  ];
+  const layout = encodeGgufHeader(meta, tensors);
+  const file = path.join(tmp, name);
+  fs.writeFileSync(file, layout.header);
+  fs.truncateSync(file, layout.fileSize);
+  return file;
+}
+
+const physicalMb = os.totalmem() / 2 ** 20;
+
+test('a position table larger than physical memory is refused before it is allocated', async (t) => {
+  // 16,384 × 2^20 float32 positions = 64 GB, more than this machine (and CI's 24 GB) has
+  const file = sparseXglm('huge-table.gguf', 16384, 1 << 20);
+  const header = readGgufHeader(file);
+  t.is(header.fileSize, fs.statSync(file).size, 'the TS reader accepts the file: every tensor is inside it');
+  const needMb = (2 * 4 * 16384 * 2 ** 20) / 2 ** 20;
+  t.true(needMb > physicalMb, `the test needs a machine with less than ${needMb} MB`);
+  const rssBefore = process.memoryUsage.rss();
+  const err = await t.throwsAsync(loadEngineModel(file, { useRepack: false }), { instanceOf: XglmError });
+  t.is(err!.code, 'ERR_XGLM_MODEL_LOAD');
+  t.regex(err!.message, /needs \d+ MB, more memory than this machine has \(\d+ MB\)/);
+  t.true(process.memoryUsage.rss() - rssBefore < 256 * 2 ** 20, 'nothing big was allocated');
+  t.log(err!.message);
+});
+
+test('a KV cache larger than physical memory is refused with a message that says so', async (t) => {
+  const file = sparseXglm('huge-kv.gguf', 16384, 16);
+  const model = await loadEngineModel(file, { useRepack: false });
+  try {
+    // 2 × 1 layer × 16,384 × 4 bytes × 2^24 cells = 2 TB
+    const err = await t.throwsAsync(model.createContext({ contextSize: 1 << 24, kvType: 'f32', threads: 1 }), { instanceOf: XglmError });
+    t.regex(err!.message, /KV cache of 16777216 cells needs \d+ MB, more memory than this machine has/);
+    t.log(err!.message);
+    // a context that fits still works on the same model
+    const ctx = await model.createContext({ contextSize: 16, threads: 1 });
+    await ctx.evaluate({ tokens: [2, 5], positions: [0, 1] });
+    t.is((await ctx.getLogits(1)).length, 8);
+    await ctx.dispose();
+  } finally {
+    model.dispose();
+  }
+});
