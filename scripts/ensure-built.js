@@ -36,7 +36,9 @@ const havePrebuild = fs.existsSync(prebuildDir) && fs.readdirSync(prebuildDir).s
 const localTime = mtime(addon);
 if ((localTime < 0 && !havePrebuild) || (localTime >= 0 && newestSource() > localTime)) run('build-native.js');
 
-const tsc = require.resolve('typescript/bin/tsc', { paths: [root] });
+// TypeScript's package exports do not expose its bin script: take the path from its package.json.
+const tsDir = path.join(root, 'node_modules', 'typescript');
+const tsc = path.join(tsDir, JSON.parse(fs.readFileSync(path.join(tsDir, 'package.json'), 'utf8')).bin.tsc);
 const r = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { stdio: 'inherit', cwd: root });
 if (r.status !== 0) process.exit(r.status || 1);
 run('write-esm-entry.js');
