@@ -99,6 +99,7 @@ export class EngineModel {
     if (options.batchSize !== undefined) o.batchSize = checkInt('batchSize', options.batchSize, 1, 1 << 16);
     if (options.outputsPerBatch !== undefined) o.outputsPerBatch = checkInt('outputsPerBatch', options.outputsPerBatch, 1, 1 << 16);
     if (options.threads !== undefined) o.threads = checkInt('threads', options.threads, 0, 512);
+    else if (process.env.XGLM_THREADS) o.threads = checkInt('XGLM_THREADS', Number(process.env.XGLM_THREADS), 0, 512);
     if (options.kvType !== undefined) {
       if (!['f16', 'f32', 'q8_0'].includes(options.kvType)) throw invalid(`kvType must be 'f16', 'f32' or 'q8_0', got ${String(options.kvType)}`);
       o.kvType = options.kvType;
@@ -121,7 +122,7 @@ export interface ContextOptions {
   batchSize?: number;
   /** Logits rows per graph evaluation. @default 32 */
   outputsPerBatch?: number;
-  /** Compute threads. @default physical cores */
+  /** Compute threads. @default $XGLM_THREADS, else the number of physical cores */
   threads?: number;
   /** KV-cache element type; `f32` makes an F32 model match PyTorch to float32 accuracy. @default 'f16' */
   kvType?: NativeKvType;
