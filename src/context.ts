@@ -28,7 +28,7 @@ export interface ContextOptions {
   contextSize?: number;
   /** Tokens per graph evaluation; longer prompts are split. @default 512 */
   batchSize?: number;
-  /** Compute threads. @default the number of physical cores */
+  /** Compute threads. @default $XGLM_THREADS, else the number of physical cores */
   threads?: number;
   /** KV-cache element type; `f32` makes an F32 model match PyTorch to float32 accuracy. @default 'f16' */
   kvType?: NativeKvType;
