@@ -8,6 +8,7 @@
  * Default model: the tiny-a fixture converted to f16 with the project's converter.
  * Exit code 1 when RSS grew by --limit-mb or more in either phase.
  */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,6 +19,15 @@ import { loadModel } from '../src/index.js';
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
+
+// V8 grows its young generation adaptively (semi-spaces of 1 to 16 MB) at some point of a long
+// run, which moves RSS by up to 32 MB with no leak at all. The soak runs with it at full size
+// from the start, so what grows is what the code keeps (JS heap or native).
+const SEMI_SPACE_FLAGS = ['--min-semi-space-size=16', '--max-semi-space-size=16'];
+if (!SEMI_SPACE_FLAGS.every((f) => process.execArgv.includes(f))) {
+  const r = spawnSync(process.execPath, [...process.execArgv, ...SEMI_SPACE_FLAGS, __filename, ...process.argv.slice(2)], { stdio: 'inherit' });
+  process.exit(r.status ?? 1);
+}
 
 function option(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -35,6 +45,13 @@ async function settledRssMb(): Promise<number> {
     await new Promise((r) => setTimeout(r, 20));
   }
   return process.memoryUsage.rss() / 2 ** 20;
+}
+
+/** Where the memory is: the JS heap, buffers outside it, and the rest (native allocations). */
+function memoryMb(): { rss: number; heapUsed: number; heapTotal: number; external: number } {
+  const m = process.memoryUsage();
+  const mb = (n: number) => Math.round((n / 2 ** 20) * 10) / 10;
+  return { rss: mb(m.rss), heapUsed: mb(m.heapUsed), heapTotal: mb(m.heapTotal), external: mb(m.external) };
 }
 
 const PROMPTS = [
@@ -74,11 +91,11 @@ async function main(): Promise<void> {
   };
   for (let i = 0; i < 100; i++) await call(i); // warm-up: caches, JIT, allocator arenas
   const callsBefore = await settledRssMb();
-  const samples: number[] = [];
+  const samples: Array<ReturnType<typeof memoryMb>> = [];
   const t0 = performance.now();
   for (let i = 0; i < CALLS; i++) {
     await call(i);
-    if (i % 200 === 199) samples.push(Math.round(process.memoryUsage.rss() / 2 ** 20));
+    if (i % 200 === 199) samples.push(memoryMb());
   }
   const callsAfter = await settledRssMb();
   report.callsPhase = {
@@ -91,7 +108,8 @@ async function main(): Promise<void> {
     rssBeforeMb: +callsBefore.toFixed(1),
     rssAfterMb: +callsAfter.toFixed(1),
     growthMb: +(callsAfter - callsBefore).toFixed(2),
-    rssEvery200CallsMb: samples,
+    memoryEvery200CallsMb: samples,
+    memoryAfterMb: memoryMb(),
   };
   await model.dispose();
 
@@ -105,7 +123,11 @@ async function main(): Promise<void> {
   for (let i = 0; i < 10; i++) await cycle();
   const cyclesBefore = await settledRssMb();
   const t1 = performance.now();
-  for (let i = 0; i < CYCLES; i++) await cycle();
+  const cycleSamples: Array<ReturnType<typeof memoryMb>> = [];
+  for (let i = 0; i < CYCLES; i++) {
+    await cycle();
+    if (i % 50 === 49) cycleSamples.push(memoryMb());
+  }
   const cyclesAfter = await settledRssMb();
   report.loadPhase = {
     cycles: CYCLES,
@@ -113,6 +135,8 @@ async function main(): Promise<void> {
     rssBeforeMb: +cyclesBefore.toFixed(1),
     rssAfterMb: +cyclesAfter.toFixed(1),
     growthMb: +(cyclesAfter - cyclesBefore).toFixed(2),
+    memoryEvery50CyclesMb: cycleSamples,
+    memoryAfterMb: memoryMb(),
   };
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 
