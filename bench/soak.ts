@@ -120,7 +120,9 @@ async function main(): Promise<void> {
     await c.generate('Hello', { maxTokens: 4, temperature: 0 });
     await m.dispose();
   };
-  for (let i = 0; i < 10; i++) await cycle();
+  // warm-up: malloc arenas of the context threads, glibc's cache of thread stacks and V8's
+  // buffers reach their working size in the first few dozen cycles (flat from there on)
+  for (let i = 0; i < 50; i++) await cycle();
   const cyclesBefore = await settledRssMb();
   const t1 = performance.now();
   const cycleSamples: Array<ReturnType<typeof memoryMb>> = [];
