@@ -11,7 +11,7 @@
 //    prebuilds/linux-arm64/xglm.node through XGLM_ADDON_PATH. TypeScript is compiled by tsx
 //    with the host's esbuild binary (ESBUILD_BINARY_PATH), which runs natively.
 //
-//   node scripts/test-arm64.js [--cpu cortex-a72] [--all] [test files…]
+//   node scripts/test-arm64.js [--cpu cortex-a72] [--all] [--no-timing] [--match=<ava title glob>] [test files…]
 //   (default files: the native, engine and runtime suites; --all: every test file)
 'use strict';
 
@@ -26,6 +26,8 @@ const cpuAt = args.indexOf('--cpu');
 const suiteCpu = cpuAt >= 0 ? args[cpuAt + 1] : 'cortex-a72';
 const all = args.includes('--all');
 const explicitFiles = args.filter((a, i) => !a.startsWith('--') && !(cpuAt >= 0 && i === cpuAt + 1));
+// ava's own title filter passes through: --match='*worker*'
+const avaOptions = args.filter((a) => a.startsWith('--match='));
 
 // The suites that exercise the addon (native code, engine, runtime); the others are plain
 // TypeScript and gain nothing from emulation. Matched against test/*.test.ts names.
@@ -120,7 +122,7 @@ const ava = path.join(root, 'node_modules', 'ava', 'entrypoints', 'cli.mjs'); //
 if (!fs.existsSync(ava)) fail(TAG, 'ava is not installed', "run 'npm install' in the package folder first");
 const t0 = Date.now();
 // Emulation is 10-50x slower: long timeouts, one file at a time (2 shared cores).
-const r = spawnSync(process.execPath, [ava, '--timeout=60m', '--concurrency=1', ...files], {
+const r = spawnSync(process.execPath, [ava, '--timeout=60m', '--concurrency=1', ...avaOptions, ...files], {
   cwd: root,
   stdio: 'inherit',
   env: emulatedEnv(suiteCpu, { XGLM_ARM64: '1' }),
