@@ -45,8 +45,7 @@ function str(value: GgufValue | undefined): string | undefined {
   return typeof value === 'string' ? value : undefined;
 }
 
-export function describeModelFile(file: string): ModelFileInfo {
-  const header = readGgufHeader(file);
+export function describeModelFile(file: string, header: GgufHeader = readGgufHeader(file)): ModelFileInfo {
   const get = (key: string) => header.kv.find((e) => e.key === key)?.value;
   const arch = str(get('general.architecture'));
   if (arch === undefined) {

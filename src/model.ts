@@ -60,13 +60,21 @@ export class XglmModel {
     if (options.signal?.aborted) throw aborted();
     // Header checks and the tokenizer in TypeScript first: a wrong file fails fast, with
     // the reader's precise message, before the native loader maps anything.
-    const fileInfo = describeModelFile(file);
-    if (fileInfo.architecture !== 'xglm') {
-      throw new XglmError('ERR_XGLM_UNSUPPORTED', `${file} holds a '${fileInfo.architecture}' model, not XGLM`, {
-        hint: 'xglm-node runs XGLM models only; convert one with `xglm convert` or `xglm pull facebook/xglm-564M`',
-      });
+    // One parse of the header serves both (256k vocabulary strings are worth reading once).
+    const reader = GgufReader.open(file);
+    let fileInfo: ModelFileInfo;
+    let tokenizer: Tokenizer;
+    try {
+      fileInfo = describeModelFile(file, reader.header);
+      if (fileInfo.architecture !== 'xglm') {
+        throw new XglmError('ERR_XGLM_UNSUPPORTED', `${file} holds a '${fileInfo.architecture}' model, not XGLM`, {
+          hint: 'xglm-node runs XGLM models only; convert one with `xglm convert` or `xglm pull facebook/xglm-564M`',
+        });
+      }
+      tokenizer = tokenizerFromReader(reader);
+    } finally {
+      reader.close();
     }
-    const tokenizer = loadTokenizer(file);
     const engineModel = await loadEngineModel(file, {
       ...(options.useRepack !== undefined ? { useRepack: options.useRepack } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
@@ -143,13 +151,17 @@ export class XglmModel {
 export function loadTokenizer(file: string): Tokenizer {
   const reader = GgufReader.open(file);
   try {
-    return Tokenizer.fromGgufMetadata((key) => {
-      const v = reader.get(key);
-      return v !== null && typeof v === 'object' && 'items' in v ? v.items : v; // arrays as their items
-    });
+    return tokenizerFromReader(reader);
   } finally {
     reader.close();
   }
+}
+
+function tokenizerFromReader(reader: GgufReader): Tokenizer {
+  return Tokenizer.fromGgufMetadata((key) => {
+    const v = reader.get(key);
+    return v !== null && typeof v === 'object' && 'items' in v ? v.items : v; // arrays as their items
+  });
 }
 
 /** Loads a GGUF model file. */
