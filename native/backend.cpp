@@ -18,9 +18,10 @@ xglm_backend_info g_info;
 std::string       g_error;
 
 // ggml logs to stderr by default; a library should be quiet unless asked (XGLM_LOG=1).
-void log_callback(enum ggml_log_level level, const char * text, void * /*user_data*/) {
+// Its errors reach users as our own error messages (e.g. a bad GGUF file), not as log lines.
+void log_callback(enum ggml_log_level /*level*/, const char * text, void * /*user_data*/) {
     static const bool verbose = std::getenv("XGLM_LOG") != nullptr;
-    if (verbose || level == GGML_LOG_LEVEL_ERROR) {
+    if (verbose) {
         std::fputs(text, stderr);
     }
 }
