@@ -40,7 +40,7 @@ export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:halt_on_error=1:
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$REPORT_DIR/ubsan"
 echo "sanitize: addon $ADDON; sanitizer reports go to $REPORT_DIR" >&2
 
-NATIVE_TESTS=(test/engine*.test.ts test/native-load.test.ts test/runtime.test.ts test/hardening.test.ts test/hardening-corpus.test.ts)
+NATIVE_TESTS=(test/engine*.test.ts test/native-load.test.ts test/runtime.test.ts test/hardening*.test.ts)
 status=0
 LD_PRELOAD="$LIBASAN $LIBUBSAN" npx ava --timeout 20m "${NATIVE_TESTS[@]}" || status=$?
 
