@@ -38,6 +38,8 @@ async function main(): Promise<void> {
     const r = await ctx.generate(benchPromptIds(cfg.ttftPrompt, vocab), { maxTokens: cfg.decode + 1, temperature: 0, stopAtEos: false });
     out.ttft_ms = r.timings.timeToFirstTokenMs;
     out.decode_tps = r.timings.tokensPerSecond;
+    // share of decode wall time outside ggml's graph computation (sampling, crossings, detokenization, graph building)
+    out.decode_overhead_pct = r.timings.generateMs > 0 ? (100 * (r.timings.generateMs - r.timings.generateComputeMs)) / r.timings.generateMs : undefined;
   }
   if (cfg.copa) {
     const texts = cfg.copa.flatMap((c) => c.choices.map((ch) => c.premise + ch));

@@ -9,6 +9,7 @@ export interface ImplResult {
   decode_tps?: number;
   ttft_ms?: number;
   peak_rss_mb: number;
+  decode_overhead_pct?: number;
   score_ms?: number;
   score_continuations_ms?: number;
   score_token_ids?: number[][];
@@ -121,6 +122,10 @@ export function writeReport(report: BenchReport, median: (v: number[]) => number
       `| ${r.type} | ${r.threads} | ${fmt(od, median)} | ${fmt(pd, median)} | ${ratio(od, pd, median)} | ${bound > 0 ? `${((median(od) / bound) * 100).toFixed(0)}% of ${bound.toFixed(1)}` : '–'} | ${fmt(p(r.ours, 128), median, 0)} | ${fmt(p(r.peer, 128), median, 0)} | ${ratio(p(r.ours, 128), p(r.peer, 128), median)} | ${fmt(p(r.ours, 512), median, 0)} | ${fmt(p(r.peer, 512), median, 0)} | ${ratio(p(r.ours, 512), p(r.peer, 512), median)} | ${ms(r.ours, (x) => x.ttft_ms)} / ${ms(r.peer, (x) => x.ttft_ms)} | ${ms(r.ours, (x) => x.load_ms)} / ${ms(r.peer, (x) => x.load_ms)} | ${ms(r.ours, (x) => x.peak_rss_mb)} / ${ms(r.peer, (x) => x.peak_rss_mb)} |`,
     );
   }
+  const overhead = report.rows
+    .filter((r) => r.ours.some((x) => x.decode_overhead_pct !== undefined))
+    .map((r) => `${r.type}/${r.threads}t ${median(r.ours.map((x) => x.decode_overhead_pct ?? 0)).toFixed(1)}%`);
+  if (overhead.length) lines.push('', `Share of xglm-node's decode time spent outside ggml's graph computation (sampling, JS↔native crossings, detokenization, graph building): ${overhead.join(', ')}.`);
   const prefillMax = report.rows.map((r) => {
     const peak = (mc.peakGflops[r.threads] ?? 0) * 1e9;
     const tps = median(r.ours.map((x) => x.prefill[512] ?? 0));

@@ -3,7 +3,7 @@
 // JS sees (every method but abort() returns a Promise; work runs in call order):
 //   Context.create(model, { contextSize, batchSize, outputsPerBatch, threads, kvType, keepActivations })
 //                                                   -> Promise<Context>
-//   ctx.info -> { contextSize, threads }
+//   ctx.info -> { contextSize, threads, computeMs }
 //   ctx.evaluate(tokens: Int32Array, positions: Int32Array, seqIds: Int32Array, wantLogits: Uint8Array)
 //   ctx.sample(batchIndex, params) -> token id (-1 if every token is banned)
 //   ctx.logprobs(batchIndices: Int32Array, targets: Int32Array, topK)
@@ -185,6 +185,7 @@ class Context : public Napi::ObjectWrap<Context> {
         Napi::Object o = Napi::Object::New(info.Env());
         o.Set("contextSize", static_cast<double>(n_ctx_.load()));
         o.Set("threads", n_threads_.load());
+        o.Set("computeMs", static_cast<double>(compute_ns_.load()) / 1e6);
         return o;
     }
 
@@ -195,9 +196,11 @@ class Context : public Napi::ObjectWrap<Context> {
         b.pos         = copy_array<int32_t, Napi::Int32Array>(env, info[1], napi_int32_array, "positions");
         b.seq         = copy_array<int32_t, Napi::Int32Array>(env, info[2], napi_int32_array, "seqIds");
         b.want_logits = copy_array<uint8_t, Napi::Uint8Array>(env, info[3], napi_uint8_array, "wantLogits");
-        return enqueue(env, job_kind::work, [b = std::move(b)](xglm_context *& ctx) -> job_result {
+        // the wrapper is referenced while the job is pending, so `this` outlives it
+        return enqueue(env, job_kind::work, [this, b = std::move(b)](xglm_context *& ctx) -> job_result {
             std::string       err;
             const xglm_status st = xglm_decode(ctx, b, &err);
+            compute_ns_.store(xglm_compute_ns(ctx));
             switch (st) {
                 case XGLM_OK: return ok();
                 case XGLM_ABORTED: return error("ERR_XGLM_ABORTED", err);
@@ -481,6 +484,7 @@ class Context : public Napi::ObjectWrap<Context> {
     int32_t               n_vocab_ = 0;
     std::atomic<uint32_t> n_ctx_{0};
     std::atomic<int32_t>  n_threads_{0};
+    std::atomic<uint64_t> compute_ns_{0};  // xglm_compute_ns after the last evaluate
 };
 
 }  // namespace

@@ -86,13 +86,55 @@ double uniform01(std::mt19937_64 & rng) { return static_cast<double>(rng() >> 11
 
 }  // namespace
 
+namespace {
+
+bool usable(float logit) { return !std::isnan(logit) && logit != -std::numeric_limits<float>::infinity(); }
+
+// The k most likely usable entries of row, most likely first — or, when there are no more
+// than k, all of them in id order (what a full candidate list truncated by nothing keeps).
+// One pass with a min-heap of k: no 256k-entry candidate list per token.
+std::vector<candidate> top_k_candidates(const float * row, int32_t n_vocab, int32_t k) {
+    std::vector<candidate> heap;
+    heap.reserve(k);
+    // with more_likely as "less", the heap's front is its least likely entry
+    int32_t n_usable = 0;
+    for (int32_t i = 0; i < n_vocab; ++i) {
+        if (!usable(row[i])) continue;
+        ++n_usable;
+        const candidate x{row[i], i};
+        if (static_cast<int32_t>(heap.size()) < k) {
+            heap.push_back(x);
+            std::push_heap(heap.begin(), heap.end(), more_likely);
+        } else if (more_likely(x, heap.front())) {
+            std::pop_heap(heap.begin(), heap.end(), more_likely);
+            heap.back() = x;
+            std::push_heap(heap.begin(), heap.end(), more_likely);
+        }
+    }
+    if (n_usable <= k) {
+        std::sort(heap.begin(), heap.end(), [](const candidate & a, const candidate & b) { return a.id < b.id; });
+    } else {
+        std::sort(heap.begin(), heap.end(), more_likely);
+    }
+    return heap;
+}
+
+}  // namespace
+
 int32_t xglm_sample(const float * logits, int32_t n_vocab, const xglm_sampler_params & params, std::mt19937_64 & rng) {
-    std::vector<float> work(logits, logits + n_vocab);
+    const bool penalize = !params.penalty_tokens.empty() &&
+                          (params.repeat_penalty != 1.0f || params.presence_penalty != 0.0f || params.frequency_penalty != 0.0f);
+    // The row is adjusted in a copy only when there is something to adjust.
+    std::vector<float> work;
+    const float *      row = logits;
+    if (!params.logit_bias.empty() || penalize) {
+        work.assign(logits, logits + n_vocab);
+        row = work.data();
+    }
     for (const auto & [id, bias] : params.logit_bias) {
         if (id >= 0 && id < n_vocab) work[id] += bias;
     }
-    if (!params.penalty_tokens.empty() &&
-        (params.repeat_penalty != 1.0f || params.presence_penalty != 0.0f || params.frequency_penalty != 0.0f)) {
+    if (penalize) {
         std::unordered_map<int32_t, int> counts;
         for (int32_t id : params.penalty_tokens) {
             if (id >= 0 && id < n_vocab) ++counts[id];
@@ -107,23 +149,23 @@ int32_t xglm_sample(const float * logits, int32_t n_vocab, const xglm_sampler_pa
     if (params.temperature <= 0.0f) {
         int32_t best = -1;
         for (int32_t i = 0; i < n_vocab; ++i) {
-            if (std::isnan(work[i]) || work[i] == -std::numeric_limits<float>::infinity()) continue;
-            if (best < 0 || work[i] > work[best]) best = i;
+            if (!usable(row[i])) continue;
+            if (best < 0 || row[i] > row[best]) best = i;
         }
         return best;
     }
 
     std::vector<candidate> c;
-    c.reserve(n_vocab);
-    for (int32_t i = 0; i < n_vocab; ++i) {
-        if (!std::isnan(work[i]) && work[i] != -std::numeric_limits<float>::infinity()) c.push_back({work[i], i});
+    if (params.top_k > 0 && params.top_k < n_vocab) {
+        c = top_k_candidates(row, n_vocab, params.top_k);
+    } else {
+        c.reserve(n_vocab);
+        for (int32_t i = 0; i < n_vocab; ++i) {
+            if (usable(row[i])) c.push_back({row[i], i});
+        }
     }
     if (c.empty()) return -1;
 
-    if (params.top_k > 0 && static_cast<size_t>(params.top_k) < c.size()) {
-        std::partial_sort(c.begin(), c.begin() + params.top_k, c.end(), more_likely);
-        c.resize(params.top_k);
-    }
     if (params.typical_p < 1.0f) filter_typical(c, params.typical_p);
     if (params.top_p < 1.0f) filter_top_p(c, params.top_p);
     if (params.min_p > 0.0f) {

@@ -2,6 +2,7 @@
 // and decoding of batches split into ubatches. Weights come from xglm.cpp.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -41,6 +42,7 @@ struct xglm_context {
     ggml_gallocr_t       galloc = nullptr;
 
     std::atomic<bool> abort_requested{false};
+    uint64_t          compute_ns = 0;  // inside ggml_backend_graph_compute
 
     // results of the last decode
     std::vector<float>                        logits;      // [n_vocab] per kept row
@@ -340,6 +342,8 @@ int32_t xglm_kv_seq_pos_max(const xglm_context * ctx, int32_t seq) {
     return m;
 }
 
+uint64_t xglm_compute_ns(const xglm_context * ctx) { return ctx->compute_ns; }
+
 int32_t xglm_kv_used_cells(const xglm_context * ctx) {
     return static_cast<int32_t>(std::count_if(ctx->cells.begin(), ctx->cells.end(), [](const xglm_kv_cell & c) { return c.used(); }));
 }
@@ -410,7 +414,10 @@ xglm_status decode_ubatch(xglm_context * lctx, const xglm_batch & batch, int i0,
     }
     if (n_outputs > 0) ggml_backend_tensor_set(in.out_ids, out_ids.data(), 0, n_outputs * sizeof(int32_t));
 
+    const auto        t0 = std::chrono::steady_clock::now();
     const ggml_status st = ggml_backend_graph_compute(lctx->backend, gf);
+    lctx->compute_ns += static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
     if (st == GGML_STATUS_ABORTED) {
         release_slots();
         fail(error, "evaluation aborted");

@@ -130,6 +130,10 @@ void    xglm_kv_seq_cp(xglm_context * ctx, int32_t seq_src, int32_t seq_dst, int
 int32_t xglm_kv_seq_pos_max(const xglm_context * ctx, int32_t seq);  // -1 when empty
 int32_t xglm_kv_used_cells(const xglm_context * ctx);
 
+// Wall time spent inside ggml's graph computation since the context was made (for measuring
+// what the layers around it cost).
+uint64_t xglm_compute_ns(const xglm_context * ctx);
+
 // Physical cores of this machine (falls back to the logical count).
 int xglm_physical_cores();
 

@@ -174,7 +174,7 @@ export class EngineContext {
     readonly hparams: NativeHParams,
   ) {}
 
-  get info(): { contextSize: number; threads: number } {
+  get info(): { contextSize: number; threads: number; computeMs: number } {
     return this.native.info;
   }
 

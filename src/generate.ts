@@ -78,6 +78,8 @@ export interface GenerationResult {
     timeToFirstTokenMs: number;
     /** Time spent generating after the first token. */
     generateMs: number;
+    /** Of generateMs, the time inside ggml's graph computation (the rest is sampling, crossings, detokenization). */
+    generateComputeMs: number;
     promptTokensPerSecond: number;
     tokensPerSecond: number;
   };
@@ -219,6 +221,7 @@ export function runGeneration(ctx: XglmContext, prompt: string | readonly number
       let finishReason: FinishReason = 'length';
       let promptMs = 0;
       let firstTokenAt = 0;
+      let computeAtFirstToken = 0;
       const history = ids.slice();
       let pending: number[] = [];
 
@@ -254,7 +257,10 @@ export function runGeneration(ctx: XglmContext, prompt: string | readonly number
             seed: stepSeed(seed, step),
             ...(usesPenalties && penaltyWindow > 0 ? { penaltyTokens: history.slice(-penaltyWindow) } : {}),
           });
-          if (step === 0) firstTokenAt = performance.now();
+          if (step === 0) {
+            firstTokenAt = performance.now();
+            computeAtFirstToken = ctx.engine().info.computeMs;
+          }
           if (token < 0 || (token === EOS && (options.stopAtEos ?? true))) {
             finishReason = 'eos';
             break;
@@ -288,6 +294,7 @@ export function runGeneration(ctx: XglmContext, prompt: string | readonly number
       if (finishReason !== 'stop') flushText(decoder.flush(), true);
       const now = performance.now();
       const genMs = firstTokenAt ? now - firstTokenAt : 0;
+      const genComputeMs = firstTokenAt && !ctx.disposed ? ctx.engine().info.computeMs - computeAtFirstToken : 0;
       return {
         text,
         tokens: generated,
@@ -297,6 +304,7 @@ export function runGeneration(ctx: XglmContext, prompt: string | readonly number
           promptMs,
           timeToFirstTokenMs: firstTokenAt ? firstTokenAt - t0 : 0,
           generateMs: genMs,
+          generateComputeMs: genComputeMs,
           promptTokensPerSecond: promptMs > 0 ? (ids.length - keep) / (promptMs / 1000) : 0,
           tokensPerSecond: genMs > 0 && generated.length > 1 ? (generated.length - 1) / (genMs / 1000) : 0,
         },

@@ -141,7 +141,8 @@ export interface NativeContextClass {
  * call order. Batch indices refer to the tokens of the last evaluate().
  */
 export interface NativeContext {
-  readonly info: { contextSize: number; threads: number };
+  /** computeMs: wall time inside ggml's graph computation so far (what surrounds it is overhead). */
+  readonly info: { contextSize: number; threads: number; computeMs: number };
   /** Adds the tokens to the KV cache; keeps logits for tokens with wantLogits[i] != 0. */
   evaluate(tokens: Int32Array, positions: Int32Array, seqIds: Int32Array, wantLogits: Uint8Array): Promise<void>;
   sample(batchIndex: number, params: NativeSamplerParams): Promise<number>;
