@@ -247,16 +247,20 @@ export function runGeneration(ctx: XglmContext, prompt: string | readonly number
         let lastRow = (await ctx.evaluateItems(items, 0, sig, options.onPromptProgress)).lastBatchIndex;
         promptMs = performance.now() - t0;
         let pos = ids.length;
+        const draw = (step: number): SamplerOptions => ({
+          ...sampler,
+          seed: stepSeed(seed, step),
+          ...(usesPenalties && penaltyWindow > 0 ? { penaltyTokens: history.slice(-penaltyWindow) } : {}),
+        });
+        // The draw of the next step, already queued behind the evaluation that feeds it.
+        let nextDraw: Promise<number> | undefined;
         for (let step = 0; step < maxTokens; step++) {
           if (sig.aborted) {
             finishReason = 'abort';
             break;
           }
-          const token = await ctx.sample(lastRow, {
-            ...sampler,
-            seed: stepSeed(seed, step),
-            ...(usesPenalties && penaltyWindow > 0 ? { penaltyTokens: history.slice(-penaltyWindow) } : {}),
-          });
+          const token = await (nextDraw ?? ctx.sample(lastRow, draw(step)));
+          nextDraw = undefined;
           if (step === 0) {
             firstTokenAt = performance.now();
             computeAtFirstToken = ctx.engine().info.computeMs;
@@ -284,7 +288,12 @@ export function runGeneration(ctx: XglmContext, prompt: string | readonly number
             pos = kept.length;
             continue;
           }
-          lastRow = (await ctx.evaluateItems([{ token, pos, seq, logits: true }], 0, sig)).lastBatchIndex;
+          // Queue this token's evaluation and, right behind it, the next draw: the native thread
+          // goes from one to the other without waiting for a round trip through JS.
+          const evaluated = ctx.evaluateItems([{ token, pos, seq, logits: true }], 0, sig);
+          nextDraw = ctx.sample(0, draw(step + 1));
+          nextDraw.catch(() => undefined); // a failed evaluation fails it too; that error is reported once, below
+          lastRow = (await evaluated).lastBatchIndex;
           pos++;
         }
       } catch (err) {
