@@ -4,12 +4,12 @@
  * limits. Writes docs/benchmarks/latest.{json,svg} and the results block of docs/benchmarks.md.
  *
  *   npm run bench [-- --types f16,q8_0,q4_0,q4_k_m] [--threads 1,2] [--reps 3] [--decode 128]
- *                    [--prompts 32,64,128,256,512] [--copa 200] [--no-peer]
+ *                    [--prompts 32,64,128,256,512] [--copa 200] [--no-peer] [--prepare]
  *
  * Models are generated once into .bench-cache/ (gitignored): a float32 checkpoint by the
  * project's generator, our GGUFs by its converter, and the peer's GPT-2-architecture GGUFs
  * with identical tensors (bench/peer-gguf.ts). node-llama-cpp is installed on demand into
- * .bench-cache/peer/, never as a dependency. Every measurement runs in its own child process;
+ * .bench-cache/peer/, never as a dependency (`--prepare` makes the models and installs the peer only). Every measurement runs in its own child process;
  * ours and the peer's alternate, repetition by repetition.
  */
 import { execFileSync } from 'node:child_process';
@@ -110,6 +110,7 @@ async function main(): Promise<void> {
   const started = new Date();
   await ensureModels();
   const peerDir = withPeer ? ensurePeer() : undefined;
+  if (process.argv.includes('--prepare')) return; // models and peer only
   const addon = native();
   log('measuring the machine');
   const machine = {
