@@ -316,7 +316,16 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
         return static_cast<uint8_t *>(model->mapping) + data_offset + gguf_get_tensor_offset(g, i);
     };
     for (int64_t i = 0; i < n_tensors; ++i) {
-        const size_t end = data_offset + gguf_get_tensor_offset(g, i) + gguf_get_tensor_size(g, i);
+        const size_t start = data_offset + gguf_get_tensor_offset(g, i);
+        const size_t end   = start + gguf_get_tensor_size(g, i);
+        // The mapping is page-aligned, so this is the data's address alignment: f32 values and
+        // the fp16 scales of quantized blocks are read in place (a general.alignment of 1 or 2
+        // would leave them misaligned, undefined behaviour in ggml's kernels and repacking).
+        if (start % 4 != 0) {
+            fail(error, std::string("tensor ") + gguf_get_tensor_name(g, i) + " starts at byte " + std::to_string(start) +
+                            ", not a multiple of 4 (general.alignment is too small); " + k_reconvert_hint);
+            return nullptr;
+        }
         if (end > model->mapping_size) {
             fail(error, std::string("tensor ") + gguf_get_tensor_name(g, i) + " ends at byte " + std::to_string(end) +
                             " but the file has " + std::to_string(model->mapping_size) +

@@ -12,6 +12,8 @@ import { loadModel as loadEngineModel } from '../src/engine.js';
 import { XglmError } from '../src/errors.js';
 import { GgmlType, type GgufKv, type GgufTensorSpec, encodeGgufHeader, kv } from '../src/gguf/index.js';
 import { readGgufHeader } from '../src/gguf/index.js';
+import { decodeGguf, encodeGguf } from './fuzz/gguf-codec.js';
+import { prepareSeeds } from './fuzz/targets.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-limits-'));
 test.after.always(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -89,4 +91,24 @@ test('a KV cache larger than physical memory is refused with a message that says
   } finally {
     model.dispose();
   }
+});
+
+test('tensor data that general.alignment leaves misaligned is refused (found by the fuzzer under UBSan)', async (t) => {
+  const seeds = path.join(os.tmpdir(), 'xglm-fuzz-seeds-v1');
+  await prepareSeeds(seeds);
+  // the converter's q8_0 file, with general.alignment 1 and every tensor moved one byte on
+  const g = decodeGguf(fs.readFileSync(path.join(seeds, 'small-q8_0.gguf')));
+  const one = Buffer.alloc(4);
+  one.writeUInt32LE(1);
+  g.kv = [...g.kv.filter((k) => k.key !== 'general.alignment'), { key: 'general.alignment', type: 4, value: one }];
+  g.alignment = 1;
+  g.tensors = g.tensors.map((x) => ({ ...x, offset: x.offset + 1n }));
+  g.data = Buffer.concat([Buffer.alloc(1), g.data]);
+  const file = path.join(tmp, 'misaligned.gguf');
+  fs.writeFileSync(file, encodeGguf(g).bytes);
+  const header = readGgufHeader(file);
+  t.true(header.tensors.some((x) => (header.dataOffset + x.offset) % 4 !== 0), 'some tensor data starts off a 4-byte boundary');
+  const err = await t.throwsAsync(loadEngineModel(file), { instanceOf: XglmError });
+  t.is(err!.code, 'ERR_XGLM_MODEL_LOAD');
+  t.regex(err!.message, /starts at byte \d+, not a multiple of 4 \(general.alignment is too small\)/);
 });
