@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { loadModel as loadEngineModel } from '../src/engine.js';
 import { XglmError } from '../src/errors.js';
-import { GgmlType, type GgufKv, type GgufTensorSpec, encodeGgufHeader, kv } from '../src/gguf/index.js';
+import { GgmlType, type GgufKv, type GgufTensorSpec, encodeGgufHeader, ggmlTensorBytes, kv } from '../src/gguf/index.js';
 import { readGgufHeader } from '../src/gguf/index.js';
 import { decodeGguf, encodeGguf } from './fuzz/gguf-codec.js';
 import { prepareSeeds } from './fuzz/targets.js';
@@ -96,14 +96,31 @@ test('a KV cache larger than physical memory is refused with a message that says
 test('tensor data that general.alignment leaves misaligned is refused (found by the fuzzer under UBSan)', async (t) => {
   const seeds = path.join(os.tmpdir(), 'xglm-fuzz-seeds-v1');
   await prepareSeeds(seeds);
-  // the converter's q8_0 file, with general.alignment 1 and every tensor moved one byte on
+  // the converter's q8_0 file re-laid with general.alignment 1: tensors back to back, so
+  // q8_0's 34-byte blocks leave most of them off any 4-byte boundary
   const g = decodeGguf(fs.readFileSync(path.join(seeds, 'small-q8_0.gguf')));
   const one = Buffer.alloc(4);
   one.writeUInt32LE(1);
   g.kv = [...g.kv.filter((k) => k.key !== 'general.alignment'), { key: 'general.alignment', type: 4, value: one }];
   g.alignment = 1;
-  g.tensors = g.tensors.map((x) => ({ ...x, offset: x.offset + 1n }));
-  g.data = Buffer.concat([Buffer.alloc(1), g.data]);
+  const parts: Uint8Array[] = [];
+  let at = 0n;
+  g.tensors = g.tensors.map((x) => {
+    const size = ggmlTensorBytes(x.type, x.dims.map(Number))!;
+    parts.push(g.data.subarray(Number(x.offset), Number(x.offset) + size));
+    const moved = { ...x, offset: at };
+    at += BigInt(size);
+    return moved;
+  });
+  g.data = Buffer.concat(parts);
+  // and a metadata string whose length puts the data section one byte past a 4-byte boundary
+  const base = g.kv;
+  for (let n = 0; n < 4; n++) {
+    const note = Buffer.alloc(8 + n, 0x61);
+    note.writeBigUInt64LE(BigInt(n));
+    g.kv = [...base, { key: 'general.description', type: 8, value: note }];
+    if ((encodeGguf(g).bytes.length - g.data.length) % 4 === 1) break;
+  }
   const file = path.join(tmp, 'misaligned.gguf');
   fs.writeFileSync(file, encodeGguf(g).bytes);
   const header = readGgufHeader(file);
