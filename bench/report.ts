@@ -126,12 +126,13 @@ export function writeReport(report: BenchReport, median: (v: number[]) => number
     .filter((r) => r.ours.some((x) => x.decode_overhead_pct !== undefined))
     .map((r) => `${r.type}/${r.threads}t ${median(r.ours.map((x) => x.decode_overhead_pct ?? 0)).toFixed(1)}%`);
   if (overhead.length) lines.push('', `Share of xglm-node's decode time spent outside ggml's graph computation (sampling, JS↔native crossings, detokenization, graph building): ${overhead.join(', ')}.`);
-  const prefillMax = report.rows.map((r) => {
+  // Only float weights: integer dot products of quantized types are not FP32 FMAs.
+  const prefillMax = report.rows.filter((r) => r.type === 'f16' || r.type === 'f32' || r.type === 'bf16').map((r) => {
     const peak = (mc.peakGflops[r.threads] ?? 0) * 1e9;
     const tps = median(r.ours.map((x) => x.prefill[512] ?? 0));
     return `${r.type}/${r.threads}t ${((tps * flopsPerToken(r.bytesPerToken, r.type)) / peak * 100).toFixed(0)}%`;
   });
-  lines.push('', `Prefill (512 tokens) as a share of peak FP32 FMA throughput (2 FLOPs per weight per token): ${prefillMax.join(', ')}.`);
+  if (prefillMax.length) lines.push('', `Prefill (512 tokens) of float models as a share of peak FP32 FMA throughput (2 FLOPs per weight per token): ${prefillMax.join(', ')}.`);
   if (report.scoring) {
     const s = report.scoring;
     lines.push(
