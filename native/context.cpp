@@ -395,8 +395,15 @@ class Context : public Napi::ObjectWrap<Context> {
         }
         if (j->kind == job_kind::stop && self->thread_.joinable()) self->thread_.join();
         if (--self->pending_ == 0) {
-            self->tsfn_.Unref(env);
-            self->Unref();
+            // These fail too while the env is terminating; nothing may escape (see above).
+            try {
+                self->tsfn_.Unref(env);
+            } catch (const Napi::Error &) {
+            }
+            try {
+                self->Unref();
+            } catch (const Napi::Error &) {
+            }
         }
     }
 
