@@ -97,21 +97,30 @@ std::vector<candidate> top_k_candidates(const float * row, int32_t n_vocab, int3
     std::vector<candidate> heap;
     heap.reserve(k);
     // with more_likely as "less", the heap's front is its least likely entry
-    int32_t n_usable = 0;
-    for (int32_t i = 0; i < n_vocab; ++i) {
+    int32_t i = 0;
+    for (; i < n_vocab && static_cast<int32_t>(heap.size()) < k; ++i) {
         if (!usable(row[i])) continue;
-        ++n_usable;
-        const candidate x{row[i], i};
-        if (static_cast<int32_t>(heap.size()) < k) {
-            heap.push_back(x);
-            std::push_heap(heap.begin(), heap.end(), more_likely);
-        } else if (more_likely(x, heap.front())) {
+        heap.push_back({row[i], i});
+        std::push_heap(heap.begin(), heap.end(), more_likely);
+    }
+    // The heap is full: a later entry gets in only with a strictly larger logit than the
+    // least likely kept one (on a tie the lower id, kept already, wins). One compare per
+    // entry on the common path; NaN and -inf never pass it.
+    bool more_than_k = false;  // a usable entry was left out
+    float threshold  = heap.empty() ? std::numeric_limits<float>::infinity() : heap.front().logit;
+    for (; i < n_vocab; ++i) {
+        const float v = row[i];
+        if (v > threshold) {
             std::pop_heap(heap.begin(), heap.end(), more_likely);
-            heap.back() = x;
+            heap.back() = {v, i};
             std::push_heap(heap.begin(), heap.end(), more_likely);
+            threshold   = heap.front().logit;
+            more_than_k = true;
+        } else if (!more_than_k && usable(v)) {
+            more_than_k = true;
         }
     }
-    if (n_usable <= k) {
+    if (!more_than_k) {
         std::sort(heap.begin(), heap.end(), [](const candidate & a, const candidate & b) { return a.id < b.id; });
     } else {
         std::sort(heap.begin(), heap.end(), more_likely);
@@ -147,10 +156,14 @@ int32_t xglm_sample(const float * logits, int32_t n_vocab, const xglm_sampler_pa
     }
 
     if (params.temperature <= 0.0f) {
-        int32_t best = -1;
+        // argmax; the lowest id wins ties; NaN and -inf never win (-1 when nothing is usable)
+        int32_t best   = -1;
+        float   best_v = -std::numeric_limits<float>::infinity();
         for (int32_t i = 0; i < n_vocab; ++i) {
-            if (!usable(row[i])) continue;
-            if (best < 0 || row[i] > row[best]) best = i;
+            if (row[i] > best_v) {
+                best_v = row[i];
+                best   = i;
+            }
         }
         return best;
     }
