@@ -8,13 +8,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { XglmError } from '../errors.js';
-import { GgufWriter } from '../gguf/writer.js';
 import { type GgmlType, ggmlTypeName } from '../gguf/types.js';
 import { parseSentencePieceModel } from '../tokenizer/spm-model.js';
 import { vocabularyFromTokenizerJson } from '../tokenizer/loaders.js';
 import { xglmVocabularyFromSentencePiece } from '../tokenizer/xglm-vocab.js';
 import { type XglmHParams, readXglmConfig } from './config.js';
-import { type ProgressEvent, type TensorJob, asXglmError, defaultThreads, writeTensorJobs } from './encode.js';
+import { type ProgressEvent, type TensorJob, asXglmError, defaultThreads, writeGgufFile } from './encode.js';
 import { type GgufVocabulary, xglmMetadata } from './metadata.js';
 import { OUTPUT_TYPES, type OutputTypeName, chooseTensorType, describeFallback, parseOutputType } from './output-types.js';
 import { openPytorchCheckpoint } from './pytorch.js';
@@ -231,18 +230,7 @@ async function convertUnchecked(hfDir: string, outFile: string, options: Convert
       };
     });
     const metadata = xglmMetadata(hp, vocab, OUTPUT_TYPES[type].fileType, name);
-    const writer = await GgufWriter.create(
-      outFile,
-      metadata,
-      jobs.map((j) => j.spec),
-    );
-    try {
-      await writeTensorJobs(writer, jobs, threads, options.onProgress, options.signal);
-      await writer.finish();
-    } catch (err) {
-      await writer.abort();
-      throw err;
-    }
+    const bytes = await writeGgufFile(outFile, metadata, jobs, threads, options.onProgress, options.signal);
     return {
       file: outFile,
       type,
@@ -251,7 +239,7 @@ async function convertUnchecked(hfDir: string, outFile: string, options: Convert
       tensors: jobs.map((j) => ({ name: j.spec.name, dims: j.spec.dims, type: j.spec.type as GgmlType })),
       ignored,
       fallbacks,
-      bytes: writer.layout.fileSize,
+      bytes,
     };
   } finally {
     source.close();

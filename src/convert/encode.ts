@@ -7,7 +7,8 @@
 import os from 'node:os';
 import { XglmError } from '../errors.js';
 import { GgmlType, ggmlTensorBytes } from '../gguf/types.js';
-import type { GgufTensorSpec, GgufWriter } from '../gguf/writer.js';
+import type { GgufKv } from '../gguf/types.js';
+import { GgufWriter, type GgufTensorSpec } from '../gguf/writer.js';
 import { native } from '../native.js';
 
 /** Float32 elements per chunk: 16 MiB of input, whatever the row length. */
@@ -51,6 +52,29 @@ export async function encodeRows(type: number, rows: Float32Array, nRows: number
     throw new XglmError('ERR_XGLM_CONVERT', `quantizing ${nRows} rows wrote ${written} bytes, expected ${out.length}`);
   }
   return out;
+}
+
+/**
+ * Writes a GGUF file: the metadata, then every job's tensor; on any failure the partial file
+ * is removed (the writer renames it into place only when complete). Returns the file's size.
+ */
+export async function writeGgufFile(
+  outFile: string,
+  metadata: readonly GgufKv[],
+  jobs: readonly TensorJob[],
+  threads: number,
+  onProgress: ((event: ProgressEvent) => void) | undefined,
+  signal?: AbortSignal,
+): Promise<number> {
+  const writer = await GgufWriter.create(outFile, metadata, jobs.map((j) => j.spec));
+  try {
+    await writeTensorJobs(writer, jobs, threads, onProgress, signal);
+    await writer.finish();
+  } catch (err) {
+    await writer.abort();
+    throw err;
+  }
+  return writer.layout.fileSize;
 }
 
 /**

@@ -7,10 +7,10 @@
 import { XglmError } from '../errors.js';
 import { GgufReader } from '../gguf/reader.js';
 import { GgmlType, type GgufKv, GgufValueType, ggmlTypeName } from '../gguf/types.js';
-import { GgufWriter, kv } from '../gguf/writer.js';
+import { kv } from '../gguf/writer.js';
 import type { TypeFallback } from './convert.js';
 import { validateCommonOptions } from './convert.js';
-import { type ProgressEvent, type TensorJob, asXglmError, writeTensorJobs } from './encode.js';
+import { type ProgressEvent, type TensorJob, asXglmError, writeGgufFile } from './encode.js';
 import { GGML_QUANTIZATION_VERSION, GGUF_KEYS } from './metadata.js';
 import { OUTPUT_TYPES, type OutputTypeName, chooseTensorType, describeFallback, parseOutputType } from './output-types.js';
 import { decodeFloats } from './source.js';
@@ -114,25 +114,14 @@ async function quantizeUnchecked(inGguf: string, outGguf: string, type: OutputTy
       };
     });
     const fileType = OUTPUT_TYPES[output].fileType;
-    const writer = await GgufWriter.create(
-      outGguf,
-      retypedMetadata(reader.kv, fileType),
-      jobs.map((j) => j.spec),
-    );
-    try {
-      await writeTensorJobs(writer, jobs, threads, options.onProgress, options.signal);
-      await writer.finish();
-    } catch (err) {
-      await writer.abort();
-      throw err;
-    }
+    const bytes = await writeGgufFile(outGguf, retypedMetadata(reader.kv, fileType), jobs, threads, options.onProgress, options.signal);
     return {
       file: outGguf,
       type: output,
       fileType,
       tensors: jobs.map((j) => ({ name: j.spec.name, dims: j.spec.dims, type: j.spec.type })),
       fallbacks,
-      bytes: writer.layout.fileSize,
+      bytes,
     };
   } finally {
     reader.close();
