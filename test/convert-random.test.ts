@@ -7,6 +7,7 @@ import { floatToHalf } from '../src/convert/random-checkpoint.js';
 import { GgmlType, GgufReader, ggmlTypeName } from '../src/gguf/index.js';
 import { native } from '../src/native.js';
 import { parseSentencePieceModel } from '../src/tokenizer/spm-model.js';
+import { halfToFloat } from './helpers/half.js';
 
 const tinyASpm = path.join(__dirname, 'fixtures', 'tiny-a', 'sentencepiece.bpe.model');
 const shape = { dModel: 256, nLayers: 8, nHeads: 4, ffnDim: 512, vocabSize: 2600, maxPositions: 64 };
@@ -113,10 +114,3 @@ test('bf16 and f16 checkpoints as safetensors and as pytorch_model.bin give the 
   }
 });
 
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}

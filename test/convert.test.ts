@@ -5,6 +5,7 @@ import path from 'node:path';
 import { OUTPUT_TYPES, type OutputTypeName, convert, quantize } from '../src/convert/index.js';
 import { tokenizerJsonFromSentencePiece } from './helpers/spm-tokenizer-json.js';
 import { GgmlType, type GgufArray, GgufReader, type GgufValue, GgufValueType, ggmlTypeName } from '../src/gguf/index.js';
+import { halfToFloat } from './helpers/half.js';
 
 const FIXTURES = ['tiny-a', 'tiny-b'] as const;
 const fixtureDir = (name: string) => path.join(__dirname, 'fixtures', name);
@@ -44,13 +45,6 @@ function loadSafetensors(file: string): Map<string, { shape: number[]; values: F
   return out;
 }
 
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
 
 function f32Tensor(reader: GgufReader, name: string): Float32Array {
   const info = reader.tensor(name)!;

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { native, packageRoot } from '../src/native.js';
+import { halfToFloat } from './helpers/half.js';
 
 test('the addon loads and reports the CPU code it runs', (t) => {
   const info = native().backendInfo();
@@ -35,13 +36,6 @@ test('quantizeRows refuses rows that do not fit the block size', (t) => {
   t.regex(err!.message, /block size 32/);
 });
 
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
 
 function threadCount(): number {
   return fs.readdirSync('/proc/self/task').length;

@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { GgmlType, GgufWriter, kv, type GgufKv, type GgufTensorSpec } from '../../src/gguf/index.js';
 import { native } from '../../src/native.js';
+import { halfToFloat } from './half.js';
 
 export const FIXTURES = path.join(__dirname, '..', 'fixtures');
 export type FixtureName = 'tiny-a' | 'tiny-b';
@@ -149,14 +150,6 @@ function readSafetensors(file: string): Map<string, { shape: number[]; data: Flo
   return out;
 }
 
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
 
 function floatToHalf(f: number): number {
   const view = new DataView(new ArrayBuffer(4));
