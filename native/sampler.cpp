@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <unordered_map>
 
@@ -90,6 +91,49 @@ namespace {
 
 bool usable(float logit) { return !std::isnan(logit) && logit != -std::numeric_limits<float>::infinity(); }
 
+// Row passes are written as LANES independent accumulators so that compilers vectorize them
+// (x86 maxps is exactly `a > b ? a : b`); a 256k-entry row per token or per scored position
+// makes these loops the cost of sampling and scoring.
+constexpr int32_t LANES = 8;
+constexpr float   NEG_INF = -std::numeric_limits<float>::infinity();
+
+// The largest entry; NaN entries are skipped; -inf when there is nothing else.
+float row_max(const float * row, int32_t n) {
+    float   acc[LANES];
+    int32_t i = 0;
+    for (float & a : acc) a = NEG_INF;
+    for (; i + LANES <= n; i += LANES) {
+        for (int32_t l = 0; l < LANES; ++l) acc[l] = row[i + l] > acc[l] ? row[i + l] : acc[l];
+    }
+    float m = NEG_INF;
+    for (float a : acc) m = a > m ? a : m;
+    for (; i < n; ++i) m = row[i] > m ? row[i] : m;
+    return m;
+}
+
+// exp(x) for x <= 0 within a few float ulps, branch-free so that a loop over it vectorizes:
+// x = n·ln2 + r with |r| <= ln2/2, exp(r) by its Taylor series to r^7 (truncation < 1e-8),
+// 2^n built in the exponent bits. Below -87 (and -inf) it returns exp(-87) ≈ 1.6e-38 instead of
+// 0, which no double sum of such terms can see. NaN stays NaN.
+inline float exp_nonpositive(float x) {
+    x             = x < -87.0f ? -87.0f : x;
+    const float t = x * 1.44269504f + 12582912.0f;  // 1.5·2^23: the addition rounds x/ln2 to an integer
+    const float n = t - 12582912.0f;
+    const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;  // ln 2 = 0.693359375 - 2.12194440e-4
+    float       p = 1.0f / 5040.0f;
+    p             = p * r + 1.0f / 720.0f;
+    p             = p * r + 1.0f / 120.0f;
+    p             = p * r + 1.0f / 24.0f;
+    p             = p * r + 1.0f / 6.0f;
+    p             = p * r + 0.5f;
+    p             = p * r + 1.0f;
+    p             = p * r + 1.0f;
+    const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
+    float          scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
 // The k most likely usable entries of row, most likely first — or, when there are no more
 // than k, all of them in id order (what a full candidate list truncated by nothing keeps).
 // One pass with a min-heap of k: no 256k-entry candidate list per token.
@@ -106,18 +150,27 @@ std::vector<candidate> top_k_candidates(const float * row, int32_t n_vocab, int3
     // The heap is full: a later entry gets in only with a strictly larger logit than the
     // least likely kept one (on a tie the lower id, kept already, wins). One compare per
     // entry on the common path; NaN and -inf never pass it.
+    // Blocks whose largest entry does not beat the threshold are skipped after one vectorized
+    // pass: past the first few thousand entries that is nearly all of them.
     bool more_than_k = false;  // a usable entry was left out
     float threshold  = heap.empty() ? std::numeric_limits<float>::infinity() : heap.front().logit;
-    for (; i < n_vocab; ++i) {
-        const float v = row[i];
-        if (v > threshold) {
-            std::pop_heap(heap.begin(), heap.end(), more_likely);
-            heap.back() = {v, i};
-            std::push_heap(heap.begin(), heap.end(), more_likely);
-            threshold   = heap.front().logit;
-            more_than_k = true;
-        } else if (!more_than_k && usable(v)) {
-            more_than_k = true;
+    constexpr int32_t BLOCK = 64;
+    while (i < n_vocab) {
+        const int32_t end = std::min(n_vocab, i + BLOCK);
+        const float   bm  = row_max(row + i, end - i);
+        if (bm != NEG_INF) more_than_k = true;  // a usable entry: it enters or is left out
+        if (!(bm > threshold)) {
+            i = end;
+            continue;
+        }
+        for (; i < end; ++i) {
+            const float v = row[i];
+            if (v > threshold) {
+                std::pop_heap(heap.begin(), heap.end(), more_likely);
+                heap.back() = {v, i};
+                std::push_heap(heap.begin(), heap.end(), more_likely);
+                threshold = heap.front().logit;
+            }
         }
     }
     if (!more_than_k) {
@@ -129,6 +182,14 @@ std::vector<candidate> top_k_candidates(const float * row, int32_t n_vocab, int3
 }
 
 }  // namespace
+
+uint64_t xglm_step_seed(uint64_t seed, uint64_t step) {
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + step * 0xbf58476d1ce4e5b9ull;  // mod 2^64
+    x ^= x >> 31;
+    x *= 0x94d049bb133111ebull;
+    x ^= x >> 29;
+    return x & ((uint64_t(1) << 53) - 1);
+}
 
 int32_t xglm_sample(const float * logits, int32_t n_vocab, const xglm_sampler_params & params, std::mt19937_64 & rng) {
     const bool penalize = !params.penalty_tokens.empty() &&
@@ -157,15 +218,21 @@ int32_t xglm_sample(const float * logits, int32_t n_vocab, const xglm_sampler_pa
 
     if (params.temperature <= 0.0f) {
         // argmax; the lowest id wins ties; NaN and -inf never win (-1 when nothing is usable)
-        int32_t best   = -1;
-        float   best_v = -std::numeric_limits<float>::infinity();
-        for (int32_t i = 0; i < n_vocab; ++i) {
-            if (row[i] > best_v) {
-                best_v = row[i];
-                best   = i;
+        // by blocks: the first block holding the row's maximum, then the first entry in it
+        constexpr int32_t BLOCK = 256;
+        float   best = NEG_INF;
+        int32_t from = 0;
+        for (int32_t i = 0; i < n_vocab; i += BLOCK) {
+            const float bm = row_max(row + i, std::min(BLOCK, n_vocab - i));
+            if (bm > best) {
+                best = bm;
+                from = i;
             }
         }
-        return best;
+        if (best == NEG_INF) return -1;
+        for (int32_t i = from;; ++i) {
+            if (row[i] == best) return i;
+        }
     }
 
     std::vector<candidate> c;
@@ -200,10 +267,21 @@ int32_t xglm_sample(const float * logits, int32_t n_vocab, const xglm_sampler_pa
 }
 
 double xglm_log_sum_exp(const float * logits, int32_t n_vocab) {
-    float max = -std::numeric_limits<float>::infinity();
-    for (int32_t i = 0; i < n_vocab; ++i) max = std::max(max, logits[i]);
+    const float max = row_max(logits, n_vocab);
+    if (!std::isfinite(max)) {
+        // no finite entry to shift by: the plain formula (inf or NaN, as it comes)
+        double sum = 0.0;
+        for (int32_t i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - max);
+        return max + std::log(sum);
+    }
+    double  acc[LANES] = {};
+    int32_t i          = 0;
+    for (; i + LANES <= n_vocab; i += LANES) {
+        for (int32_t l = 0; l < LANES; ++l) acc[l] += exp_nonpositive(logits[i + l] - max);
+    }
     double sum = 0.0;
-    for (int32_t i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - max);
+    for (double a : acc) sum += a;
+    for (; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - max);
     return max + std::log(sum);
 }
 
@@ -213,9 +291,12 @@ double xglm_log_softmax_at(const float * logits, int32_t n_vocab, int32_t id) {
 
 void xglm_top_k(const float * logits, int32_t n_vocab, int32_t k, std::vector<int32_t> * ids, std::vector<float> * logprobs) {
     k = std::max(0, std::min(k, n_vocab));
-    std::vector<candidate> c(n_vocab);
-    for (int32_t i = 0; i < n_vocab; ++i) c[i] = {logits[i], i};
-    std::partial_sort(c.begin(), c.begin() + k, c.end(), more_likely);
+    // the k most likely usable entries; unusable ones (NaN, -inf) only fill a short row
+    std::vector<candidate> c = top_k_candidates(logits, n_vocab, k);
+    std::sort(c.begin(), c.end(), more_likely);
+    for (int32_t i = 0; static_cast<int32_t>(c.size()) < k && i < n_vocab; ++i) {
+        if (!usable(logits[i])) c.push_back({logits[i], i});
+    }
     const double lse = xglm_log_sum_exp(logits, n_vocab);
     ids->resize(k);
     logprobs->resize(k);
