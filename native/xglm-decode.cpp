@@ -22,6 +22,26 @@ struct xglm_kv_cell {
     bool used() const { return seq != 0; }
 };
 
+// The inputs of one ubatch graph.
+struct ubatch_inputs {
+    ggml_tensor * tokens  = nullptr;  // I32 [n_tokens]
+    ggml_tensor * pos     = nullptr;  // I32 [n_tokens]: row of the position table
+    ggml_tensor * kv_idxs = nullptr;  // I64 [n_tokens]: KV cell each token is written to
+    ggml_tensor * mask    = nullptr;  // F16 [n_kv, n_tokens]: 0 = visible, -inf = not
+    ggml_tensor * out_ids = nullptr;  // I32 [n_outputs]: tokens whose logits are kept
+    ggml_tensor * logits  = nullptr;  // F32 [n_vocab, n_outputs] (output)
+};
+
+// The last graph built and allocated: a ubatch of the same shape runs it again without
+// building or allocating it (token-by-token decoding, where that cost ~1% of the time).
+struct graph_cache {
+    ggml_cgraph * gf        = nullptr;  // lives in buf_graph_meta until the next build
+    ubatch_inputs in;
+    int           n_tokens  = -1;
+    int           n_kv      = -1;
+    int           n_outputs = -1;
+};
+
 struct xglm_context {
     std::shared_ptr<const xglm_model> model;
     xglm_context_params               params;
@@ -40,13 +60,15 @@ struct xglm_context {
     // graph: tensor metadata per build, compute memory reserved once for the worst ubatch
     std::vector<uint8_t> buf_graph_meta;
     ggml_gallocr_t       galloc = nullptr;
+    graph_cache          last_graph;
 
     std::atomic<bool> abort_requested{false};
     uint64_t          compute_ns = 0;  // inside ggml_backend_graph_compute
 
     // results of the last decode
-    std::vector<float>                        logits;      // [n_vocab] per kept row
-    std::vector<int32_t>                      logits_row;  // batch index → row in logits, or -1
+    std::vector<float>                        logits;       // [n_vocab] per kept row, when copied
+    const float *                             logits_data = nullptr;  // logits, or the output tensor of a one-ubatch decode
+    std::vector<int32_t>                      logits_row;   // batch index → row in logits_data, or -1
     std::map<std::string, std::vector<float>> activations;
 
     ~xglm_context() {
@@ -66,16 +88,6 @@ bool fail(std::string * error, const std::string & msg) {
 }
 
 size_t graph_size(const xglm_hparams & hp) { return std::max<size_t>(1024, 40 * hp.n_layer + 64); }
-
-// The inputs of one ubatch graph.
-struct ubatch_inputs {
-    ggml_tensor * tokens  = nullptr;  // I32 [n_tokens]
-    ggml_tensor * pos     = nullptr;  // I32 [n_tokens]: row of the position table
-    ggml_tensor * kv_idxs = nullptr;  // I64 [n_tokens]: KV cell each token is written to
-    ggml_tensor * mask    = nullptr;  // F16 [n_kv, n_tokens]: 0 = visible, -inf = not
-    ggml_tensor * out_ids = nullptr;  // I32 [n_outputs]: tokens whose logits are kept
-    ggml_tensor * logits  = nullptr;  // F32 [n_vocab, n_outputs] (output)
-};
 
 ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps) {
     x = ggml_norm(ctx, x, eps);
@@ -103,6 +115,7 @@ ggml_cgraph * build_graph(xglm_context * lctx, int n_tokens, int n_kv, int n_out
     const int64_t        n_embd_head = n_embd / n_head;
     const float          eps         = hp.norm_eps;
 
+    lctx->last_graph = graph_cache{};  // its tensors are about to be overwritten
     ggml_init_params ip = {lctx->buf_graph_meta.size(), lctx->buf_graph_meta.data(), true};
     ggml_context *   ctx = ggml_init(ip);
     ggml_cgraph *    gf  = ggml_new_graph_custom(ctx, graph_size(hp), false);
@@ -354,7 +367,8 @@ int32_t xglm_kv_used_cells(const xglm_context * ctx) {
 namespace {
 
 // Evaluates tokens [i0, i1) of the batch, whose outputs go to logits rows from row0.
-xglm_status decode_ubatch(xglm_context * lctx, const xglm_batch & batch, int i0, int i1, int row0, std::string * error) {
+xglm_status decode_ubatch(xglm_context * lctx, const xglm_batch & batch, int i0, int i1, int row0, bool one_ubatch,
+                          std::string * error) {
     const xglm_hparams & hp       = lctx->model->hparams;
     const int            n_tokens = i1 - i0;
 
@@ -376,6 +390,9 @@ xglm_status decode_ubatch(xglm_context * lctx, const xglm_batch & batch, int i0,
     for (size_t c = 0; c < lctx->cells.size(); ++c) {
         if (lctx->cells[c].used()) n_kv = static_cast<int>(c) + 1;
     }
+    // attend over a multiple of 256 cells (the extra ones are masked, and flash attention
+    // skips masked cells) so that consecutive tokens have graphs of one shape
+    n_kv = std::min(static_cast<int>(lctx->cells.size()), (n_kv + 255) / 256 * 256);
     auto release_slots = [&] {
         for (int64_t s : slots) lctx->cells[s] = xglm_kv_cell{};
     };
@@ -386,13 +403,19 @@ xglm_status decode_ubatch(xglm_context * lctx, const xglm_batch & batch, int i0,
     }
     const int n_outputs = static_cast<int>(out_ids.size());
 
-    ubatch_inputs in;
-    ggml_cgraph * gf = build_graph(lctx, n_tokens, n_kv, n_outputs, &in);
-    if (!ggml_gallocr_alloc_graph(lctx->galloc, gf)) {
-        release_slots();
-        fail(error, "out of memory for the compute buffers");
-        return XGLM_ERR_COMPUTE;
+    graph_cache & g = lctx->last_graph;
+    if (!(g.gf && g.n_tokens == n_tokens && g.n_kv == n_kv && g.n_outputs == n_outputs)) {
+        ubatch_inputs fresh;
+        ggml_cgraph * built = build_graph(lctx, n_tokens, n_kv, n_outputs, &fresh);
+        if (!ggml_gallocr_alloc_graph(lctx->galloc, built)) {
+            release_slots();
+            fail(error, "out of memory for the compute buffers");
+            return XGLM_ERR_COMPUTE;
+        }
+        g = graph_cache{built, fresh, n_tokens, n_kv, n_outputs};
     }
+    ggml_cgraph * const   gf = g.gf;
+    const ubatch_inputs & in = g.in;
 
     ggml_backend_tensor_set(in.tokens, batch.tokens.data() + i0, 0, n_tokens * sizeof(int32_t));
     ggml_backend_tensor_set(in.pos, batch.pos.data() + i0, 0, n_tokens * sizeof(int32_t));
@@ -430,8 +453,14 @@ xglm_status decode_ubatch(xglm_context * lctx, const xglm_batch & batch, int i0,
     }
 
     if (n_outputs > 0) {
-        ggml_backend_tensor_get(in.logits, lctx->logits.data() + static_cast<size_t>(row0) * hp.n_vocab, 0,
-                                static_cast<size_t>(n_outputs) * hp.n_vocab * sizeof(float));
+        if (one_ubatch && ggml_backend_buffer_is_host(in.logits->buffer)) {
+            // read in place until the next decode: no copy of n_vocab floats per row
+            lctx->logits_data = static_cast<const float *>(in.logits->data);
+        } else {
+            ggml_backend_tensor_get(in.logits, lctx->logits.data() + static_cast<size_t>(row0) * hp.n_vocab, 0,
+                                    static_cast<size_t>(n_outputs) * hp.n_vocab * sizeof(float));
+            lctx->logits_data = lctx->logits.data();
+        }
     }
     if (lctx->params.keep_activations) {
         for (int i = 0; i < ggml_graph_n_nodes(gf); ++i) {
@@ -453,6 +482,7 @@ xglm_status xglm_decode(xglm_context * lctx, const xglm_batch & batch, std::stri
     const int            n  = static_cast<int>(batch.tokens.size());
     // nothing from an earlier decode stays readable, and a failed one leaves no rows
     lctx->logits.clear();
+    lctx->logits_data = nullptr;
     lctx->logits_row.clear();
     lctx->activations.clear();
     std::vector<int32_t> logits_row(n, -1);
@@ -504,7 +534,8 @@ xglm_status xglm_decode(xglm_context * lctx, const xglm_batch & batch, std::stri
             }
         }
     }
-    lctx->logits.resize(static_cast<size_t>(n_rows) * hp.n_vocab);
+    const bool one_ubatch = n <= static_cast<int>(lctx->params.n_ubatch) && n_rows <= static_cast<int>(lctx->params.n_outputs);
+    if (!one_ubatch) lctx->logits.resize(static_cast<size_t>(n_rows) * hp.n_vocab);
 
     // ubatches: at most n_ubatch tokens and n_outputs logits rows each
     int i0 = 0, row0 = 0;
@@ -518,9 +549,10 @@ xglm_status xglm_decode(xglm_context * lctx, const xglm_batch & batch, std::stri
             ++i1;
         }
         if (lctx->abort_requested.load()) return fail(error, "evaluation aborted"), XGLM_ABORTED;
-        const xglm_status st = decode_ubatch(lctx, batch, i0, i1, row0, error);
+        const xglm_status st = decode_ubatch(lctx, batch, i0, i1, row0, one_ubatch, error);
         if (st != XGLM_OK) {
             lctx->logits.clear();
+            lctx->logits_data = nullptr;
             return st;
         }
         i0 = i1;
@@ -532,7 +564,7 @@ xglm_status xglm_decode(xglm_context * lctx, const xglm_batch & batch, std::stri
 
 const float * xglm_get_logits(const xglm_context * ctx, int32_t i) {
     if (i < 0 || i >= static_cast<int32_t>(ctx->logits_row.size()) || ctx->logits_row[i] < 0) return nullptr;
-    return ctx->logits.data() + static_cast<size_t>(ctx->logits_row[i]) * ctx->model->hparams.n_vocab;
+    return ctx->logits_data + static_cast<size_t>(ctx->logits_row[i]) * ctx->model->hparams.n_vocab;
 }
 
 const std::vector<float> * xglm_get_activation(const xglm_context * ctx, const std::string & name) {
