@@ -6,6 +6,12 @@
 //   ctx.info -> { contextSize, threads, computeMs }
 //   ctx.evaluate(tokens: Int32Array, positions: Int32Array, seqIds: Int32Array, wantLogits: Uint8Array)
 //   ctx.sample(batchIndex, params) -> token id (-1 if every token is banned)
+//   ctx.generate(batchIndex, params, { position, seqId, seed, firstStep, maxSteps, positionLimit,
+//                eosToken, penaltyWindow }, onToken(token, computeMs) -> stop?)
+//       -> { steps, endPosition }
+//       the generation loop on the context thread: draw, stream the token, evaluate it, draw…
+//       until </s>, maxSteps, positionLimit, or onToken returning true (checked before each
+//       evaluation, so up to two tokens past the stop may have been evaluated: endPosition says)
 //   ctx.logprobs(batchIndices: Int32Array, targets: Int32Array, topK)
 //       -> { logprobs: Float32Array, topIds: Int32Array, topLogprobs: Float32Array }
 //   ctx.getLogits(batchIndex) -> Float32Array      (a copy; for tests and tools)
@@ -26,6 +32,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -46,12 +53,30 @@ struct job_result {
 
 enum class job_kind { create, work, stop };
 
+struct job;
+
+// The tokens a running generate() job streams to its JS callback.
+struct token_stream {
+    Napi::FunctionReference callback;      // JS thread only
+    std::atomic<bool>       stop{false};   // the callback asked to stop
+    job *                   owner = nullptr;
+};
+
 struct job {
     Napi::Promise::Deferred deferred;
     job_kind                kind;
     uint64_t                abort_epoch;  // aborts requested before it was queued
     std::function<job_result(xglm_context *&)> run;  // on the context thread
     job_result              result;
+    std::shared_ptr<token_stream> stream;  // generate() only
+};
+
+// What the context thread hands to the JS thread: a finished job, or one streamed token of it.
+struct message {
+    job *   j;
+    bool    is_token   = false;
+    int32_t token      = 0;
+    double  compute_ms = 0;
 };
 
 Napi::Error coded_error(Napi::Env env, const char * code, const std::string & message) {
@@ -101,6 +126,39 @@ ggml_type kv_type(Napi::Env env, const Napi::Value & v) {
     throw Napi::RangeError::New(env, "xglm: kvType must be 'f16', 'f32' or 'q8_0'");
 }
 
+// Sampling parameters of sample() and generate(); `seed` is read by the callers.
+xglm_sampler_params sampler_params(Napi::Env env, const Napi::Object & o) {
+    xglm_sampler_params p;
+    p.temperature       = float_opt(o, "temperature", p.temperature);
+    p.top_k             = static_cast<int32_t>(float_opt(o, "topK", 0));
+    p.top_p             = float_opt(o, "topP", p.top_p);
+    p.min_p             = float_opt(o, "minP", p.min_p);
+    p.typical_p         = float_opt(o, "typicalP", p.typical_p);
+    p.repeat_penalty    = float_opt(o, "repeatPenalty", p.repeat_penalty);
+    p.presence_penalty  = float_opt(o, "presencePenalty", p.presence_penalty);
+    p.frequency_penalty = float_opt(o, "frequencyPenalty", p.frequency_penalty);
+    if (o.Has("penaltyTokens")) {
+        p.penalty_tokens = copy_array<int32_t, Napi::Int32Array>(env, o.Get("penaltyTokens"), napi_int32_array, "penaltyTokens");
+    }
+    if (o.Has("logitBiasIds")) {
+        auto ids    = copy_array<int32_t, Napi::Int32Array>(env, o.Get("logitBiasIds"), napi_int32_array, "logitBiasIds");
+        auto values = copy_array<float, Napi::Float32Array>(env, o.Get("logitBiasValues"), napi_float32_array, "logitBiasValues");
+        if (ids.size() != values.size()) throw Napi::RangeError::New(env, "xglm: logitBiasIds and logitBiasValues differ in length");
+        for (size_t i = 0; i < ids.size(); ++i) p.logit_bias.emplace_back(ids[i], values[i]);
+    }
+    return p;
+}
+
+job_result decode_result(xglm_status st, std::string err) {
+    switch (st) {
+        case XGLM_OK: return ok();
+        case XGLM_ABORTED: return error("ERR_XGLM_ABORTED", std::move(err));
+        case XGLM_ERR_INPUT: return error("ERR_XGLM_INVALID_ARGUMENT", std::move(err));
+        case XGLM_ERR_KV_FULL: return error("ERR_XGLM_CONTEXT_OVERFLOW", std::move(err));
+        default: return error("ERR_XGLM_COMPUTE", std::move(err));
+    }
+}
+
 Napi::Float32Array float_array(Napi::Env env, const float * data, size_t n) {
     Napi::Float32Array a = Napi::Float32Array::New(env, n);
     if (n) std::memcpy(a.Data(), data, n * sizeof(float));
@@ -116,6 +174,7 @@ class Context : public Napi::ObjectWrap<Context> {
                                InstanceAccessor<&Context::info>("info"),
                                InstanceMethod<&Context::evaluate>("evaluate"),
                                InstanceMethod<&Context::sample>("sample"),
+                               InstanceMethod<&Context::generate>("generate"),
                                InstanceMethod<&Context::logprobs>("logprobs"),
                                InstanceMethod<&Context::get_logits>("getLogits"),
                                InstanceMethod<&Context::get_activation>("getActivation"),
@@ -201,13 +260,7 @@ class Context : public Napi::ObjectWrap<Context> {
             std::string       err;
             const xglm_status st = xglm_decode(ctx, b, &err);
             compute_ns_.store(xglm_compute_ns(ctx));
-            switch (st) {
-                case XGLM_OK: return ok();
-                case XGLM_ABORTED: return error("ERR_XGLM_ABORTED", err);
-                case XGLM_ERR_INPUT: return error("ERR_XGLM_INVALID_ARGUMENT", err);
-                case XGLM_ERR_KV_FULL: return error("ERR_XGLM_CONTEXT_OVERFLOW", err);
-                default: return error("ERR_XGLM_COMPUTE", err);
-            }
+            return decode_result(st, std::move(err));
         });
     }
 
@@ -216,24 +269,7 @@ class Context : public Napi::ObjectWrap<Context> {
         const int32_t row = int_arg(info, 0, "batchIndex");
         if (!info[1].IsObject()) throw Napi::TypeError::New(env, "xglm: sample(batchIndex, params): params must be an object");
         Napi::Object        o = info[1].As<Napi::Object>();
-        xglm_sampler_params p;
-        p.temperature       = float_opt(o, "temperature", p.temperature);
-        p.top_k             = static_cast<int32_t>(float_opt(o, "topK", 0));
-        p.top_p             = float_opt(o, "topP", p.top_p);
-        p.min_p             = float_opt(o, "minP", p.min_p);
-        p.typical_p         = float_opt(o, "typicalP", p.typical_p);
-        p.repeat_penalty    = float_opt(o, "repeatPenalty", p.repeat_penalty);
-        p.presence_penalty  = float_opt(o, "presencePenalty", p.presence_penalty);
-        p.frequency_penalty = float_opt(o, "frequencyPenalty", p.frequency_penalty);
-        if (o.Has("penaltyTokens")) {
-            p.penalty_tokens = copy_array<int32_t, Napi::Int32Array>(env, o.Get("penaltyTokens"), napi_int32_array, "penaltyTokens");
-        }
-        if (o.Has("logitBiasIds")) {
-            auto ids    = copy_array<int32_t, Napi::Int32Array>(env, o.Get("logitBiasIds"), napi_int32_array, "logitBiasIds");
-            auto values = copy_array<float, Napi::Float32Array>(env, o.Get("logitBiasValues"), napi_float32_array, "logitBiasValues");
-            if (ids.size() != values.size()) throw Napi::RangeError::New(env, "xglm: logitBiasIds and logitBiasValues differ in length");
-            for (size_t i = 0; i < ids.size(); ++i) p.logit_bias.emplace_back(ids[i], values[i]);
-        }
+        xglm_sampler_params p = sampler_params(env, o);
         const bool     reseed = o.Get("seed").IsNumber();
         const uint64_t seed   = reseed ? static_cast<uint64_t>(o.Get("seed").As<Napi::Number>().Int64Value()) : 0;
         return enqueue(env, job_kind::work, [this, row, p = std::move(p), reseed, seed](xglm_context *& ctx) -> job_result {
@@ -243,6 +279,80 @@ class Context : public Napi::ObjectWrap<Context> {
             const int32_t id = xglm_sample(logits, n_vocab_, p, rng_);
             return ok([id](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, id); });
         });
+    }
+
+    // The generation loop without a round trip through JS per token (see the top of the file).
+    Napi::Value generate(const Napi::CallbackInfo & info) {
+        Napi::Env     env = info.Env();
+        const int32_t row = int_arg(info, 0, "batchIndex");
+        if (!info[1].IsObject() || !info[2].IsObject() || !info[3].IsFunction()) {
+            throw Napi::TypeError::New(env, "xglm: generate(batchIndex, params, options, onToken): wrong argument types");
+        }
+        xglm_sampler_params p = sampler_params(env, info[1].As<Napi::Object>());
+        Napi::Object        o = info[2].As<Napi::Object>();
+        auto num = [&](const char * key) -> double {
+            Napi::Value v = o.Get(key);
+            if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string("xglm: generate: options.") + key + " must be a number");
+            return v.As<Napi::Number>().DoubleValue();
+        };
+        const int32_t  start_pos  = static_cast<int32_t>(num("position"));
+        const int32_t  seq        = static_cast<int32_t>(num("seqId"));
+        const uint64_t seed       = static_cast<uint64_t>(num("seed"));
+        const uint64_t first_step = static_cast<uint64_t>(num("firstStep"));
+        const int64_t  max_steps  = static_cast<int64_t>(num("maxSteps"));
+        const int32_t  pos_limit  = static_cast<int32_t>(num("positionLimit"));
+        const int32_t  eos        = static_cast<int32_t>(num("eosToken"));  // -1: none
+        const size_t   window     = static_cast<size_t>(num("penaltyWindow"));
+        auto stream      = std::make_shared<token_stream>();
+        stream->callback = Napi::Persistent(info[3].As<Napi::Function>());
+        auto loop = [this, row, p = std::move(p), start_pos, seq, seed, first_step, max_steps, pos_limit, eos, window,
+                     stream](xglm_context *& ctx) mutable -> job_result {
+            const float * logits = xglm_get_logits(ctx, row);
+            if (!logits) return error("ERR_XGLM_INVALID_ARGUMENT", "batch token " + std::to_string(row) + " has no logits; evaluate it with wantLogits set");
+            std::vector<int32_t> history = std::move(p.penalty_tokens);  // the recent tokens, newest last
+            xglm_batch           b;
+            b.tokens = {0};
+            b.pos    = {0};
+            b.seq    = {seq};
+            b.want_logits = {1};
+            int32_t pos   = start_pos;
+            int64_t steps = 0;
+            for (;;) {
+                if (window > 0) {
+                    const size_t n = std::min(window, history.size());
+                    p.penalty_tokens.assign(history.end() - static_cast<std::ptrdiff_t>(n), history.end());
+                }
+                rng_.seed(xglm_step_seed(seed, first_step + static_cast<uint64_t>(steps)));
+                const int32_t id = xglm_sample(logits, n_vocab_, p, rng_);
+                ++steps;
+                post_token(*stream, id);
+                if (id < 0 || id == eos || steps >= max_steps || pos >= pos_limit || stream->stop.load()) break;
+                if (stream->owner->abort_epoch != abort_epoch_.load()) return error("ERR_XGLM_ABORTED", "evaluation aborted");
+                b.tokens[0] = id;
+                b.pos[0]    = pos;
+                std::string       err;
+                const xglm_status st = xglm_decode(ctx, b, &err);
+                compute_ns_.store(xglm_compute_ns(ctx));
+                if (st != XGLM_OK) return decode_result(st, std::move(err));
+                ++pos;
+                logits = xglm_get_logits(ctx, 0);
+                history.push_back(id);
+                if (history.size() > 2 * window + 64) history.erase(history.begin(), history.end() - static_cast<std::ptrdiff_t>(window));
+            }
+            return ok([steps, pos](Napi::Env env) -> Napi::Value {
+                Napi::Object r = Napi::Object::New(env);
+                r.Set("steps", static_cast<double>(steps));
+                r.Set("endPosition", pos);
+                return r;
+            });
+        };
+        return enqueue(env, job_kind::work, std::move(loop), stream);
+    }
+
+    // Context thread: hands one generated token to the JS thread.
+    void post_token(token_stream & s, int32_t token) {
+        auto * m = new message{s.owner, true, token, static_cast<double>(compute_ns_.load()) / 1e6};
+        if (tsfn_.NonBlockingCall(m) != napi_ok) delete m;
     }
 
     Napi::Value logprobs(const Napi::CallbackInfo & info) {
@@ -356,8 +466,10 @@ class Context : public Napi::ObjectWrap<Context> {
     }
 
     // Queues work for the context thread; the promise settles on the JS thread.
-    Napi::Value enqueue(Napi::Env env, job_kind kind, std::function<job_result(xglm_context *&)> run) {
-        auto * j = new job{Napi::Promise::Deferred::New(env), kind, abort_epoch_.load(), std::move(run), {}};
+    Napi::Value enqueue(Napi::Env env, job_kind kind, std::function<job_result(xglm_context *&)> run,
+                        std::shared_ptr<token_stream> stream = nullptr) {
+        auto * j = new job{Napi::Promise::Deferred::New(env), kind, abort_epoch_.load(), std::move(run), {}, std::move(stream)};
+        if (j->stream) j->stream->owner = j;
         Napi::Promise promise = j->deferred.Promise();
         if (disposed_) {
             j->deferred.Reject(coded_error(env, "ERR_XGLM_DISPOSED", "the context was disposed").Value());
@@ -376,10 +488,35 @@ class Context : public Napi::ObjectWrap<Context> {
         return promise;
     }
 
-    // Settles a finished job's promise (JS thread; env is null when the env is going away).
-    static void settle_job(Napi::Env env, Napi::Function, Context * self, job * j) {
+    // Delivers a message from the context thread (JS thread; env is null when the env is going away).
+    static void deliver(Napi::Env env, Napi::Function, Context * self, message * m) {
+        std::unique_ptr<message> owned(m);
+        if (m->is_token) {
+            if (env != nullptr) deliver_token(env, *m);
+        } else {
+            settle_job(env, self, m->j);
+        }
+    }
+
+    static void deliver_token(Napi::Env env, const message & m) {
+        token_stream & s = *m.j->stream;
+        if (s.stop.load()) return;
+        try {
+            Napi::HandleScope scope(env);
+            Napi::Value       r = s.callback.Call({Napi::Number::New(env, m.token), Napi::Number::New(env, m.compute_ms)});
+            if (r.ToBoolean()) s.stop.store(true);
+        } catch (const Napi::Error &) {
+            s.stop.store(true);  // the JS side catches its own errors; this is a terminating env
+        }
+    }
+
+    // Settles a finished job's promise.
+    static void settle_job(Napi::Env env, Context * self, job * j) {
         std::unique_ptr<job> owned(j);
-        if (env == nullptr) return;
+        if (env == nullptr) {
+            if (j->stream) j->stream->callback.SuppressDestruct();
+            return;
+        }
         // While a worker thread is being terminated JS cannot run: building the value or
         // settling the promise throws, and an exception escaping this callback would abort
         // the whole process. Nobody can observe the promise any more, so it stays pending.
@@ -426,7 +563,7 @@ class Context : public Napi::ObjectWrap<Context> {
         cv_.notify_one();
         if (thread_.joinable()) thread_.join();
         std::lock_guard<std::mutex> lock(mutex_);
-        for (job * j : queue_) delete j;
+        for (job * j : queue_) delete j;  // on the JS thread (finalizer or env cleanup)
         queue_.clear();
         xglm_context_free(ctx_);
         ctx_ = nullptr;
@@ -466,12 +603,18 @@ class Context : public Napi::ObjectWrap<Context> {
                 }
             }
             const bool stop = j->kind == job_kind::stop;
-            if (tsfn_.NonBlockingCall(j) != napi_ok) delete j;
+            auto * m = new message{j};
+            if (tsfn_.NonBlockingCall(m) != napi_ok) {
+                // the env is going away; a JS reference must not be freed off its thread
+                if (j->stream) j->stream->callback.SuppressDestruct();
+                delete j;
+                delete m;
+            }
             if (stop) return;
         }
     }
 
-    using tsfn_t = Napi::TypedThreadSafeFunction<Context, job, &Context::settle_job>;
+    using tsfn_t = Napi::TypedThreadSafeFunction<Context, message, &Context::deliver>;
 
     tsfn_t                   tsfn_;
     Napi::Env::CleanupHook<void (*)(Context *), Context> cleanup_;

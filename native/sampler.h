@@ -24,6 +24,10 @@ struct xglm_sampler_params {
     std::vector<std::pair<int32_t, float>> logit_bias;  // added to the logit; -inf bans
 };
 
+// The seed of draw `step` of a generation seeded with `seed`: a 64-bit mix of both, so draws
+// do not depend on each other (53 bits: it round-trips through a JS number).
+uint64_t xglm_step_seed(uint64_t seed, uint64_t step);
+
 // Picks a token from `logits` [n_vocab]. Returns -1 if every token is banned.
 int32_t xglm_sample(const float * logits, int32_t n_vocab, const xglm_sampler_params & params, std::mt19937_64 & rng);
 

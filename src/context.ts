@@ -4,7 +4,7 @@
  * the rest), what happens when the context is full, and the order of calls (queued: one
  * call at a time per context; separate contexts run in parallel).
  */
-import type { EngineContext, EngineModel, SamplerOptions } from './engine.js';
+import type { EngineContext, EngineModel, GenerateLoopOptions, SamplerOptions } from './engine.js';
 import { XglmError } from './errors.js';
 import { Generation, runGeneration, type GenerateOptions } from './generate.js';
 import type { XglmModel } from './model.js';
@@ -273,6 +273,43 @@ export class XglmContext {
   /** @internal */
   sample(batchIndex: number, options: SamplerOptions): Promise<number> {
     return this.engine().sample(batchIndex, options);
+  }
+
+  /**
+   * The native generation loop (EngineContext.generate) with the cached-token bookkeeping:
+   * the streamed tokens sit at loop.position, loop.position + 1, … as far as they were evaluated.
+   * @internal
+   */
+  async generateTokens(
+    batchIndex: number,
+    sampler: SamplerOptions,
+    loop: GenerateLoopOptions,
+    onToken: (token: number, computeMs: number) => boolean,
+    signal: AbortSignal,
+  ): Promise<{ steps: number; endPosition: number }> {
+    const engine = this.engine();
+    const seq = loop.seqId ?? 0;
+    const streamed: number[] = [];
+    const record = (end: number) => {
+      const toks = this.cached.get(seq) ?? [];
+      for (let p = loop.position; p < end; p++) toks[p] = streamed[p - loop.position]!;
+      this.cached.set(seq, toks);
+      this.stats.evaluations += Math.max(0, end - loop.position);
+      this.stats.evaluatedTokens += Math.max(0, end - loop.position);
+    };
+    try {
+      const r = await engine.generate(batchIndex, sampler, loop, (token, computeMs) => {
+        streamed.push(token);
+        return onToken(token, computeMs);
+      }, { signal });
+      record(r.endPosition);
+      return r;
+    } catch (err) {
+      const max = await engine.kvSeqPosMax(seq).catch(() => -1);
+      record(Math.min(max + 1, loop.position + streamed.length));
+      await this.resyncSequences(new Set([seq]));
+      throw err;
+    }
   }
 
   /**

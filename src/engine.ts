@@ -9,6 +9,7 @@ import {
   native,
   type NativeContext,
   type NativeContextOptions,
+  type NativeGenerateOptions,
   type NativeHParams,
   type NativeKvType,
   type NativeLogprobs,
@@ -165,6 +166,25 @@ export interface SamplerOptions {
   seed?: number;
 }
 
+/** What EngineContext.generate loops over (the sampler's options come separately). */
+export interface GenerateLoopOptions {
+  /** Position of the first generated token (the batch row's position + 1). */
+  position: number;
+  seqId?: number;
+  /** Draw k is seeded with a mix of `seed` and `firstStep + k`: the same in every process. */
+  seed: number;
+  /** @default 0 */
+  firstStep?: number;
+  /** @default unlimited */
+  maxSteps?: number;
+  /** @default the model's context length */
+  positionLimit?: number;
+  /** @default -1 (none) */
+  eosToken?: number;
+  /** Recent tokens the penalties see: the sampler's penaltyTokens, then the generated ones. @default 0 */
+  penaltyWindow?: number;
+}
+
 export class EngineContext {
   private lastBatchSize = 0;
 
@@ -225,6 +245,53 @@ export class EngineContext {
 
   /** Picks the next token from the logits of batch token `batchIndex`; -1 if every token is banned. */
   sample(batchIndex: number, options: SamplerOptions = {}): Promise<number> {
+    const p = this.samplerParams(options);
+    if (options.seed !== undefined) p.seed = checkInt('seed', options.seed, 0, Number.MAX_SAFE_INTEGER);
+    const row = this.checkRow('batchIndex', batchIndex);
+    return call(() => this.native.sample(row, p));
+  }
+
+  /**
+   * The generation loop, natively: draws from row `batchIndex`, calls `onToken`, evaluates the
+   * token at the next position, draws again… Stops after a token equal to `eosToken`, after
+   * `maxSteps` draws, when the next position would be `positionLimit`, or (before evaluating)
+   * once onToken returned true. Tokens past a stop may have been evaluated: `endPosition` is
+   * one past the last position in the KV cache. Rejects with ERR_XGLM_ABORTED when `signal` aborts.
+   */
+  async generate(
+    batchIndex: number,
+    sampler: SamplerOptions,
+    options: GenerateLoopOptions,
+    onToken: (token: number, computeMs: number) => boolean | void,
+    control: { signal?: AbortSignal } = {},
+  ): Promise<{ steps: number; endPosition: number }> {
+    const p = this.samplerParams(sampler);
+    const { nVocab, nCtxTrain } = this.hparams;
+    const o: NativeGenerateOptions = {
+      position: checkInt('position', options.position, 0, nCtxTrain),
+      seqId: checkInt('seqId', options.seqId ?? 0, 0, MAX_SEQUENCES - 1),
+      seed: checkInt('seed', options.seed, 0, Number.MAX_SAFE_INTEGER),
+      firstStep: checkInt('firstStep', options.firstStep ?? 0, 0, Number.MAX_SAFE_INTEGER),
+      maxSteps: options.maxSteps === undefined || options.maxSteps === Infinity ? 2 ** 31 - 1 : checkInt('maxSteps', options.maxSteps, 1, 2 ** 31 - 1),
+      positionLimit: checkInt('positionLimit', options.positionLimit ?? nCtxTrain, 0, nCtxTrain),
+      eosToken: checkInt('eosToken', options.eosToken ?? -1, -1, nVocab - 1),
+      penaltyWindow: checkInt('penaltyWindow', options.penaltyWindow ?? 0, 0, 2 ** 31 - 1),
+    };
+    if (typeof onToken !== 'function') throw invalid('onToken must be a function');
+    const row = this.checkRow('batchIndex', batchIndex);
+    const signal = control.signal;
+    if (signal?.aborted) throw new XglmError('ERR_XGLM_ABORTED', 'evaluation aborted');
+    const onAbort = () => this.native.abort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    this.lastBatchSize = 1; // the loop's evaluations are one token each
+    try {
+      return await call(() => this.native.generate(row, p, o, onToken));
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  private samplerParams(options: SamplerOptions): NativeSamplerParams {
     const p: NativeSamplerParams = {};
     if (options.temperature !== undefined) p.temperature = checkNumber('temperature', options.temperature, 0, 1e6);
     if (options.topK !== undefined) p.topK = checkInt('topK', options.topK, 0, this.hparams.nVocab);
@@ -246,9 +313,7 @@ export class EngineContext {
         return v;
       });
     }
-    if (options.seed !== undefined) p.seed = checkInt('seed', options.seed, 0, Number.MAX_SAFE_INTEGER);
-    const row = this.checkRow('batchIndex', batchIndex);
-    return call(() => this.native.sample(row, p));
+    return p;
   }
 
   /**

@@ -149,16 +149,6 @@ function checkInt(name: string, v: unknown, min: number, max = Number.MAX_SAFE_I
   return v;
 }
 
-/** A draw's seed: a 64-bit mix of the generation seed and the step, so draws do not depend on each other. */
-function stepSeed(seed: number, step: number): number {
-  let x = BigInt(seed) * 0x9e3779b97f4a7c15n + BigInt(step) * 0xbf58476d1ce4e5b9n;
-  x &= (1n << 64n) - 1n;
-  x ^= x >> 31n;
-  x = (x * 0x94d049bb133111ebn) & ((1n << 64n) - 1n);
-  x ^= x >> 29n;
-  return Number(x & ((1n << 53n) - 1n));
-}
-
 export function runGeneration(ctx: XglmContext, prompt: string | readonly number[], options: GenerateOptions): Generation {
   // Validate synchronously: a bad option throws at the call, not later.
   const tokenizer = ctx.model.tokenizer;
@@ -191,6 +181,7 @@ export function runGeneration(ctx: XglmContext, prompt: string | readonly number
     frequencyPenalty: options.frequencyPenalty ?? 0,
     ...(options.logitBias ? { logitBias: options.logitBias } : {}),
   };
+  const stopAtEos = options.stopAtEos ?? true;
   const usesPenalties = sampler.repeatPenalty !== 1 || sampler.presencePenalty !== 0 || sampler.frequencyPenalty !== 0;
 
   const overflow = ctx.contextOverflow;
@@ -218,7 +209,7 @@ export function runGeneration(ctx: XglmContext, prompt: string | readonly number
       const decoder = tokenizer.createStreamDecoder();
       const matcher = new StopStringMatcher(stops);
       let text = '';
-      let finishReason: FinishReason = 'length';
+      let finishReason = 'length' as FinishReason; // set in onToken too: no narrowing
       let promptMs = 0;
       let firstTokenAt = 0;
       let computeAtFirstToken = 0;
@@ -247,54 +238,65 @@ export function runGeneration(ctx: XglmContext, prompt: string | readonly number
         let lastRow = (await ctx.evaluateItems(items, 0, sig, options.onPromptProgress)).lastBatchIndex;
         promptMs = performance.now() - t0;
         let pos = ids.length;
-        const draw = (step: number): SamplerOptions => ({
-          ...sampler,
-          seed: stepSeed(seed, step),
-          ...(usesPenalties && penaltyWindow > 0 ? { penaltyTokens: history.slice(-penaltyWindow) } : {}),
-        });
-        // The draw of the next step, already queued behind the evaluation that feeds it.
-        let nextDraw: Promise<number> | undefined;
-        for (let step = 0; step < maxTokens; step++) {
+        let step = 0;
+        let done = maxTokens === 0;
+        let callbackError: unknown;
+        // Runs on the JS thread for every token the native loop streams; true stops the loop
+        // (before its next evaluation). The loop itself never waits for this.
+        const onToken = (token: number, computeMs: number): boolean => {
+          if (done) return true;
+          if (sig.aborted) {
+            finishReason = 'abort';
+            return (done = true);
+          }
+          try {
+            if (step === 0) {
+              firstTokenAt = performance.now();
+              computeAtFirstToken = computeMs;
+            }
+            step++;
+            if (token < 0 || (token === EOS && stopAtEos)) {
+              finishReason = 'eos';
+              return (done = true);
+            }
+            generated.push(token);
+            history.push(token);
+            pending.push(token);
+            options.onToken?.(token);
+            if (flushText(decoder.push(token), false)) {
+              finishReason = 'stop';
+              return (done = true);
+            }
+            if (step >= maxTokens) done = true; // finishReason 'length'
+            return done;
+          } catch (err) {
+            callbackError = err;
+            return (done = true);
+          }
+        };
+        while (!done) {
           if (sig.aborted) {
             finishReason = 'abort';
             break;
           }
-          const token = await (nextDraw ?? ctx.sample(lastRow, draw(step)));
-          nextDraw = undefined;
-          if (step === 0) {
-            firstTokenAt = performance.now();
-            computeAtFirstToken = ctx.engine().info.computeMs;
-          }
-          if (token < 0 || (token === EOS && (options.stopAtEos ?? true))) {
-            finishReason = 'eos';
-            break;
-          }
-          generated.push(token);
-          history.push(token);
-          pending.push(token);
-          options.onToken?.(token);
-          if (flushText(decoder.push(token), false)) {
-            finishReason = 'stop';
-            break;
-          }
-          if (step + 1 >= maxTokens) break;
-          if (pos >= limit) {
-            if (overflow === 'error') break; // the context is full: finishReason 'length'
-            const kept = truncateLeft(history, Math.max(2, Math.floor(limit / 2)));
-            await ctx.forget(seq);
-            const re: EvalItem[] = kept.map((t, i) => ({ token: t, pos: i, seq }));
-            re[re.length - 1]!.logits = true;
-            lastRow = (await ctx.evaluateItems(re, 0, sig)).lastBatchIndex;
-            pos = kept.length;
-            continue;
-          }
-          // Queue this token's evaluation and, right behind it, the next draw: the native thread
-          // goes from one to the other without waiting for a round trip through JS.
-          const evaluated = ctx.evaluateItems([{ token, pos, seq, logits: true }], 0, sig);
-          nextDraw = ctx.sample(0, draw(step + 1));
-          nextDraw.catch(() => undefined); // a failed evaluation fails it too; that error is reported once, below
-          lastRow = (await evaluated).lastBatchIndex;
-          pos++;
+          const window = usesPenalties ? penaltyWindow : 0;
+          const r = await ctx.generateTokens(
+            lastRow,
+            window > 0 ? { ...sampler, penaltyTokens: history.slice(-window) } : sampler,
+            { position: pos, seqId: seq, seed, firstStep: step, maxSteps: maxTokens - step, positionLimit: limit, eosToken: stopAtEos ? EOS : -1, penaltyWindow: window },
+            onToken,
+            sig,
+          );
+          if (callbackError !== undefined) throw callbackError;
+          if (done) break;
+          // The loop stopped by itself: the context is full.
+          if (overflow === 'error') break; // finishReason 'length'
+          const kept = truncateLeft(history, Math.max(2, Math.floor(limit / 2)));
+          await ctx.forget(seq);
+          const re: EvalItem[] = kept.map((t, i) => ({ token: t, pos: i, seq }));
+          re[re.length - 1]!.logits = true;
+          lastRow = (await ctx.evaluateItems(re, 0, sig)).lastBatchIndex;
+          pos = kept.length;
         }
       } catch (err) {
         if ((err as XglmError).code === 'ERR_XGLM_ABORTED' || (sig.aborted && (err as XglmError).code === 'ERR_XGLM_DISPOSED')) finishReason = 'abort';

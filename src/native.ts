@@ -123,6 +123,24 @@ export interface NativeSamplerParams {
   seed?: number;
 }
 
+/** Options of NativeContext.generate (all required; the engine layer validates them). */
+export interface NativeGenerateOptions {
+  /** Position of the first generated token. */
+  position: number;
+  seqId: number;
+  /** Draw k uses seed mix(seed, firstStep + k). */
+  seed: number;
+  firstStep: number;
+  /** Tokens to draw at most. */
+  maxSteps: number;
+  /** Stop (after streaming the token) once a token would be evaluated at this position. */
+  positionLimit: number;
+  /** Stop after streaming this token; -1 = never. */
+  eosToken: number;
+  /** How many recent tokens (params.penaltyTokens, then the generated ones) the penalties see; 0 = none. */
+  penaltyWindow: number;
+}
+
 export interface NativeLogprobs {
   /** log P(targets[i]) at row i; NaN where the target was -1. */
   logprobs: Float32Array;
@@ -146,6 +164,17 @@ export interface NativeContext {
   /** Adds the tokens to the KV cache; keeps logits for tokens with wantLogits[i] != 0. */
   evaluate(tokens: Int32Array, positions: Int32Array, seqIds: Int32Array, wantLogits: Uint8Array): Promise<void>;
   sample(batchIndex: number, params: NativeSamplerParams): Promise<number>;
+  /**
+   * Draws from row batchIndex, streams the token, evaluates it, draws again… on the context
+   * thread. onToken runs on the JS thread; returning true stops the loop before its next
+   * evaluation. endPosition: one past the last position evaluated.
+   */
+  generate(
+    batchIndex: number,
+    params: NativeSamplerParams,
+    options: NativeGenerateOptions,
+    onToken: (token: number, computeMs: number) => boolean | void,
+  ): Promise<{ steps: number; endPosition: number }>;
   logprobs(batchIndices: Int32Array, targets: Int32Array, topK: number): Promise<NativeLogprobs>;
   getLogits(batchIndex: number): Promise<Float32Array>;
   getActivation(name: string): Promise<Float32Array | null>;
