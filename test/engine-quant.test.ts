@@ -1,12 +1,11 @@
 /**
  * Quantized files against the F32 run of the same fixture: top-1 agreement over every
- * position of every prompt (reported). Q8_0: at least 90% on tiny-a; tiny-b measures 87.5%
- * and is held to 85%. Why it falls short there: ggml's q8_0 matmul quantizes the
- * activations to 8 bits per block of 32 too, and the fixtures' residual streams carry
- * outliers (max |h| ≈ 200 against typical values near 1), so every q8_0 matmul moves the
- * logits by up to ~12% of the largest |logit|; the F16 file, same graph, stays at 0.3%.
- * Q4_0 is reported and must agree above chance. Also the Q8_0 KV cache, which needs a head
- * size divisible by 32: the fixtures' is 16, so it must be refused clearly.
+ * position of every prompt (reported). Q8_0 must reach 90% on both fixtures. The converter
+ * keeps the tied token_embd in F16 in q8_0 files for this: with a Q8_0 table tiny-b measured
+ * 87.5% (tiny-a 94.4%), and a study of the variants (docs/converting.md) showed the loss
+ * comes from the 8-bit embedding rows entering the residual stream more than from the output
+ * product. Q4_0 is reported and must agree above chance. Also the Q8_0 KV cache, which needs
+ * a head size divisible by 32: the fixtures' is 16, so it must be refused clearly.
  */
 import test from 'ava';
 import { loadModel, type EngineContext } from '../src/engine.js';
@@ -45,7 +44,7 @@ for (const name of FIXTURE_NAMES) {
       }));
       const pct = (100 * same) / total;
       t.log(`${type}: top-1 equal to f32 at ${same}/${total} positions (${pct.toFixed(1)}%)`);
-      if (type === 'q8_0') t.true(pct >= (name === 'tiny-a' ? 90 : 85));
+      if (type === 'q8_0') t.true(pct >= 90, `${type} ${pct.toFixed(1)}% < 90%`);
       else t.true(pct > 0, 'q4_0 agrees somewhere (a broken kernel agrees at chance, ~0%)');
     }
   });
