@@ -11,7 +11,8 @@
 //       -> { steps, endPosition }
 //       the generation loop on the context thread: draw, stream the token, evaluate it, draw…
 //       until </s>, maxSteps, positionLimit, or onToken returning true (checked before each
-//       evaluation, so up to two tokens past the stop may have been evaluated: endPosition says)
+//       evaluation; the loop runs at most 2 evaluations ahead of onToken, so a token or two
+//       past the stop may have been evaluated: endPosition says)
 //   ctx.logprobs(batchIndices: Int32Array, targets: Int32Array, topK)
 //       -> { logprobs: Float32Array, topIds: Int32Array, topLogprobs: Float32Array }
 //   ctx.getLogits(batchIndex) -> Float32Array      (a copy; for tests and tools)
@@ -28,6 +29,7 @@
 #include <napi.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -60,6 +62,13 @@ struct token_stream {
     Napi::FunctionReference callback;      // JS thread only
     std::atomic<bool>       stop{false};   // the callback asked to stop
     job *                   owner = nullptr;
+    // Tokens the callback has seen. The loop stays at most LOOKAHEAD evaluations ahead of it:
+    // a large model never waits (JS is far faster than a token), a tiny one does not run far
+    // past a stop that JS has not seen yet.
+    static constexpr int64_t LOOKAHEAD = 2;
+    std::mutex              mutex;
+    std::condition_variable seen_cv;
+    int64_t                 seen = 0;
 };
 
 struct job {
@@ -326,7 +335,15 @@ class Context : public Napi::ObjectWrap<Context> {
                 const int32_t id = xglm_sample(logits, n_vocab_, p, rng_);
                 ++steps;
                 post_token(*stream, id);
-                if (id < 0 || id == eos || steps >= max_steps || pos >= pos_limit || stream->stop.load()) break;
+                if (id < 0 || id == eos || steps >= max_steps || pos >= pos_limit) break;
+                {
+                    std::unique_lock<std::mutex> lock(stream->mutex);
+                    while (stream->seen + token_stream::LOOKAHEAD < steps && !stream->stop.load() &&
+                           stream->owner->abort_epoch == abort_epoch_.load()) {
+                        stream->seen_cv.wait_for(lock, std::chrono::milliseconds(1));  // aborts do not notify
+                    }
+                }
+                if (stream->stop.load()) break;
                 if (stream->owner->abort_epoch != abort_epoch_.load()) return error("ERR_XGLM_ABORTED", "evaluation aborted");
                 b.tokens[0] = id;
                 b.pos[0]    = pos;
@@ -498,9 +515,9 @@ class Context : public Napi::ObjectWrap<Context> {
         }
     }
 
+    // Every token reaches the callback, also after a stop: JS keeps count of what was evaluated.
     static void deliver_token(Napi::Env env, const message & m) {
         token_stream & s = *m.j->stream;
-        if (s.stop.load()) return;
         try {
             Napi::HandleScope scope(env);
             Napi::Value       r = s.callback.Call({Napi::Number::New(env, m.token), Napi::Number::New(env, m.compute_ms)});
@@ -508,6 +525,11 @@ class Context : public Napi::ObjectWrap<Context> {
         } catch (const Napi::Error &) {
             s.stop.store(true);  // the JS side catches its own errors; this is a terminating env
         }
+        {
+            std::lock_guard<std::mutex> lock(s.mutex);
+            ++s.seen;
+        }
+        s.seen_cv.notify_one();
     }
 
     // Settles a finished job's promise.

@@ -174,6 +174,39 @@ test('stop strings cut the text exactly before the stop string', async (t) => {
   t.false(chunks.join('').includes(stop));
 });
 
+test('after a stop the cached tokens are what the KV cache holds: the prompt and the greedy continuation', async (t) => {
+  // The native loop may evaluate a token or two past the stop before it sees it; the
+  // bookkeeping must follow (a later call's prefix reuse depends on it).
+  const m = await model('tiny-b');
+  const p = goldenOf('tiny-b').prompts[1];
+  await using ctx = await m.createContext({ kvType: 'f32' });
+  let n = 0;
+  const r = await ctx.generate(p.ids, { temperature: 0, maxTokens: p.greedy.ids.length, stopAtEos: false, onToken: () => void n++, stop: [m.detokenize(p.greedy.ids.slice(2, 4)).trim()] });
+  t.is(r.finishReason, 'stop');
+  const cached = [...ctx.cachedTokens(0)];
+  t.is(await ctx.engine().kvSeqPosMax(0), cached.length - 1);
+  t.deepEqual(cached.slice(0, p.ids.length), p.ids);
+  t.deepEqual(cached.slice(p.ids.length), p.greedy.ids.slice(0, cached.length - p.ids.length));
+  // and the cache is usable: continuing from it gives PyTorch's greedy continuation
+  const again = await ctx.generate(p.ids, { temperature: 0, maxTokens: p.greedy.ids.length, stopAtEos: false });
+  t.deepEqual(again.tokens, p.greedy.ids);
+  t.true(again.usage.cachedPromptTokens === p.ids.length - 1);
+  t.log(`stopped after ${n} tokens; ${cached.length - p.ids.length} generated tokens cached`);
+});
+
+test('an exception thrown by onToken rejects the generation; the context keeps working', async (t) => {
+  const m = await model('tiny-a');
+  const p = goldenOf('tiny-a').prompts[0];
+  await using ctx = await m.createContext({ kvType: 'f32' });
+  const boom = new Error('boom');
+  await t.throwsAsync(
+    ctx.generate(p.ids, { temperature: 0, maxTokens: 10, stopAtEos: false, onToken: (tok) => { if (tok >= 0) throw boom; } }).result,
+    { is: boom },
+  );
+  const r = await ctx.generate(p.ids, { temperature: 0, maxTokens: p.greedy.ids.length, stopAtEos: false });
+  t.deepEqual(r.tokens, p.greedy.ids);
+});
+
 test('streamed chunks, callbacks and the result agree', async (t) => {
   const m = await model('tiny-b');
   await using ctx = await m.createContext();
