@@ -159,7 +159,7 @@ async function main(): Promise<void> {
       const p = runChild([path.join(peerDir, 'peer-runner.mjs'), JSON.stringify({ ...base, modelPath: path.join(cache, `gpt2-564m-random-${type}.gguf`), scoreTexts: o.score_token_ids })], peerDir);
       peerMs = p.score_ms;
     }
-    report.scoring = { type, threads, items: copaItems, scoreEachMs: o.score_ms!, scoreContinuationsMs: o.score_continuations_ms!, peerEvaluateEachMs: peerMs };
+    report.scoring = { type, threads, items: copaItems, scoreEachMs: o.score_ms!, scoreContinuationsMs: o.score_continuations_ms!, chooseMs: o.choose_ms!, chooseAgrees: o.choose_agrees!, peerEvaluateEachMs: peerMs };
   }
   writeReport(report, median);
 }

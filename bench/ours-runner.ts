@@ -2,7 +2,7 @@
  * One measurement of xglm-node on a GGUF file, in its own process (so load time and peak
  * RSS are its own); the counterpart of peer-runner.mjs, with the same inputs:
  *   node --import tsx bench/ours-runner.ts '{"modelPath":"…","threads":2,"prompts":[128,512],"decode":128,"ttftPrompt":64,"nCtx":1024}'
- * Prints { load_ms, prefill: {"128": tps, …}, decode_tps, ttft_ms, peak_rss_mb, [score_ms, score_continuations_ms] }.
+ * Prints { load_ms, prefill: {"128": tps, …}, decode_tps, ttft_ms, peak_rss_mb, [score_ms, score_continuations_ms, choose_ms, choose_agrees] }.
  */
 import { benchPromptIds, peakRssMb } from '../src/bench-core.js';
 import { loadModel } from '../src/index.js';
@@ -15,7 +15,7 @@ interface Config {
   ttftPrompt: number;
   nCtx: number;
   kvType?: 'f16' | 'f32' | 'q8_0';
-  /** COPA-shaped items: score each full text, then scoreContinuations. */
+  /** COPA-shaped items: score each full text, then scoreContinuations (full totals, then continuations only). */
   copa?: Array<{ premise: string; choices: string[] }>;
 }
 
@@ -46,9 +46,22 @@ async function main(): Promise<void> {
     t0 = performance.now();
     for (const text of texts) await ctx.score([text]);
     out.score_ms = performance.now() - t0;
+    const decisionOf = (a: number, b: number) => (a >= b ? 0 : 1);
     t0 = performance.now();
     for (const c of cfg.copa) await ctx.scoreContinuations(c.premise, c.choices);
     out.score_continuations_ms = performance.now() - t0;
+    // the COPA decision: continuations only (the prefix's log-probs are the same for both)
+    const decisions: number[] = [];
+    t0 = performance.now();
+    for (const c of cfg.copa) {
+      const [a, b] = await ctx.scoreContinuations(c.premise, c.choices, { scorePrefix: false });
+      decisions.push(decisionOf(a!.continuationLogprob, b!.continuationLogprob));
+    }
+    out.choose_ms = performance.now() - t0;
+    // the same decisions as the model card's recipe (larger full-text total)?
+    const full = await ctx.score(texts);
+    out.choose_agrees = cfg.copa.every((_, i) => decisions[i] === decisionOf(full[2 * i]!.logprob, full[2 * i + 1]!.logprob));
+
     out.score_token_ids = texts.map((t) => model.tokenize(t));
   }
   out.peak_rss_mb = peakRssMb();

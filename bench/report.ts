@@ -12,6 +12,8 @@ export interface ImplResult {
   decode_overhead_pct?: number;
   score_ms?: number;
   score_continuations_ms?: number;
+  choose_ms?: number;
+  choose_agrees?: boolean;
   score_token_ids?: number[][];
 }
 
@@ -27,7 +29,18 @@ export interface BenchReport {
   };
   settings: { reps: number; decode: number; prompts: number[]; nCtx: number; peer: string };
   rows: Array<{ type: string; threads: number; bytesPerToken: number; ours: ImplResult[]; peer: ImplResult[] }>;
-  scoring?: { type: string; threads: number; items: number; scoreEachMs: number; scoreContinuationsMs: number; peerEvaluateEachMs: number | undefined };
+  scoring?: {
+    type: string;
+    threads: number;
+    items: number;
+    scoreEachMs: number;
+    scoreContinuationsMs: number;
+    /** scoreContinuations with scorePrefix: false, the COPA decision. */
+    chooseMs?: number;
+    /** Its decisions equal the full-text recipe's on every item. */
+    chooseAgrees?: boolean;
+    peerEvaluateEachMs: number | undefined;
+  };
 }
 
 const BEGIN = '<!-- bench:begin (written by npm run bench) -->';
@@ -137,8 +150,11 @@ export function writeReport(report: BenchReport, median: (v: number[]) => number
     const s = report.scoring;
     lines.push(
       '',
-      `Scoring ${s.items} COPA-shaped items (premise + 2 choices; ${s.type}, ${s.threads} threads): scoreContinuations ${(s.scoreContinuationsMs / 1000).toFixed(1)} s; score() of each full text ${(s.scoreEachMs / 1000).toFixed(1)} s (**${(s.scoreEachMs / s.scoreContinuationsMs).toFixed(2)}×** slower)` +
-        (s.peerEvaluateEachMs !== undefined ? `; node-llama-cpp evaluating each full text (no log-probs read) ${(s.peerEvaluateEachMs / 1000).toFixed(1)} s (**${(s.peerEvaluateEachMs / s.scoreContinuationsMs).toFixed(2)}×**).` : '.'),
+      `Scoring ${s.items} COPA-shaped items (premise + 2 choices; ${s.type}, ${s.threads} threads): score() of each full text (the model card's recipe) ${(s.scoreEachMs / 1000).toFixed(1)} s; scoreContinuations with full-text totals ${(s.scoreContinuationsMs / 1000).toFixed(1)} s (**${(s.scoreEachMs / s.scoreContinuationsMs).toFixed(2)}×** faster)` +
+        (s.chooseMs !== undefined
+          ? `; scoreContinuations with \`scorePrefix: false\` (what the decision needs) ${(s.chooseMs / 1000).toFixed(1)} s (**${(s.scoreEachMs / s.chooseMs).toFixed(2)}×** faster; decisions ${s.chooseAgrees ? 'equal to the recipe\'s on every item' : '**differ** from the recipe\'s'})`
+          : '') +
+        (s.peerEvaluateEachMs !== undefined ? `; node-llama-cpp evaluating each full text (logits for every token, no log-probs read) ${(s.peerEvaluateEachMs / 1000).toFixed(1)} s (our score() of each full text: **${(s.peerEvaluateEachMs / s.scoreEachMs).toFixed(2)}×** its speed).` : '.'),
     );
   }
   lines.push('', '![prefill tokens/s by prompt length](benchmarks/latest.svg)', '', 'Raw figures: [benchmarks/latest.json](benchmarks/latest.json).', END);

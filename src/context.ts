@@ -19,6 +19,7 @@ import {
   type PerplexityOptions,
   type PerplexityResult,
   type ScoreOptions,
+  type ContinuationOptions,
   type ScoreResult,
   type ContinuationScore,
 } from './score.js';
@@ -50,6 +51,8 @@ export interface ContextStats {
   evaluatedTokens: number;
   /** Calls into the native evaluate. */
   evaluations: number;
+  /** Logits rows computed (each is an n_vocab-wide product: the largest cost of scoring). */
+  logitsRows: number;
 }
 
 /**
@@ -75,7 +78,7 @@ export interface EvalOutput {
 }
 
 export class XglmContext {
-  readonly stats: ContextStats = { evaluatedTokens: 0, evaluations: 0 };
+  readonly stats: ContextStats = { evaluatedTokens: 0, evaluations: 0, logitsRows: 0 };
   /** Tokens cached per sequence: token k sits at position k. */
   private readonly cached = new Map<number, number[]>();
   private queue: Promise<unknown> = Promise.resolve();
@@ -198,6 +201,7 @@ export class XglmContext {
       }
       this.stats.evaluations++;
       this.stats.evaluatedTokens += chunk.length;
+      this.stats.logitsRows += rows;
       for (const it of chunk) {
         const toks = this.cached.get(it.seq) ?? [];
         toks[it.pos] = it.token;
@@ -296,6 +300,7 @@ export class XglmContext {
       this.cached.set(seq, toks);
       this.stats.evaluations += Math.max(0, end - loop.position);
       this.stats.evaluatedTokens += Math.max(0, end - loop.position);
+      this.stats.logitsRows += Math.max(0, end - loop.position);
     };
     try {
       const r = await engine.generate(batchIndex, sampler, loop, (token, computeMs) => {
@@ -329,7 +334,7 @@ export class XglmContext {
    * Scores `prefix + continuation` for every continuation, evaluating the shared tokens once
    * and all candidates in one batch. Equals score() of the full texts.
    */
-  scoreContinuations(prefix: string, continuations: readonly string[], options: ScoreOptions = {}): Promise<ContinuationScore[]> {
+  scoreContinuations(prefix: string, continuations: readonly string[], options: ContinuationOptions = {}): Promise<ContinuationScore[]> {
     return this.enqueue((signal) => scoreContinuationsOf(this, prefix, continuations, options, signal), options.signal);
   }
 

@@ -25,6 +25,6 @@ export { XglmContext } from './context.js';
 export type { ContextOptions, ContextStats } from './context.js';
 export { Generation } from './generate.js';
 export type { GenerateOptions, GenerationChunk, GenerationResult, FinishReason } from './generate.js';
-export type { ScoreOptions, ScoreResult, ContinuationScore, LogprobsOptions, LogprobsResult, PerplexityOptions, PerplexityResult } from './score.js';
+export type { ScoreOptions, ScoreResult, ContinuationOptions, ContinuationScore, LogprobsOptions, LogprobsResult, PerplexityOptions, PerplexityResult } from './score.js';
 export { describeModelFile } from './model-info.js';
 export type { ModelFileInfo } from './model-info.js';

@@ -23,6 +23,20 @@ export interface ScoreResult {
   tokenLogprobs?: number[];
 }
 
+export interface ContinuationOptions extends ScoreOptions {
+  /**
+   * Score the prefix's tokens too (what `logprob`, the full text's total, needs). `false` scores
+   * only each continuation's tokens: enough to choose between continuations — the prefix's
+   * log-probabilities are the same for every candidate, so the XGLM model card's COPA decision
+   * (the larger full-text total) is the larger `continuationLogprob` — and the prefix is then
+   * evaluated without computing its logits rows (the n_vocab-wide product per token), about
+   * twice as fast on COPA-shaped items. `logprob` is then NaN, and `tokenLogprobs` NaN at the
+   * prefix's positions.
+   * @default true
+   */
+  scorePrefix?: boolean;
+}
+
 export interface ContinuationScore extends ScoreResult {
   /** Sum over the tokens after the prefix's own encoding (when it is a token prefix of the full text). */
   continuationLogprob: number;
@@ -142,7 +156,7 @@ export async function scoreContinuationsOf(
   ctx: XglmContext,
   prefix: string,
   continuations: readonly string[],
-  options: ScoreOptions,
+  options: ContinuationOptions,
   signal: AbortSignal,
 ): Promise<ContinuationScore[]> {
   if (typeof prefix !== 'string') throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', 'prefix must be a string');
@@ -161,8 +175,14 @@ export async function scoreContinuationsOf(
     common = k;
   }
   const shared = Math.max(0, common - 1);
+  const scorePrefix = options.scorePrefix ?? true;
+  if (typeof scorePrefix !== 'boolean') throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', 'scorePrefix must be a boolean');
+  const prefixIsTokenPrefix = (ids: readonly number[]) => prefixIds.length <= ids.length && prefixIds.every((id, i) => ids[i] === id);
+  // Without prefix scores, rows start where the earliest candidate's continuation does.
+  const firstScored = scorePrefix ? 0 : Math.min(...full.map((ids) => (prefixIsTokenPrefix(ids) ? prefixIds.length : common) - 1));
   await ctx.forget();
   const sharedItems = scoringItems(full[0]!.slice(0, shared + 1), 0, 0).slice(0, shared);
+  for (const it of sharedItems) if (it.pos < firstScored) delete it.target;
   const sharedOut = sharedItems.length ? await ctx.evaluateItems(sharedItems, 0, signal) : undefined;
   const sharedLogprobs = sharedOut ? Array.from(sharedOut.logprobs) : [];
 
@@ -182,10 +202,9 @@ export async function scoreContinuationsOf(
       const ids = full[c]!;
       const [a, b] = spans[s]!;
       const lps = [...sharedLogprobs, ...Array.from(out.logprobs.subarray(a, b - 1))];
-      const isPrefix = prefixIds.length <= ids.length && prefixIds.every((id, i) => ids[i] === id);
-      const prefixTokens = isPrefix ? prefixIds.length : common;
+      const prefixTokens = prefixIsTokenPrefix(ids) ? prefixIds.length : common;
       results[c] = {
-        logprob: sum(lps),
+        logprob: scorePrefix ? sum(lps) : NaN,
         tokens: lps.length,
         continuationLogprob: sum(lps, prefixTokens - 1),
         prefixTokens,

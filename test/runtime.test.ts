@@ -107,6 +107,28 @@ for (const name of FIXTURES) {
       t.true(evaluated < ids.reduce((s: number, x: number[]) => s + x.length, 0));
       const pred = got[0]!.logprob >= got[1]!.logprob ? 0 : 1;
       t.is(pred, item.prediction_model_card);
+
+      // scorePrefix: false — the continuations' log-probs only, the prefix without logits rows
+      let r0 = ctx.stats.logitsRows;
+      await ctx.scoreContinuations(item.premise, conts);
+      const rowsFull = ctx.stats.logitsRows - r0;
+      r0 = ctx.stats.logitsRows;
+      const cont = await ctx.scoreContinuations(item.premise, conts, { scorePrefix: false, tokenLogprobs: true });
+      const rowsCont = ctx.stats.logitsRows - r0;
+      cont.forEach((s, i) => {
+        t.true(Number.isNaN(s.logprob));
+        t.true(Math.abs(s.continuationLogprob - got[i]!.continuationLogprob) <= 1e-5 * Math.abs(got[i]!.continuationLogprob));
+        t.true(Math.abs(s.continuationLogprob - item.results[i].sum_continuation) <= 1e-4 * Math.abs(item.results[i].sum_continuation));
+        t.true(Number.isNaN(s.tokenLogprobs![0]!), 'the first prefix position is not scored');
+      });
+      // the model card's decision (the larger full-text total) is the larger continuation total
+      t.is(cont[0]!.continuationLogprob >= cont[1]!.continuationLogprob ? 0 : 1, item.prediction_model_card);
+      // rows: (common - 1) + Σ (n_i - common) with the prefix scored; without, only from the
+      // prefix's last token on
+      const candidateRows = ids.reduce((s: number, x: number[]) => s + x.length - common, 0);
+      const minPrefix = Math.min(...item.results.map((r: { n_premise_tokens: number }) => r.n_premise_tokens));
+      t.is(rowsFull, common - 1 + candidateRows);
+      t.is(rowsCont, Math.max(0, common - minPrefix) + candidateRows);
     }
   });
 }
