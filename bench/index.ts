@@ -16,7 +16,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { XGLM_564M_SHAPE, convert, writeRandomCheckpoint } from '../src/convert/index.js';
+import { XGLM_564M_SHAPE, chooseTensorType, convert, parseOutputType, writeRandomCheckpoint } from '../src/convert/index.js';
 import { readGgufHeader } from '../src/gguf/index.js';
 import { native, packageRoot } from '../src/native.js';
 import { toGpt2Gguf } from './peer-gguf.js';
@@ -51,16 +51,28 @@ async function ensureModels(): Promise<void> {
   }
   for (const t of types) {
     const ours = path.join(cache, `xglm-564m-random-${t}.gguf`);
+    const peer = path.join(cache, `gpt2-564m-random-${t}.gguf`);
+    if (fs.existsSync(ours) && !typesAreCurrent(ours, t)) {
+      log(`${path.basename(ours)} was made with an older type mix; converting again`);
+      fs.rmSync(ours);
+      fs.rmSync(peer, { force: true });
+    }
     if (!fs.existsSync(ours)) {
       log(`converting to ${t}`);
       await convert(ckpt, ours, { type: t, weights: 'safetensors' });
     }
-    const peer = path.join(cache, `gpt2-564m-random-${t}.gguf`);
     if (withPeer && !fs.existsSync(peer)) {
       log(`writing the peer's GPT-2 file for ${t}`);
       await toGpt2Gguf(ours, peer);
     }
   }
+}
+
+/** Whether a cached file has the tensor types today's converter chooses. */
+function typesAreCurrent(file: string, type: string): boolean {
+  const h = readGgufHeader(file);
+  const nLayers = XGLM_564M_SHAPE.nLayers;
+  return h.tensors.every((t) => chooseTensorType(parseOutputType(type), t.name, t.dims, nLayers).type === t.type);
 }
 
 function ensurePeer(): string {

@@ -26,6 +26,8 @@ async function main(): Promise<void> {
   const out: Record<string, unknown> = { load_ms: performance.now() - t0 };
   const ctx = await model.createContext({ contextSize: cfg.nCtx, batchSize: Math.min(512, cfg.nCtx), threads: cfg.threads, ...(cfg.kvType ? { kvType: cfg.kvType } : {}) });
   const vocab = model.info.hparams.nVocab;
+  // one short evaluation first (as peer-runner.mjs does): the first touches every weight page
+  await ctx.generate(benchPromptIds(16, vocab), { maxTokens: 1, temperature: 0 });
   const prefill: Record<number, number> = {};
   for (const n of cfg.prompts) {
     await ctx.clear();

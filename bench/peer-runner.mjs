@@ -30,6 +30,8 @@ const model = await llama.loadModel({ modelPath: cfg.modelPath, gpuLayers: 0, us
 const out = { load_ms: performance.now() - t0, prefill: {} };
 const ctx = await model.createContext({ contextSize: cfg.nCtx, batchSize: Math.min(512, cfg.nCtx), threads: cfg.threads, sequences: 1, flashAttention: false });
 const seq = ctx.getSequence();
+// one short evaluation first (as ours-runner.ts does): the first touches every weight page
+for await (const _tok of seq.evaluate(promptTokens(16, cfg.vocab), { temperature: 0 })) break;
 
 for (const n of cfg.prompts) {
   await seq.clearHistory();

@@ -234,7 +234,7 @@ export function runGeneration(ctx: XglmContext, prompt: string | readonly number
       try {
         // prompt
         const items: EvalItem[] = ids.slice(keep).map((token, i) => ({ token, pos: keep + i, seq }));
-        items[items.length - 1]!.logits = true;
+        items[items.length - 1]!.logits = maxTokens > 0; // with nothing to draw, no logits row
         let lastRow = (await ctx.evaluateItems(items, 0, sig, options.onPromptProgress)).lastBatchIndex;
         promptMs = performance.now() - t0;
         let pos = ids.length;
