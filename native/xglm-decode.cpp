@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "backend.h"
+#include "output-gemv.h"
 #include "xglm-impl.h"
 
 // ---------------------------------------------------------------------------------------
@@ -205,7 +206,13 @@ ggml_cgraph * build_graph(xglm_context * lctx, int n_tokens, int n_kv, int n_out
         cur = layer_norm(ctx, cur, model.output_norm, model.output_norm_b, eps);
         name(cur, "result_norm", -1);
         if (keep) ggml_set_output(cur);
-        cur = ggml_mul_mat(ctx, model.output, cur);  // [n_vocab, n_outputs]
+        // one row of logits from Q6_K weights (decode): a custom op that overlaps the weight
+        // read with the dot products; XGLM_NO_CUSTOM_GEMV=1 keeps ggml's mul_mat (A/B tests)
+        if (n_outputs == 1 && xglm_output_gemv_usable(model.output, cur)) {
+            cur = xglm_output_gemv(ctx, model.output, cur);  // [n_vocab, 1]
+        } else {
+            cur = ggml_mul_mat(ctx, model.output, cur);  // [n_vocab, n_outputs]
+        }
         name(cur, "result_output", -1);
         ggml_set_output(cur);
         in->logits = cur;

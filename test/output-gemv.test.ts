@@ -1,0 +1,136 @@
+/**
+ * The Q6_K output-product op (native/output-gemv.cpp) against ggml's mul_mat on the same file:
+ * single-token decode steps of a random-weight q4_0 model whose token_embd the converter makes
+ * Q6_K (d_model 256). Each run is a child process so XGLM_NO_CUSTOM_GEMV and XGLM_LOG apply
+ * from the start; XGLM_LOG's line shows which path computed the logits.
+ *
+ * Tolerance: the op quantizes h to Q8_K with ggml's own quantizer and sums the same exact
+ * integer block dots in ggml's float order, so the rows are expected bit-identical (measured
+ * max |diff| 0). A ggml built without FMA rounds the per-block accumulation differently: we
+ * allow 1e-5 of the row's largest logit, far below any quantization effect. Against the f32
+ * file (same checkpoint) only a loose agreement holds: q4_0 layers change the logits.
+ */
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { convert, writeRandomCheckpoint } from '../src/convert/index.js';
+import { GgmlType, GgufReader } from '../src/gguf/index.js';
+import { maxDiff } from './helpers/fixture-gguf.js';
+
+const root = path.join(__dirname, '..');
+const shape = { dModel: 256, nLayers: 2, nHeads: 4, ffnDim: 512, vocabSize: 3000, maxPositions: 64, seed: 11 };
+const prompt = [2, 17, 301, 999];
+const steps = [40, 7, 1234, 2500, 88, 5, 2999, 600];
+const LOG_LINE = 'logits through the Q6_K output-gemv op';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-gemv-'));
+process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+
+// Loads `file`, evaluates the prompt (last logits only), then one token per step; writes every
+// logits row (prompt's last, then each step's) to `out` as float32.
+const childSource = `
+import fs from 'node:fs';
+import { loadModel } from ${JSON.stringify(path.join(root, 'src', 'engine.js'))};
+const [file, threads, out] = process.argv.slice(2);
+const prompt = ${JSON.stringify(prompt)};
+const steps = ${JSON.stringify(steps)};
+(async () => {
+  const model = await loadModel(file!);
+  const ctx = await model.createContext({ threads: Number(threads), contextSize: 64 });
+  const rows: Float32Array[] = [];
+  await ctx.evaluate({ tokens: prompt, positions: prompt.map((_, i) => i) });
+  rows.push(await ctx.getLogits(prompt.length - 1));
+  for (const [i, token] of steps.entries()) {
+    await ctx.evaluate({ tokens: [token], positions: [prompt.length + i] });
+    rows.push(await ctx.getLogits(0));
+  }
+  const all = new Float32Array(rows.reduce((n, r) => n + r.length, 0));
+  rows.forEach((r, i) => all.set(r, i * r.length));
+  fs.writeFileSync(out!, new Uint8Array(all.buffer));
+  await ctx.dispose();
+  model.dispose();
+})();
+`;
+const childFile = path.join(dir, 'decode-rows.ts');
+fs.writeFileSync(childFile, childSource);
+
+interface Run {
+  rows: Float32Array[];
+  stderr: string;
+}
+
+let runs = 0;
+function decodeRows(file: string, threads: number, env: Record<string, string>): Run {
+  const out = path.join(dir, `rows-${runs++}.bin`);
+  const childEnv: NodeJS.ProcessEnv = { ...process.env, XGLM_LOG: '1', ...env };
+  if (!('XGLM_NO_CUSTOM_GEMV' in env)) delete childEnv.XGLM_NO_CUSTOM_GEMV;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', childFile, file, String(threads), out], { cwd: root, env: childEnv, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`decode child failed (${r.status}): ${r.stderr}`);
+  const buf = fs.readFileSync(out);
+  const all = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+  const nRows = steps.length + 1;
+  const nVocab = all.length / nRows;
+  return { rows: Array.from({ length: nRows }, (_, i) => all.subarray(i * nVocab, (i + 1) * nVocab)), stderr: r.stderr };
+}
+
+const files = (async () => {
+  const ckpt = path.join(dir, 'ckpt');
+  await writeRandomCheckpoint(ckpt, shape);
+  const q4 = path.join(dir, 'q4_0.gguf');
+  const f32 = path.join(dir, 'f32.gguf');
+  await convert(ckpt, q4, { type: 'q4_0' });
+  await convert(ckpt, f32, { type: 'f32' });
+  return { q4, f32 };
+})();
+
+test('the q4_0 file of a 256-wide model has a Q6_K token_embd (the op applies)', async (t) => {
+  const r = GgufReader.open((await files).q4);
+  t.teardown(() => r.close());
+  t.is(r.tensor('token_embd.weight')!.type, GgmlType.Q6_K);
+});
+
+test('decode logits: the Q6_K op equals ggml mul_mat (1 and 2 threads) and stays near the f32 file', async (t) => {
+  const { q4, f32 } = await files;
+  const custom2 = decodeRows(q4, 2, {});
+  const custom1 = decodeRows(q4, 1, {});
+  const ggml = decodeRows(q4, 2, { XGLM_NO_CUSTOM_GEMV: '1' });
+  const exact = decodeRows(f32, 2, {});
+
+  // the op ran for the q4_0 file only when enabled, never for the f32 file (F32 token_embd)
+  const avx2 = ['avx2', 'fma', 'f16c'].every((f) => fs.readFileSync('/proc/cpuinfo', 'utf8').includes(` ${f}`));
+  if (process.arch === 'x64' && avx2) {
+    t.true(custom2.stderr.includes(LOG_LINE), 'custom op used by default');
+    t.true(custom1.stderr.includes(LOG_LINE));
+  } else {
+    t.log('no AVX2+FMA+F16C x86-64 CPU: both runs use mul_mat');
+  }
+  t.false(ggml.stderr.includes(LOG_LINE), 'XGLM_NO_CUSTOM_GEMV=1 keeps mul_mat');
+  t.false(exact.stderr.includes(LOG_LINE));
+
+  let worst = 0;
+  let worstF32 = 0;
+  let top1Same = 0;
+  for (let i = 0; i < ggml.rows.length; i++) {
+    const ref = ggml.rows[i]!;
+    for (const got of [custom2.rows[i]!, custom1.rows[i]!]) {
+      const { diff, scale } = maxDiff(got, ref);
+      worst = Math.max(worst, diff / scale);
+      t.true(diff <= 1e-5 * scale, `row ${i}: max|diff| ${diff} vs max|logit| ${scale}`);
+    }
+    // q4_0 layers against f32 weights: same argmax mostly, differences a fraction of the range
+    const { diff, scale } = maxDiff(custom2.rows[i]!, exact.rows[i]!);
+    worstF32 = Math.max(worstF32, diff / scale);
+    if (argmaxOf(custom2.rows[i]!) === argmaxOf(exact.rows[i]!)) top1Same++;
+  }
+  t.log(`op vs mul_mat: max|diff|/max|logit| ${worst.toExponential(2)}; vs f32 file: ${worstF32.toFixed(3)}, top-1 same in ${top1Same}/${ggml.rows.length} rows`);
+  t.true(worstF32 < 0.1, `q4_0 vs f32 relative max diff ${worstF32}`);
+  t.true(3 * top1Same >= 2 * ggml.rows.length, `top-1 equal to f32 in only ${top1Same}/${ggml.rows.length} rows`);
+});
+
+function argmaxOf(a: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < a.length; i++) if (a[i]! > a[best]!) best = i;
+  return best;
+}
