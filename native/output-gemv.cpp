@@ -34,8 +34,9 @@ struct block_q8_K {
 };
 static_assert(sizeof(block_q6_K) == 210 && sizeof(block_q8_K) == 292, "ggml block layout");
 
-// How far ahead of the dot products each thread asks for weight bytes. Tuned on Zen 3 with
-// 2 threads over a 215 MB matrix: the hardware prefetcher alone leaves the cores waiting.
+// How far ahead of the dot products each thread asks for weight bytes. Zen 3, 2 threads,
+// 256008×1024: without it 1.1x ggml's mul_mat, with it 1.3-1.5x and as fast as a bare read
+// of the matrix; 1 to 16 KB measured alike.
 constexpr size_t prefetch_distance = 4096;
 
 bool disabled_by_env() {

@@ -8,7 +8,9 @@
  * integer block dots in ggml's float order, so the rows are expected bit-identical (measured
  * max |diff| 0). A ggml built without FMA rounds the per-block accumulation differently: we
  * allow 1e-5 of the row's largest logit, far below any quantization effect. Against the f32
- * file (same checkpoint) only a loose agreement holds: q4_0 layers change the logits.
+ * file (same checkpoint) only a loose agreement holds, as q4_0 layers change the logits
+ * (measured: max |diff| 1.8% of the largest logit, top-1 equal in 9/9 rows; asserted: < 10%
+ * and 2/3 of the rows).
  */
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
