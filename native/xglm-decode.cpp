@@ -4,10 +4,12 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "backend.h"
-#include "output-gemv.h"
+#include "decode-gemv.h"
 #include "xglm-impl.h"
 
 // ---------------------------------------------------------------------------------------
@@ -95,7 +97,14 @@ ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, g
     return ggml_add(ctx, ggml_mul(ctx, x, w), b);
 }
 
-ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
+// x · w + b. One token (decode) with repacked Q4_0 weights: a custom op (decode-gemv.h), counted
+// in *n_custom. Other types keep mul_mat: F16 and Q8_0 measured no faster as custom ops, and
+// Q6_K layer weights (q4_k_m) were not measured.
+ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, int * n_custom) {
+    if (x->ne[1] == 1 && w->type == GGML_TYPE_Q4_0 && xglm_decode_gemv_usable(w, x, b)) {
+        ++*n_custom;
+        return xglm_decode_gemv(ctx, w, x, b);
+    }
     return ggml_add(ctx, ggml_mul_mat(ctx, w, x), b);
 }
 
@@ -139,6 +148,7 @@ ggml_cgraph * build_graph(xglm_context * lctx, int n_tokens, int n_kv, int n_out
 
     const bool keep = lctx->params.keep_activations;
     if (keep) ggml_set_output(inpL);
+    int n_custom_gemv = 0;  // layer products through decode-gemv's op
 
     for (int il = 0; il < hp.n_layer; ++il) {
         const xglm_layer & layer = model.layers[il];
@@ -148,7 +158,7 @@ ggml_cgraph * build_graph(xglm_context * lctx, int n_tokens, int n_kv, int n_out
 
         // self-attention
         {
-            ggml_tensor * qkv = linear(ctx, cur, layer.attn_qkv, layer.attn_qkv_b);  // [3*n_embd, n_tokens]
+            ggml_tensor * qkv = linear(ctx, cur, layer.attn_qkv, layer.attn_qkv_b, &n_custom_gemv);  // [3*n_embd, n_tokens]
             name(qkv, "qkv", il);
             const size_t es = ggml_element_size(qkv);
 
@@ -175,7 +185,7 @@ ggml_cgraph * build_graph(xglm_context * lctx, int n_tokens, int n_kv, int n_out
             name(cur, "attn", il);
             cur = ggml_reshape_2d(ctx, cur, n_embd, n_tokens);
 
-            cur = linear(ctx, cur, layer.attn_output, layer.attn_output_b);  // [n_embd, n_tokens]
+            cur = linear(ctx, cur, layer.attn_output, layer.attn_output_b, &n_custom_gemv);  // [n_embd, n_tokens]
             name(cur, "attn_out", il);
         }
 
@@ -185,11 +195,11 @@ ggml_cgraph * build_graph(xglm_context * lctx, int n_tokens, int n_kv, int n_out
         // feed-forward: fc2(gelu(fc1(ln(x)))), exact erf GELU
         cur = layer_norm(ctx, ffn_inp, layer.ffn_norm, layer.ffn_norm_b, eps);
         name(cur, "ffn_norm", il);
-        cur = linear(ctx, cur, layer.ffn_up, layer.ffn_up_b);  // [n_ff, n_tokens]
+        cur = linear(ctx, cur, layer.ffn_up, layer.ffn_up_b, &n_custom_gemv);  // [n_ff, n_tokens]
         name(cur, "ffn_up", il);
         cur = ggml_gelu_erf(ctx, cur);
         name(cur, "ffn_gelu", il);
-        cur = linear(ctx, cur, layer.ffn_down, layer.ffn_down_b);  // [n_embd, n_tokens]
+        cur = linear(ctx, cur, layer.ffn_down, layer.ffn_down_b, &n_custom_gemv);  // [n_embd, n_tokens]
         name(cur, "ffn_out", il);
 
         inpL = ggml_add(ctx, cur, ffn_inp);
@@ -208,8 +218,9 @@ ggml_cgraph * build_graph(xglm_context * lctx, int n_tokens, int n_kv, int n_out
         if (keep) ggml_set_output(cur);
         // one row of logits from Q6_K weights (decode): a custom op that overlaps the weight
         // read with the dot products; XGLM_NO_CUSTOM_GEMV=1 keeps ggml's mul_mat (A/B tests)
-        if (n_outputs == 1 && xglm_output_gemv_usable(model.output, cur)) {
-            cur = xglm_output_gemv(ctx, model.output, cur);  // [n_vocab, 1]
+        if (n_outputs == 1 && model.output->type == GGML_TYPE_Q6_K && xglm_decode_gemv_usable(model.output, cur, nullptr)) {
+            cur = xglm_decode_gemv(ctx, model.output, cur, nullptr);  // [n_vocab, 1]
+            if (std::getenv("XGLM_LOG") != nullptr) std::fprintf(stderr, "xglm: logits through the Q6_K decode-gemv op\n");
         } else {
             cur = ggml_mul_mat(ctx, model.output, cur);  // [n_vocab, n_outputs]
         }
@@ -219,6 +230,10 @@ ggml_cgraph * build_graph(xglm_context * lctx, int n_tokens, int n_kv, int n_out
         ggml_build_forward_expand(gf, cur);
     } else {
         ggml_build_forward_expand(gf, inpL);
+    }
+    // with XGLM_LOG set, say at each build which path ran: A/B runs and tests check it
+    if (n_custom_gemv > 0 && std::getenv("XGLM_LOG") != nullptr) {
+        std::fprintf(stderr, "xglm: %d layer products through the Q4_0 decode-gemv op\n", n_custom_gemv);
     }
     ggml_free(ctx);  // the tensors live in buf_graph_meta until the next build
     return gf;

@@ -1,12 +1,13 @@
 /**
- * The Q6_K output-product op (native/output-gemv.cpp) against ggml's mul_mat on the same file:
- * single-token decode steps of a random-weight q4_0 model whose token_embd the converter makes
- * Q6_K (d_model 256). Each run is a child process so XGLM_NO_CUSTOM_GEMV and XGLM_LOG apply
- * from the start; XGLM_LOG's line shows which path computed the logits.
+ * The decode-gemv ops (native/decode-gemv.cpp) against ggml's mul_mat on the same file:
+ * single-token decode steps of a random-weight q4_0 model (d_model 256) whose token_embd the
+ * converter makes Q6_K (the logits op) and whose layer weights ggml repacks at load (the Q4_0
+ * layer op: qkv, attention output, ffn up and down). Each run is a child process so
+ * XGLM_NO_CUSTOM_GEMV and XGLM_LOG apply from the start; XGLM_LOG's lines show which path ran.
  *
- * Tolerance: the op quantizes h to Q8_K with ggml's own quantizer and sums the same exact
- * integer block dots in ggml's float order, so the rows are expected bit-identical (measured
- * max |diff| 0). A ggml built without FMA rounds the per-block accumulation differently: we
+ * Tolerance: the ops quantize h as mul_mat does (Q8_K by ggml's own quantizer for Q6_K, Q8_0
+ * as ggml's AVX2 quantizer for Q4_0) and sum the same exact integer block dots in ggml's float
+ * order, so the rows are expected bit-identical (measured max |diff| 0). A ggml built without FMA rounds the per-block accumulation differently: we
  * allow 1e-5 of the row's largest logit, far below any quantization effect. Against the f32
  * file (same checkpoint) only a loose agreement holds, as q4_0 layers change the logits
  * (measured: max |diff| 1.8% of the largest logit, top-1 equal in 9/9 rows; asserted: < 10%
@@ -25,7 +26,9 @@ const root = path.join(__dirname, '..');
 const shape = { dModel: 256, nLayers: 2, nHeads: 4, ffnDim: 512, vocabSize: 3000, maxPositions: 64, seed: 11 };
 const prompt = [2, 17, 301, 999];
 const steps = [40, 7, 1234, 2500, 88, 5, 2999, 600];
-const LOG_LINE = 'logits through the Q6_K output-gemv op';
+const LOG_LINE = 'logits through the Q6_K decode-gemv op';
+// 2 layers × 4 products, once per graph build
+const LAYER_LOG_LINE = `${2 * 4} layer products through the Q4_0 decode-gemv op`;
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-gemv-'));
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
@@ -93,7 +96,7 @@ test('the q4_0 file of a 256-wide model has a Q6_K token_embd (the op applies)',
   t.is(r.tensor('token_embd.weight')!.type, GgmlType.Q6_K);
 });
 
-test('decode logits: the Q6_K op equals ggml mul_mat (1 and 2 threads) and stays near the f32 file', async (t) => {
+test('decode logits: the Q6_K and Q4_0 ops equal ggml mul_mat (1 and 2 threads) and stay near the f32 file', async (t) => {
   const { q4, f32 } = await files;
   const custom2 = decodeRows(q4, 2, {});
   const custom1 = decodeRows(q4, 1, {});
@@ -105,11 +108,14 @@ test('decode logits: the Q6_K op equals ggml mul_mat (1 and 2 threads) and stays
   if (process.arch === 'x64' && avx2) {
     t.true(custom2.stderr.includes(LOG_LINE), 'custom op used by default');
     t.true(custom1.stderr.includes(LOG_LINE));
+    t.true(custom2.stderr.includes(LAYER_LOG_LINE), 'Q4_0 layer op used by default (repacked weights)');
+    t.true(custom1.stderr.includes(LAYER_LOG_LINE));
   } else {
     t.log('no AVX2+FMA+F16C x86-64 CPU: both runs use mul_mat');
   }
   t.false(ggml.stderr.includes(LOG_LINE), 'XGLM_NO_CUSTOM_GEMV=1 keeps mul_mat');
-  t.false(exact.stderr.includes(LOG_LINE));
+  t.false(ggml.stderr.includes('decode-gemv op'));
+  t.false(exact.stderr.includes('decode-gemv op'), 'never for F32 weights');
 
   let worst = 0;
   let worstF32 = 0;
