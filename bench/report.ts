@@ -154,7 +154,9 @@ export function writeReport(report: BenchReport, median: (v: number[]) => number
         (s.chooseMs !== undefined
           ? `; scoreContinuations with \`scorePrefix: false\` (what the decision needs) ${(s.chooseMs / 1000).toFixed(1)} s (**${(s.scoreEachMs / s.chooseMs).toFixed(2)}×** faster; decisions ${s.chooseAgrees ? 'equal to the recipe\'s on every item' : '**differ** from the recipe\'s'})`
           : '') +
-        (s.peerEvaluateEachMs !== undefined ? `; node-llama-cpp evaluating each full text (logits for every token, no log-probs read) ${(s.peerEvaluateEachMs / 1000).toFixed(1)} s (our score() of each full text: **${(s.peerEvaluateEachMs / s.scoreEachMs).toFixed(2)}×** its speed).` : '.'),
+        (s.peerEvaluateEachMs !== undefined
+          ? `; node-llama-cpp only evaluating each full text (\`evaluateWithoutGeneratingNewTokens\`: no logits rows, so no scores — a lower bound of scoring with it) ${(s.peerEvaluateEachMs / 1000).toFixed(1)} s.`
+          : '.'),
     );
   }
   lines.push('', '![prefill tokens/s by prompt length](benchmarks/latest.svg)', '', 'Raw figures: [benchmarks/latest.json](benchmarks/latest.json).', END);
