@@ -9,6 +9,7 @@
  * Default model: .bench-cache/xglm-564m-random-q4_0.gguf (made by `npm run bench`).
  */
 import path from 'node:path';
+import { measureTimerLag } from '../src/bench-core.js';
 import { loadModel } from '../src/index.js';
 import { packageRoot } from '../src/native.js';
 
@@ -24,17 +25,10 @@ async function main(): Promise<void> {
   const model = await loadModel(file);
   const ctx = await model.createContext({ contextSize: 512, threads });
   await ctx.generate('warm up', { maxTokens: 4, temperature: 0 });
-  const lags: number[] = [];
-  let last = performance.now();
-  const timer = setInterval(() => {
-    const now = performance.now();
-    lags.push(now - last - 1);
-    last = now;
-  }, 1);
-  const r = await ctx.generate('The first sentence of a long story is', { maxTokens: tokens, temperature: 0.8, seed: 1, stopAtEos: false });
-  clearInterval(timer);
-  lags.sort((a, b) => a - b);
-  const pct = (p: number) => lags[Math.min(lags.length - 1, Math.floor(lags.length * p))]!;
+  const lag = await measureTimerLag(() =>
+    ctx.generate('The first sentence of a long story is', { maxTokens: tokens, temperature: 0.8, seed: 1, stopAtEos: false }).result,
+  );
+  const r = lag.result;
   const t = r.timings;
   const out = {
     model: path.basename(file),
@@ -43,10 +37,10 @@ async function main(): Promise<void> {
     decode_tps: t.tokensPerSecond,
     overhead_pct: (100 * (t.generateMs - t.generateComputeMs)) / t.generateMs,
     overhead_ms_per_token: (t.generateMs - t.generateComputeMs) / Math.max(1, r.tokens.length - 1),
-    timer_ticks: lags.length,
-    lag_p50_ms: pct(0.5),
-    lag_p99_ms: pct(0.99),
-    lag_max_ms: lags[lags.length - 1],
+    timer_ticks: lag.ticks,
+    lag_p50_ms: lag.percentile(0.5),
+    lag_p99_ms: lag.percentile(0.99),
+    lag_max_ms: lag.maxMs,
   };
   process.stdout.write(JSON.stringify(out) + '\n');
   await model.dispose();
