@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "attention.h"
 #include "backend.h"
 #include "decode-gemv.h"
 #include "xglm-impl.h"
@@ -149,6 +150,7 @@ ggml_cgraph * build_graph(xglm_context * lctx, int n_tokens, int n_kv, int n_out
     const bool keep = lctx->params.keep_activations;
     if (keep) ggml_set_output(inpL);
     int n_custom_gemv = 0;  // layer products through decode-gemv's op
+    int n_custom_attn = 0;  // layers attending through attention.h's op
 
     for (int il = 0; il < hp.n_layer; ++il) {
         const xglm_layer & layer = model.layers[il];
@@ -178,10 +180,16 @@ ggml_cgraph * build_graph(xglm_context * lctx, int n_tokens, int n_kv, int n_out
             ggml_tensor * v  = ggml_view_3d(ctx, vc, n_embd_head, n_kv, n_head, vc->nb[1],
                                             ggml_row_size(vc->type, n_embd_head), 0);  // [n_embd_head, n_kv, n_head]
 
-            // softmax(q·kᵀ / sqrt(head_dim) + mask) · v
-            cur = ggml_flash_attn_ext(ctx, q, k, v, in->mask, 1.0f / std::sqrt(static_cast<float>(n_embd_head)), 0.0f,
-                                      0.0f);  // [n_embd_head, n_head, n_tokens]
-            ggml_flash_attn_ext_set_prec(cur, GGML_PREC_F32);
+            // softmax(q·kᵀ / sqrt(head_dim) + mask) · v, [n_embd_head, n_head, n_tokens]: over an F16
+            // cache our op (attention.h), otherwise ggml's flash attention
+            const float kq_scale = 1.0f / std::sqrt(static_cast<float>(n_embd_head));
+            if (xglm_attention_usable(q, k, v, in->mask)) {
+                cur = xglm_attention(ctx, q, k, v, in->mask, kq_scale);
+                ++n_custom_attn;
+            } else {
+                cur = ggml_flash_attn_ext(ctx, q, k, v, in->mask, kq_scale, 0.0f, 0.0f);
+                ggml_flash_attn_ext_set_prec(cur, GGML_PREC_F32);
+            }
             name(cur, "attn", il);
             cur = ggml_reshape_2d(ctx, cur, n_embd, n_tokens);
 
@@ -234,6 +242,9 @@ ggml_cgraph * build_graph(xglm_context * lctx, int n_tokens, int n_kv, int n_out
     // with XGLM_LOG set, say at each build which path ran: A/B runs and tests check it
     if (n_custom_gemv > 0 && std::getenv("XGLM_LOG") != nullptr) {
         std::fprintf(stderr, "xglm: %d layer products through the Q4_0 decode-gemv op\n", n_custom_gemv);
+    }
+    if (n_custom_attn > 0 && std::getenv("XGLM_LOG") != nullptr) {
+        std::fprintf(stderr, "xglm: %d layers attend through the F16 attention op\n", n_custom_attn);
     }
     ggml_free(ctx);  // the tensors live in buf_graph_meta until the next build
     return gf;
