@@ -98,15 +98,19 @@ ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, g
     return ggml_add(ctx, ggml_mul(ctx, x, w), b);
 }
 
-// x · w + b. One token (decode) with repacked Q4_0 weights: a custom op (decode-gemv.h), counted
-// in *n_custom. Other types keep mul_mat: F16 and Q8_0 measured no faster as custom ops, and
-// Q6_K layer weights (q4_k_m) were not measured.
-ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, int * n_custom) {
+// x · w + b, then GELU (exact erf) if gelu. One token (decode) with repacked Q4_0 weights: a
+// custom op (decode-gemv.h) with the bias and GELU fused, counted in *n_custom. Other types keep
+// mul_mat: F16 and Q8_0 measured no faster as custom ops, and Q6_K layer weights (q4_k_m) were
+// not measured.
+ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, int * n_custom, bool gelu = false) {
     if (x->ne[1] == 1 && w->type == GGML_TYPE_Q4_0 && xglm_decode_gemv_usable(w, x, b)) {
         ++*n_custom;
-        return xglm_decode_gemv(ctx, w, x, b);
+        return xglm_decode_gemv(ctx, w, x, b, gelu);
     }
-    return ggml_add(ctx, ggml_mul_mat(ctx, w, x), b);
+    ggml_tensor * y = ggml_add(ctx, ggml_mul_mat(ctx, w, x), b);
+    if (!gelu) return y;
+    ggml_set_name(y, "ffn_up");
+    return ggml_gelu_erf(ctx, y);
 }
 
 void name(ggml_tensor * t, const char * what, int il) {
@@ -203,9 +207,7 @@ ggml_cgraph * build_graph(xglm_context * lctx, int n_tokens, int n_kv, int n_out
         // feed-forward: fc2(gelu(fc1(ln(x)))), exact erf GELU
         cur = layer_norm(ctx, ffn_inp, layer.ffn_norm, layer.ffn_norm_b, eps);
         name(cur, "ffn_norm", il);
-        cur = linear(ctx, cur, layer.ffn_up, layer.ffn_up_b, &n_custom_gemv);  // [n_ff, n_tokens]
-        name(cur, "ffn_up", il);
-        cur = ggml_gelu_erf(ctx, cur);
+        cur = linear(ctx, cur, layer.ffn_up, layer.ffn_up_b, &n_custom_gemv, true);  // [n_ff, n_tokens]
         name(cur, "ffn_gelu", il);
         cur = linear(ctx, cur, layer.ffn_down, layer.ffn_down_b, &n_custom_gemv);  // [n_embd, n_tokens]
         name(cur, "ffn_out", il);
