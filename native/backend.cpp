@@ -3,10 +3,15 @@
 #include <dirent.h>
 #include <dlfcn.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "ggml.h"
 
@@ -166,4 +171,19 @@ ggml_backend_dev_t xglm_cpu_device() {
 void * xglm_cpu_proc(const char * name) {
     ggml_backend_dev_t dev = xglm_cpu_device();
     return dev == nullptr ? nullptr : ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(dev), name);
+}
+
+void xglm_advise_huge_pages(ggml_backend_buffer_t buf) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const char * off = std::getenv("XGLM_NO_HUGE_PAGES");
+    if (!buf || (off != nullptr && off[0] != '\0' && std::strcmp(off, "0") != 0)) return;
+    constexpr uintptr_t huge = uintptr_t(2) << 20;
+    const auto          base = reinterpret_cast<uintptr_t>(ggml_backend_buffer_get_base(buf));
+    const uintptr_t     end  = base + ggml_backend_buffer_get_size(buf);
+    const uintptr_t     b    = (base + huge - 1) & ~(huge - 1);  // whole 2 MB pages inside the buffer
+    const uintptr_t     e    = end & ~(huge - 1);
+    if (e > b) madvise(reinterpret_cast<void *>(b), e - b, MADV_HUGEPAGE);  // advice only: errors are harmless
+#else
+    (void)buf;
+#endif
 }

@@ -327,6 +327,7 @@ xglm_context * xglm_context_new(std::shared_ptr<const xglm_model> model, const x
             fail(error, "out of memory for a KV cache of " + std::to_string(p.n_ctx) + " cells; use a smaller contextSize");
             return nullptr;
         }
+        xglm_advise_huge_pages(lctx->buf_kv);  // before the clear touches its pages
         // cells never written must still be finite: a masked -inf times a NaN is NaN
         ggml_backend_buffer_clear(lctx->buf_kv, 0);
         lctx->cells.resize(p.n_ctx);

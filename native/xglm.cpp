@@ -385,6 +385,7 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
         }
         ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(model->ctx_owned, repack_buft);
         if (!buf) return fail(error, "out of memory allocating repacked weights; load with repack disabled"), nullptr;
+        xglm_advise_huge_pages(buf);  // before the copies below touch its pages
         model->bufs_owned.push_back(buf);
         const long page = sysconf(_SC_PAGESIZE);
         for (size_t j = 0; j < copies.size(); ++j) {
