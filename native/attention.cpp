@@ -195,6 +195,22 @@ XGLM_AVX2 void attend_heads(const float * q, int64_t q_head, const uint16_t * k,
     }
 }
 
+// Writes heads [h0, h1) of one token's K and V rows (F32) into cache cell `cell` as F16, rounded
+// to nearest-even as ggml's set_rows does (F16C).
+XGLM_AVX2 void store_heads(const float * k_row, const float * v_row, char * k_cell, char * v_cell, size_t k_head, size_t v_head,
+                           int64_t head_dim, int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h) {
+        auto * kd = reinterpret_cast<uint16_t *>(k_cell + h * k_head);
+        auto * vd = reinterpret_cast<uint16_t *>(v_cell + h * v_head);
+        for (int64_t i = 0; i < head_dim; i += 8) {
+            _mm_storeu_si128(reinterpret_cast<__m128i *>(kd + i),
+                             _mm256_cvtps_ph(_mm256_loadu_ps(k_row + h * head_dim + i), _MM_FROUND_TO_NEAREST_INT));
+            _mm_storeu_si128(reinterpret_cast<__m128i *>(vd + i),
+                             _mm256_cvtps_ph(_mm256_loadu_ps(v_row + h * head_dim + i), _MM_FROUND_TO_NEAREST_INT));
+        }
+    }
+}
+
 using heads_fn = void (*)(const float *, int64_t, const uint16_t *, int64_t, size_t, const uint16_t *, int64_t, size_t,
                           const uint16_t *, int64_t, float, int64_t, scratch &, float *, int64_t);
 
@@ -241,6 +257,15 @@ void attention_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
         // one token: each thread a contiguous run of heads (one contiguous run of every cell)
         const int64_t h0 = n_head * ith / nth;
         const int64_t h1 = n_head * (ith + 1) / nth;
+        if (dst->src[4] != nullptr) {
+            // the token's own K and V go into its cell first: each thread writes the heads it reads
+            const ggml_tensor * k_cur = dst->src[4];
+            const ggml_tensor * v_cur = dst->src[5];
+            const int64_t       cell  = *static_cast<const int64_t *>(dst->src[6]->data);
+            store_heads(static_cast<const float *>(k_cur->data), static_cast<const float *>(v_cur->data),
+                        static_cast<char *>(k->data) + cell * k->nb[1], static_cast<char *>(v->data) + cell * v->nb[1], k->nb[2],
+                        v->nb[2], head_dim, h0, h1);
+        }
         if (h1 > h0) heads(0, h0, h1);
     } else {
         // several tokens: every nth token, all heads (causal rows grow with the token)
@@ -270,8 +295,17 @@ bool xglm_attention_usable(const ggml_tensor * q, const ggml_tensor * k, const g
 }
 
 ggml_tensor * xglm_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * mask,
-                             float scale) {
-    ggml_tensor * args[] = {q, k, v, mask};
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, q->ne[0], q->ne[2], q->ne[1], 1, args, 4, attention_op, GGML_N_TASKS_MAX,
-                          scale_to_userdata(scale));
+                             float scale, ggml_tensor * k_cur, ggml_tensor * v_cur, ggml_tensor * kv_idxs) {
+    ggml_tensor * args[] = {q, k, v, mask, k_cur, v_cur, kv_idxs};
+    const bool    store  = k_cur != nullptr;
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, q->ne[0], q->ne[2], q->ne[1], 1, args, store ? 7 : 4, attention_op,
+                          GGML_N_TASKS_MAX, scale_to_userdata(scale));
+}
+
+bool xglm_attention_can_store(const ggml_tensor * q, const ggml_tensor * k_cur, const ggml_tensor * v_cur,
+                              const ggml_tensor * kv_idxs) {
+    const int64_t n = q->ne[0] * q->ne[2];
+    return q->ne[1] == 1 && k_cur->type == GGML_TYPE_F32 && v_cur->type == GGML_TYPE_F32 && ggml_nelements(k_cur) == n &&
+           ggml_nelements(v_cur) == n && ggml_is_contiguous(k_cur) && ggml_is_contiguous(v_cur) &&
+           kv_idxs->type == GGML_TYPE_I64 && ggml_nelements(kv_idxs) == 1;
 }

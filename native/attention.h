@@ -28,5 +28,13 @@ bool xglm_attention_usable(const ggml_tensor * q, const ggml_tensor * k, const g
 // q [head_dim, n_tokens, n_head] (F32, any strides), k and v [head_dim, n_kv, n_head] (F16),
 // mask [n_kv, n_tokens] (F16: 0 = visible, -inf = not; other values are added to the score)
 // -> softmax(q·kᵀ·scale + mask)·v as [head_dim, n_head, n_tokens] F32, flash_attn_ext's layout.
+// With k_cur, v_cur (F32 [head_dim·n_head], contiguous) and kv_idxs (I64 [1]) — one token only,
+// see xglm_attention_can_store — the op first writes the token's K and V into cell kv_idxs[0]
+// of k and v (as F16, rounded as ggml's set_rows), replacing two set_rows nodes.
 ggml_tensor * xglm_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * mask,
-                             float scale);
+                             float scale, ggml_tensor * k_cur = nullptr, ggml_tensor * v_cur = nullptr,
+                             ggml_tensor * kv_idxs = nullptr);
+
+// Whether xglm_attention can store k_cur and v_cur itself (one token, F32 contiguous rows).
+bool xglm_attention_can_store(const ggml_tensor * q, const ggml_tensor * k_cur, const ggml_tensor * v_cur,
+                              const ggml_tensor * kv_idxs);

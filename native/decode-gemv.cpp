@@ -1,6 +1,8 @@
 // Weight · one-column products of decode as a ggml custom op; see decode-gemv.h for why.
 #include "decode-gemv.h"
 
+#include "layer-norm.h"
+
 #include "ggml-backend.h"
 
 #include <algorithm>
@@ -296,15 +298,16 @@ XGLM_AVX2 inline __m256 gelu_erf_8(__m256 x) {
     return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
 }
 
-// groups [g0, g1) of 8 rows (+ bias, then GELU if asked). No software prefetch: with it this
+// groups [g0, g1) of 8 rows (+ bias, then GELU or + residual if asked). No software prefetch: with it this
 // kernel measured no faster than ggml's (1.0-1.1x), without it 1.2x; the hardware prefetcher
 // keeps up here.
 XGLM_AVX2 void dot_groups_q4_0x8(const char * w, size_t group_bytes, const void * col, int64_t n, const float * bias,
-                                 bool gelu, float * out, int64_t g0, int64_t g1) {
+                                 bool gelu, const float * residual, float * out, int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
         __m256 v = dot_q4_0x8(reinterpret_cast<const block_q4_0x8 *>(w + g * group_bytes), col, n);
         if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + 8 * g));
         if (gelu) v = gelu_erf_8(v);
+        if (residual) v = _mm256_add_ps(v, _mm256_loadu_ps(residual + 8 * g));
         _mm256_storeu_ps(out + 8 * g, v);
     }
 }
@@ -328,18 +331,47 @@ XGLM_AVX2 void dot_rows(const char * w, size_t row_bytes, const void * col, int6
 #endif
 
 // dst = src[0]ᵀ · src[1] (+ src[2]); thread ith of nth takes a contiguous share of the rows.
+// The op's options travel in its userdata pointer: flag bits below, the norm's eps as the float
+// bits of the upper 32 (custom ops take no parameters). Sources: w, x, then b, norm_w and norm_b,
+// residual, each when its flag is set.
+constexpr uint64_t has_bias = 1, has_norm = 2, has_gelu = 4, has_residual = 8;
+
+void * encode_options(const ggml_tensor * b, const xglm_gemv_fuse & f) {
+    uint64_t bits = (b ? has_bias : 0) | (f.norm_w ? has_norm : 0) | (f.gelu ? has_gelu : 0) | (f.residual ? has_residual : 0);
+    uint32_t eps  = 0;
+    std::memcpy(&eps, &f.norm_eps, sizeof eps);
+    return reinterpret_cast<void *>(static_cast<uintptr_t>(bits | static_cast<uint64_t>(eps) << 32));
+}
+
+// dst = src[0]ᵀ · src[1] (+ bias …); thread ith of nth takes a contiguous share of the rows.
 void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
-    const bool gelu = userdata != nullptr;
+    const auto opts = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(userdata));
 #if defined(__x86_64__)
+    int                 src    = 2;
     const ggml_tensor * w      = dst->src[0];
     const ggml_tensor * x      = dst->src[1];
-    const float *       bias   = dst->src[2] ? static_cast<const float *>(dst->src[2]->data) : nullptr;
-    const int64_t       n      = w->ne[0];
-    const int64_t       n_rows = w->ne[1];
+    const float *       bias   = opts & has_bias ? static_cast<const float *>(dst->src[src++]->data) : nullptr;
+    const ggml_tensor * norm_w = opts & has_norm ? dst->src[src++] : nullptr;
+    const ggml_tensor * norm_b = opts & has_norm ? dst->src[src++] : nullptr;
+    const float * residual     = opts & has_residual ? static_cast<const float *>(dst->src[src++]->data) : nullptr;
+    const bool    gelu         = (opts & has_gelu) != 0;
+    const int64_t n            = w->ne[0];
+    const int64_t n_rows       = w->ne[1];
 
     // each thread prepares the column itself (≤ a few µs): custom ops have no barrier to share it
-    std::vector<uint8_t> col(column_bytes(w->type, n));
-    const auto *         xf = static_cast<const float *>(x->data);
+    thread_local std::vector<uint8_t> col;
+    thread_local std::vector<float>   normed;
+    col.resize(column_bytes(w->type, n));
+    const auto * xf = static_cast<const float *>(x->data);
+    if (norm_w) {
+        const uint32_t eps_bits = static_cast<uint32_t>(opts >> 32);
+        float          eps;
+        std::memcpy(&eps, &eps_bits, sizeof eps);
+        normed.resize(n);
+        xglm_layer_norm_row(xf, static_cast<const float *>(norm_w->data), static_cast<const float *>(norm_b->data), eps, n,
+                            normed.data());
+        xf = normed.data();
+    }
 
     if (w->type == GGML_TYPE_Q4_0) {
         // groups of 8 rows; shares of an even number of groups, 16 rows as below
@@ -349,7 +381,7 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
         const int64_t g1       = ith == nth - 1 ? n_groups : std::min<int64_t>(n_groups, g0 + per);
         prepare_q4_0x8(xf, col.data(), n);
         dot_groups_q4_0x8(static_cast<const char *>(w->data), sizeof(block_q4_0x8) * (n / QK8_0), col.data(), n, bias, gelu,
-                          static_cast<float *>(dst->data), g0, g1);
+                          residual, static_cast<float *>(dst->data), g0, g1);
         return;
     }
 
@@ -367,7 +399,7 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
         default: break;
     }
 #else
-    (void)dst, (void)ith, (void)nth, (void)gelu;
+    (void)dst, (void)ith, (void)nth, (void)opts;
 #endif
 }
 
@@ -389,21 +421,35 @@ bool is_repacked_q4_0x8(const ggml_tensor * w) {
 
 }  // namespace
 
-bool xglm_decode_gemv_usable(const ggml_tensor * w, const ggml_tensor * x, const ggml_tensor * b) {
+bool xglm_decode_gemv_weight_usable(const ggml_tensor * w, const ggml_tensor * b) {
     const int64_t multiple = row_multiple(w->type);
     if (b != nullptr && !(b->type == GGML_TYPE_F32 && ggml_nelements(b) == w->ne[1] && ggml_is_contiguous(b))) return false;
     // Q4_0 only as repacked by ggml on an AVX2 CPU (8-row groups); the other types only in plain
     // rows (extra == nullptr), not in a layout rearranged by a CPU_REPACK buffer
     const bool layout_ok = w->type == GGML_TYPE_Q4_0 ? is_repacked_q4_0x8(w) : w->extra == nullptr;
     return multiple > 0 && layout_ok && w->ne[0] % multiple == 0 && w->ne[2] == 1 && w->ne[3] == 1 &&
-           ggml_is_contiguous(w) && x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && ggml_nrows(x) == 1 &&
-           ggml_is_contiguous(x) && cpu_has_avx2_fma_f16c() && !disabled_by_env();
+           ggml_is_contiguous(w) && cpu_has_avx2_fma_f16c() && !disabled_by_env();
 }
 
-ggml_tensor * xglm_decode_gemv(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * b, bool gelu) {
-    if (gelu && w->type != GGML_TYPE_Q4_0) return nullptr;
-    ggml_tensor * args[] = {w, x, b};
-    // the GELU flag travels as the userdata pointer (non-null = apply)
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], 1, 1, 1, args, b ? 3 : 2, decode_gemv_op, GGML_N_TASKS_MAX,
-                          gelu ? reinterpret_cast<void *>(1) : nullptr);
+bool xglm_decode_gemv_usable(const ggml_tensor * w, const ggml_tensor * x, const ggml_tensor * b) {
+    return xglm_decode_gemv_weight_usable(w, b) && x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && ggml_nrows(x) == 1 &&
+           ggml_is_contiguous(x);
+}
+
+ggml_tensor * xglm_decode_gemv(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * b, const xglm_gemv_fuse & fuse) {
+    if ((fuse.gelu || fuse.residual) && w->type != GGML_TYPE_Q4_0) return nullptr;
+    if (fuse.gelu && fuse.residual) return nullptr;
+    if ((fuse.norm_w == nullptr) != (fuse.norm_b == nullptr)) return nullptr;
+    auto f32_vector = [](const ggml_tensor * t, int64_t n) {
+        return t->type == GGML_TYPE_F32 && ggml_nelements(t) == n && ggml_is_contiguous(t);
+    };
+    if (fuse.norm_w && !(f32_vector(fuse.norm_w, w->ne[0]) && f32_vector(fuse.norm_b, w->ne[0]))) return nullptr;
+    if (fuse.residual && !f32_vector(fuse.residual, w->ne[1])) return nullptr;
+    ggml_tensor * args[6];
+    int           n_args = 0;
+    for (ggml_tensor * t : {w, x, b, fuse.norm_w, fuse.norm_b, fuse.residual}) {
+        if (t) args[n_args++] = t;
+    }
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], 1, 1, 1, args, n_args, decode_gemv_op, GGML_N_TASKS_MAX,
+                          encode_options(b, fuse));
 }

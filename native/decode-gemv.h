@@ -5,8 +5,10 @@
 //     weight stream is prefetched ahead of the dot products so the two overlap (~23 GB/s, the
 //     machine's read bandwidth being ~30).
 //   Q4_0 as repacked by ggml's CPU_REPACK buffer (the layer weights of q4_0 files): the same
-//     integer dots with half the instructions of ggml's AVX2 gemv, the bias add fused, and for
-//     ffn_up the GELU too (ggml's gelu_erf node runs on one thread: ~5% of a 564M token).
+//     integer dots with half the instructions of ggml's AVX2 gemv, the bias add fused, and
+//     optionally the layer norm before, the GELU or the residual add after (xglm_gemv_fuse):
+//     ggml's gelu_erf node runs on one thread (~5% of a 564M token) and every small node costs
+//     a barrier.
 // Numerics are ggml's: the column is quantized as mul_mat quantizes it (Q8_K by ggml's own
 // quantizer, Q8_0 as ggml's AVX2 quantize_row_q8_0), every block product is the same exact
 // integer, and the float sums follow ggml's order, so results are bit-identical (the fused
@@ -21,7 +23,22 @@
 // XGLM_NO_CUSTOM_GEMV unset (or "0").
 bool xglm_decode_gemv_usable(const ggml_tensor * w, const ggml_tensor * x, const ggml_tensor * b);
 
+// The same for the weight and bias alone (x: any F32 column of w->ne[0] values).
+bool xglm_decode_gemv_weight_usable(const ggml_tensor * w, const ggml_tensor * b);
+
+// What a product may do around w · x + b, sparing the graph the nodes that would do it
+// (each node is a barrier for the threads; a 564M decode token had ~480 of them):
+struct xglm_gemv_fuse {
+    // the input is LN(x)·norm_w + norm_b, with ggml's arithmetic (layer-norm.h)
+    ggml_tensor * norm_w   = nullptr;  // F32 [n_in]; with norm_b
+    ggml_tensor * norm_b   = nullptr;
+    float         norm_eps = 0.0f;
+    bool          gelu     = false;    // GELU (exact erf) after the bias; Q4_0 only
+    ggml_tensor * residual = nullptr;  // F32 [n_out] added after the bias; Q4_0 only
+};
+
 // w [n_in, n_out], x [n_in, 1] (F32), b [n_out] (F32) or nullptr -> w · x (+ b), [n_out, 1] F32,
-// and with gelu, GELU(w · x + b) (Q4_0 weights only; nullptr for other types).
+// with the extras of `fuse`. nullptr when `fuse` asks for what this weight type cannot do.
 // Only after xglm_decode_gemv_usable returned true.
-ggml_tensor * xglm_decode_gemv(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * b, bool gelu = false);
+ggml_tensor * xglm_decode_gemv(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * b,
+                               const xglm_gemv_fuse & fuse = {});

@@ -1,0 +1,12 @@
+// One row's layer norm, (x − mean)/sqrt(var + eps)·w + b, with ggml's exact arithmetic (its
+// ggml_norm, then ggml_mul by w and ggml_add of b), so a custom op that normalizes its own input
+// gives the same bits as the three ggml nodes it replaces. Decode-gemv's ops use it to fold a
+// layer's norms into the products that consume them (decode-gemv.h).
+#pragma once
+
+#include <cstdint>
+
+// y[0..n) = LN(x)·w + b. x and y may not overlap. Bit-identical to ggml 0.23's CPU norm → mul →
+// add on an AVX2+FMA build (ggml_vec_cvar_f32's 8-lane path); on other CPUs the variance is
+// summed one element at a time, as ggml's scalar path does.
+void xglm_layer_norm_row(const float * x, const float * w, const float * b, float eps, int64_t n, float * y);
