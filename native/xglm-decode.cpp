@@ -340,7 +340,7 @@ xglm_context * xglm_context_new(std::shared_ptr<const xglm_model> model, const x
         // ~100 ms after every graph, and a process may hold many contexts whose spinning workers
         // starve the others and the JS thread. Never polling (0) makes every graph wait for a
         // sleeping worker to be scheduled: measured 2 ms per 564M decode token on this 2-core VM
-        // (bench/ab.ts, 8 pairs: 47.9 vs 53.3 t/s). 1 spins ~2 ms at most (2^17 pause
+        // (bench/ab.ts, 8 pairs: 47.9 vs 53.3 t/s). 1 spins ~3.6 ms at most here (2^17 pause
         // instructions), which covers the gap between the graphs of a generation or a scoring.
         tpp.poll                   = 1;
         lctx->threadpool           = tp_new(&tpp);
