@@ -11,6 +11,8 @@
 #include <immintrin.h>
 #endif
 
+#include "simd-math.h"
+
 namespace {
 
 constexpr uint16_t f16_minus_inf = 0xFC00;
@@ -46,35 +48,6 @@ float scale_from_userdata(void * userdata) {
 }
 
 #if defined(__x86_64__)
-
-#define XGLM_AVX2 __attribute__((target("avx2,fma,f16c")))
-
-XGLM_AVX2 inline float hsum_8(__m256 x) {
-    __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-    r        = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r        = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
-
-// exp(x) for x <= 0, eight at a time: x = n·ln2 + r with |r| <= ln2/2, exp(r) by its Taylor
-// series to r^7 (relative error ~1e-7), 2^n in the exponent bits. Clamped at -87.
-XGLM_AVX2 inline __m256 exp_nonpositive_8(__m256 x) {
-    x              = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504f), _mm256_set1_ps(12582912.0f));
-    const __m256 n = _mm256_sub_ps(t, _mm256_set1_ps(12582912.0f));
-    __m256       r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r              = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p       = _mm256_set1_ps(1.0f / 5040.0f);
-    p              = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
-    p              = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-    p              = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-    p              = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-    p              = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p              = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p              = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
 
 XGLM_AVX2 inline __m256 load_f16_8(const uint16_t * p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
@@ -141,7 +114,7 @@ XGLM_AVX2 void attend_heads(const float * q, int64_t q_head, const uint16_t * k,
                 a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 8 * i), load_f16_8(kh + 8 * i), a0);
                 a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 8 * i + 8), load_f16_8(kh + 8 * i + 8), a1);
             }
-            float sc = hsum_8(_mm256_add_ps(a0, a1));
+            float sc = xglm_hsum_8(_mm256_add_ps(a0, a1));
             if (mb != 0) sc += _cvtsh_ss(mb);
             score[j * n_kv + m] = sc;
             mx[j]               = sc > mx[j] ? sc : mx[j];
@@ -160,21 +133,21 @@ XGLM_AVX2 void attend_heads(const float * q, int64_t q_head, const uint16_t * k,
         __m256       sum = _mm256_setzero_ps();
         int64_t      i   = 0;
         for (; i + 8 <= m; i += 8) {
-            const __m256 p = exp_nonpositive_8(_mm256_sub_ps(_mm256_loadu_ps(sj + i), vmx));
+            const __m256 p = xglm_exp_nonpositive_8(_mm256_sub_ps(_mm256_loadu_ps(sj + i), vmx));
             _mm256_storeu_ps(sj + i, p);
             sum = _mm256_add_ps(sum, p);
         }
         if (i < m) {
             alignas(32) float tail[8];
             for (int l = 0; l < 8; ++l) tail[l] = i + l < m ? sj[i + l] - mx[j] : 0.0f;
-            _mm256_store_ps(tail, exp_nonpositive_8(_mm256_load_ps(tail)));
+            _mm256_store_ps(tail, xglm_exp_nonpositive_8(_mm256_load_ps(tail)));
             for (int l = 0; l < 8; ++l) {
                 if (i + l >= m) tail[l] = 0.0f;
                 else sj[i + l] = tail[l];
             }
             sum = _mm256_add_ps(sum, _mm256_load_ps(tail));
         }
-        mx[j] = 1.0f / hsum_8(sum);  // from here on: the head's 1/sum
+        mx[j] = 1.0f / xglm_hsum_8(sum);  // from here on: the head's 1/sum
     }
 
     // 3. Σ p·v in F32, cell by cell for all heads, then the division

@@ -16,6 +16,8 @@
 #include <immintrin.h>
 #endif
 
+#include "simd-math.h"
+
 // ggml's reference Q8_K quantizer (ggml-base, ggml-quants.h is not installed): the CPU
 // backend's quantize_row_q8_K on x86 is this very function, so activations match mul_mat's.
 extern "C" void quantize_row_q8_K_ref(const float * x, void * y, int64_t k);
@@ -79,16 +81,6 @@ size_t column_bytes(ggml_type type, int64_t n) {
 }
 
 #if defined(__x86_64__)
-
-#define XGLM_AVX2 __attribute__((target("avx2,fma,f16c")))
-
-// Same reduction as ggml's hsum_float_8 (quants.c), so the row sums match mul_mat's bit for bit.
-XGLM_AVX2 inline float hsum_8(__m256 x) {
-    __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-    r        = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r        = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
 
 // --- Q6_K × Q8_K ------------------------------------------------------------------------
 
@@ -162,7 +154,7 @@ XGLM_AVX2 float dot_q6_K(const void * row, const void * col, int64_t n) {
         sumi = _mm256_sub_epi32(sumi, q8sclsub);
         acc  = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    return hsum_8(acc);
+    return xglm_hsum_8(acc);
 }
 
 // --- the column as Q8_0 -----------------------------------------------------------------
@@ -263,41 +255,6 @@ XGLM_AVX2 __m256 dot_q4_0x8(const block_q4_0x8 * x, const void * col, int64_t n)
     return acc;
 }
 
-// GELU with the exact erf, 0.5·x·(1 + erf(x/√2)), eight at a time. erf by Abramowitz & Stegun
-// 7.1.26 (|error| < 1.5e-7): 1 − t·(a1 + t·(a2 + …))·exp(−z²), t = 1/(1 + p·z), z = |x|/√2,
-// with exp(−z²) from the same range reduction and series as exp_nonpositive in sampler.cpp.
-// ggml's gelu_erf calls libm's erff one element at a time on one thread (~45 µs per 4096-wide
-// row here); this differs from it by < 1e-7·|x|, far below the Q8_0 rounding the next product
-// applies to these values.
-XGLM_AVX2 inline __m256 exp_nonpositive_8(__m256 x) {
-    x              = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504f), _mm256_set1_ps(12582912.0f));
-    const __m256 n = _mm256_sub_ps(t, _mm256_set1_ps(12582912.0f));
-    __m256       r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r              = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p       = _mm256_set1_ps(1.0f / 5040.0f);
-    for (float c : {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f}) {
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-    }
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
-XGLM_AVX2 inline __m256 gelu_erf_8(__m256 x) {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    const __m256 z    = _mm256_mul_ps(_mm256_andnot_ps(sign, x), _mm256_set1_ps(0.70710678f));
-    const __m256 t    = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(z, _mm256_set1_ps(0.3275911f), _mm256_set1_ps(1.0f)));
-    __m256       poly = _mm256_set1_ps(1.061405429f);
-    poly              = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-1.453152027f));
-    poly              = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.421413741f));
-    poly              = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-0.284496736f));
-    poly              = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(0.254829592f));
-    poly              = _mm256_mul_ps(poly, t);
-    const __m256 erf_abs = _mm256_fnmadd_ps(poly, exp_nonpositive_8(_mm256_mul_ps(_mm256_xor_ps(z, sign), z)), _mm256_set1_ps(1.0f));
-    const __m256 erf     = _mm256_or_ps(erf_abs, _mm256_and_ps(x, sign));  // erf is odd
-    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
-}
-
 // groups [g0, g1) of 8 rows (+ bias, then GELU or + residual if asked). No software prefetch: with it this
 // kernel measured no faster than ggml's (1.0-1.1x), without it 1.2x; the hardware prefetcher
 // keeps up here.
@@ -306,7 +263,7 @@ XGLM_AVX2 void dot_groups_q4_0x8(const char * w, size_t group_bytes, const void 
     for (int64_t g = g0; g < g1; ++g) {
         __m256 v = dot_q4_0x8(reinterpret_cast<const block_q4_0x8 *>(w + g * group_bytes), col, n);
         if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + 8 * g));
-        if (gelu) v = gelu_erf_8(v);
+        if (gelu) v = xglm_gelu_erf_8(v);
         if (residual) v = _mm256_add_ps(v, _mm256_loadu_ps(residual + 8 * g));
         _mm256_storeu_ps(out + 8 * g, v);
     }

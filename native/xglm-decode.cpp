@@ -11,6 +11,7 @@
 #include "attention.h"
 #include "backend.h"
 #include "decode-gemv.h"
+#include "gelu.h"
 #include "xglm-impl.h"
 
 // ---------------------------------------------------------------------------------------
@@ -238,9 +239,14 @@ ggml_cgraph * build_graph(xglm_context * lctx, int n_tokens, int n_kv, int n_out
         } else {
             cur = layer_norm(ctx, ffn_inp, layer.ffn_norm, layer.ffn_norm_b, eps);
             name(cur, "ffn_norm", il);
-            cur = linear(ctx, cur, layer.ffn_up, layer.ffn_up_b);  // [n_ff, n_tokens]
+            cur = ggml_mul_mat(ctx, layer.ffn_up, cur);  // [n_ff, n_tokens]
             name(cur, "ffn_up", il);
-            cur = ggml_gelu_erf(ctx, cur);
+            // quantized weights: bias + GELU in one op on all threads (gelu.h); F32/F16: ggml's
+            if (ggml_is_quantized(layer.ffn_up->type) && xglm_gelu_bias_usable(cur, layer.ffn_up_b)) {
+                cur = xglm_gelu_bias(ctx, cur, layer.ffn_up_b);
+            } else {
+                cur = ggml_gelu_erf(ctx, ggml_add(ctx, cur, layer.ffn_up_b));
+            }
             name(cur, "ffn_gelu", il);
             cur = linear(ctx, cur, layer.ffn_down, layer.ffn_down_b);  // [n_embd, n_tokens]
             name(cur, "ffn_out", il);
