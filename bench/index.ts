@@ -150,8 +150,11 @@ async function main(): Promise<void> {
         const cfg = { threads, prompts, decode, ttftPrompt: 64, nCtx, vocab: XGLM_564M_SHAPE.vocabSize };
         const order = r % 2 === 0 ? ['ours', 'peer'] : ['peer', 'ours'];
         for (const who of order) {
-          if (who === 'ours') runs.ours.push(runChild(['--import', 'tsx', path.join(__dirname, 'ours-runner.ts'), JSON.stringify({ ...cfg, modelPath: ours })], packageRoot));
-          else if (peerDir) runs.peer.push(runChild([path.join(peerDir, 'peer-runner.mjs'), JSON.stringify({ ...cfg, modelPath: peer })], peerDir));
+          if (who === 'peer' && !peerDir) continue;
+          // this VM's read bandwidth drifts from minute to minute: measure it beside each run too
+          const bandwidth_gbs = await addon.measureReadBandwidth(512 << 20, threads, 3);
+          if (who === 'ours') runs.ours.push({ ...runChild(['--import', 'tsx', path.join(__dirname, 'ours-runner.ts'), JSON.stringify({ ...cfg, modelPath: ours })], packageRoot), bandwidth_gbs });
+          else runs.peer.push({ ...runChild([path.join(peerDir!, 'peer-runner.mjs'), JSON.stringify({ ...cfg, modelPath: peer })], peerDir!), bandwidth_gbs });
         }
         log(`${type} t=${threads} rep ${r + 1}/${reps}: ours decode ${runs.ours.at(-1)?.decode_tps?.toFixed(1)} t/s${runs.peer.length ? `, peer ${runs.peer.at(-1)?.decode_tps?.toFixed(1)} t/s` : ''}`);
       }

@@ -15,6 +15,8 @@ export interface ImplResult {
   choose_ms?: number;
   choose_agrees?: boolean;
   score_token_ids?: number[][];
+  /** Read bandwidth (GB/s, same thread count) measured just before this run. */
+  bandwidth_gbs?: number;
 }
 
 export interface BenchReport {
@@ -119,7 +121,7 @@ export function writeReport(report: BenchReport, median: (v: number[]) => number
   const lines: string[] = [
     BEGIN,
     `Run of ${report.date.slice(0, 10)} (${report.date}): ${mc.cpu}, ${mc.cores} cores, ${mc.memoryGiB} GiB; ggml ${mc.backend.ggmlVersion}, CPU code \`${mc.backend.variant}\` (${mc.backend.features.join(' ')}).`,
-    `Read bandwidth (own microbenchmark): ${Object.entries(mc.bandwidthGBs).map(([t, v]) => `${v.toFixed(1)} GB/s with ${t} thread${t === '1' ? '' : 's'}`).join(', ')}; peak FP32 FMA: ${Object.entries(mc.peakGflops).map(([t, v]) => `${v.toFixed(0)} GFLOP/s (${t})`).join(', ')}.`,
+    `Read bandwidth (own microbenchmark, best of 5 reads of 1 GiB at the start): ${Object.entries(mc.bandwidthGBs).map(([t, v]) => `${v.toFixed(1)} GB/s with ${t} thread${t === '1' ? '' : 's'}`).join(', ')}; peak FP32 FMA: ${Object.entries(mc.peakGflops).map(([t, v]) => `${v.toFixed(0)} GFLOP/s (${t})`).join(', ')}. The bandwidth bound of decode is that bandwidth ÷ the weight bytes read per token; as this machine's bandwidth drifts, each run is also set against a read of 512 MB measured just before it (in brackets: the median of those shares).`,
     `Models: random weights, exact xglm-564M shape; the peer runs ${report.settings.peer} on GPT-2-architecture files with identical tensors. Medians of ${report.settings.reps} runs (min–max), each in its own process, ours and the peer's alternating. Decode: ${report.settings.decode} tokens after a 64-token prompt.`,
     '',
     '| type | threads | decode t/s ours | decode t/s peer | decode ratio | % of bandwidth bound | prefill 128 ours | peer | ratio | prefill 512 ours | peer | ratio | TTFT ms ours / peer | load ms ours / peer | peak RSS MB ours / peer |',
@@ -129,10 +131,14 @@ export function writeReport(report: BenchReport, median: (v: number[]) => number
     const od = r.ours.map((x) => x.decode_tps ?? 0);
     const pd = r.peer.map((x) => x.decode_tps ?? 0);
     const bound = ((mc.bandwidthGBs[r.threads] ?? 0) * 1e9) / r.bytesPerToken;
-    const p = (impl: ImplResult[], n: number) => impl.map((x) => x.prefill[n] ?? 0);
+    // each run against the bandwidth measured just before it, the median of those shares
+    const beside = r.ours.filter((x) => x.bandwidth_gbs && x.decode_tps).map((x) => (x.decode_tps! * r.bytesPerToken) / (x.bandwidth_gbs! * 1e9));
+    const besideText = beside.length ? ` (beside each run: ${(median(beside) * 100).toFixed(0)}%)` : '';
+    // prompt lengths this run did not measure show as '–'
+    const p = (impl: ImplResult[], n: number) => impl.filter((x) => x.prefill[n] !== undefined).map((x) => x.prefill[n]!);
     const ms = (impl: ImplResult[], f: (x: ImplResult) => number | undefined) => (impl.length ? median(impl.map((x) => f(x) ?? 0)).toFixed(0) : '–');
     lines.push(
-      `| ${r.type} | ${r.threads} | ${fmt(od, median)} | ${fmt(pd, median)} | ${ratio(od, pd, median)} | ${bound > 0 ? `${((median(od) / bound) * 100).toFixed(0)}% of ${bound.toFixed(1)}` : '–'} | ${fmt(p(r.ours, 128), median, 0)} | ${fmt(p(r.peer, 128), median, 0)} | ${ratio(p(r.ours, 128), p(r.peer, 128), median)} | ${fmt(p(r.ours, 512), median, 0)} | ${fmt(p(r.peer, 512), median, 0)} | ${ratio(p(r.ours, 512), p(r.peer, 512), median)} | ${ms(r.ours, (x) => x.ttft_ms)} / ${ms(r.peer, (x) => x.ttft_ms)} | ${ms(r.ours, (x) => x.load_ms)} / ${ms(r.peer, (x) => x.load_ms)} | ${ms(r.ours, (x) => x.peak_rss_mb)} / ${ms(r.peer, (x) => x.peak_rss_mb)} |`,
+      `| ${r.type} | ${r.threads} | ${fmt(od, median)} | ${fmt(pd, median)} | ${ratio(od, pd, median)} | ${bound > 0 ? `${((median(od) / bound) * 100).toFixed(0)}% of ${bound.toFixed(1)}${besideText}` : '–'} | ${fmt(p(r.ours, 128), median, 0)} | ${fmt(p(r.peer, 128), median, 0)} | ${ratio(p(r.ours, 128), p(r.peer, 128), median)} | ${fmt(p(r.ours, 512), median, 0)} | ${fmt(p(r.peer, 512), median, 0)} | ${ratio(p(r.ours, 512), p(r.peer, 512), median)} | ${ms(r.ours, (x) => x.ttft_ms)} / ${ms(r.peer, (x) => x.ttft_ms)} | ${ms(r.ours, (x) => x.load_ms)} / ${ms(r.peer, (x) => x.load_ms)} | ${ms(r.ours, (x) => x.peak_rss_mb)} / ${ms(r.peer, (x) => x.peak_rss_mb)} |`,
     );
   }
   const overhead = report.rows
