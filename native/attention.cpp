@@ -20,19 +20,6 @@ constexpr uint16_t f16_minus_inf = 0xFC00;
 // ggml's flash attention takes its tiled path from this many query rows on (GGML_FA_TILE_Q)
 constexpr int64_t ggml_tiled_from = 64;
 
-bool disabled_by_env() {
-    const char * v = std::getenv("XGLM_NO_CUSTOM_ATTN");
-    return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
-}
-
-bool cpu_has_avx2_fma_f16c() {
-#if defined(__x86_64__)
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-#else
-    return false;
-#endif
-}
-
 // the scale travels in the op's userdata pointer (custom ops have no float parameters)
 void * scale_to_userdata(float scale) {
     uintptr_t bits = 0;
@@ -259,8 +246,8 @@ bool xglm_attention_usable(const ggml_tensor * q, const ggml_tensor * k, const g
            k->ne[1] == v->ne[1] && k->ne[2] == q->ne[2] && v->ne[2] == q->ne[2] && k->nb[1] % 2 == 0 && v->nb[1] % 2 == 0 && k->nb[2] % 2 == 0 && v->nb[2] % 2 == 0 &&
            q->nb[2] % sizeof(float) == 0 &&
            k->ne[3] == 1 && v->ne[3] == 1 && q->ne[3] == 1 && mask != nullptr && mask->type == GGML_TYPE_F16 &&
-           mask->nb[0] == 2 && mask->ne[0] == k->ne[1] && mask->ne[1] >= q->ne[1] && cpu_has_avx2_fma_f16c() &&
-           !disabled_by_env();
+           mask->nb[0] == 2 && mask->ne[0] == k->ne[1] && mask->ne[1] >= q->ne[1] && xglm_cpu_has_avx2_fma_f16c() &&
+           !xglm_env_flag("XGLM_NO_CUSTOM_ATTN");
 #else
     (void)q, (void)k, (void)v, (void)mask;
     return false;

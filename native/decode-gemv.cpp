@@ -58,19 +58,6 @@ static_assert(sizeof(block_q6_K) == 210 && sizeof(block_q4_0x8) == 144 && sizeof
 // read of the matrix; 1 to 16 KB measured alike.
 constexpr size_t prefetch_distance = 4096;
 
-bool disabled_by_env() {
-    const char * v = std::getenv("XGLM_NO_CUSTOM_GEMV");
-    return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
-}
-
-bool cpu_has_avx2_fma_f16c() {
-#if defined(__x86_64__)
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-#else
-    return false;
-#endif
-}
-
 // The column each thread prepares from x: the operand of its type's row dot.
 size_t column_bytes(ggml_type type, int64_t n) {
     switch (type) {
@@ -385,7 +372,7 @@ bool xglm_decode_gemv_weight_usable(const ggml_tensor * w, const ggml_tensor * b
     // rows (extra == nullptr), not in a layout rearranged by a CPU_REPACK buffer
     const bool layout_ok = w->type == GGML_TYPE_Q4_0 ? is_repacked_q4_0x8(w) : w->extra == nullptr;
     return multiple > 0 && layout_ok && w->ne[0] % multiple == 0 && w->ne[2] == 1 && w->ne[3] == 1 &&
-           ggml_is_contiguous(w) && cpu_has_avx2_fma_f16c() && !disabled_by_env();
+           ggml_is_contiguous(w) && xglm_cpu_has_avx2_fma_f16c() && !xglm_env_flag("XGLM_NO_CUSTOM_GEMV");
 }
 
 bool xglm_decode_gemv_usable(const ggml_tensor * w, const ggml_tensor * x, const ggml_tensor * b) {

@@ -10,16 +10,6 @@
 
 namespace {
 
-bool usable_cpu() {
-#if defined(__x86_64__)
-    const char * off = std::getenv("XGLM_NO_CUSTOM_GEMV");
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
-           !(off != nullptr && off[0] != '\0' && std::strcmp(off, "0") != 0);
-#else
-    return false;
-#endif
-}
-
 #if defined(__x86_64__)
 // vectors [v0, v1) of the flattened rows, 8 values each (n is a multiple of 8)
 XGLM_AVX2 void gelu_bias_range(const float * x, const float * b, float * y, int64_t n, int64_t v0, int64_t v1) {
@@ -52,7 +42,8 @@ void gelu_bias_op(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
 
 bool xglm_gelu_bias_usable(const ggml_tensor * x, const ggml_tensor * b) {
     return x->type == GGML_TYPE_F32 && ggml_is_contiguous(x) && x->ne[0] % 8 == 0 && b->type == GGML_TYPE_F32 &&
-           ggml_is_contiguous(b) && ggml_nelements(b) == x->ne[0] && usable_cpu();
+           ggml_is_contiguous(b) && ggml_nelements(b) == x->ne[0] && xglm_cpu_has_avx2_fma_f16c() &&
+           !xglm_env_flag("XGLM_NO_CUSTOM_GEMV");
 }
 
 ggml_tensor * xglm_gelu_bias(ggml_context * ctx, ggml_tensor * x, ggml_tensor * b) {

@@ -1,7 +1,25 @@
-// AVX2 helpers shared by the custom ops (attention.cpp, decode-gemv.cpp, gelu.cpp). Each
-// function carries its own target attribute, so callers need no -mavx2; call them only after a
-// run-time check for AVX2, FMA and F16C.
+// Helpers shared by the custom ops (attention.cpp, decode-gemv.cpp, gelu.cpp): the run-time CPU
+// check, environment switches, and AVX2 math. Each AVX2 function carries its own target
+// attribute, so callers need no -mavx2; call them only after xglm_cpu_has_avx2_fma_f16c().
 #pragma once
+
+#include <cstdlib>
+#include <cstring>
+
+// Whether this CPU runs the ops' AVX2 code (checked at run time: builds for other CPUs exist).
+inline bool xglm_cpu_has_avx2_fma_f16c() {
+#if defined(__x86_64__)
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+    return false;
+#endif
+}
+
+// Whether an environment switch such as XGLM_NO_CUSTOM_ATTN is on: set, non-empty and not "0".
+inline bool xglm_env_flag(const char * name) {
+    const char * v = std::getenv(name);
+    return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
+}
 
 #if defined(__x86_64__)
 #include <immintrin.h>
