@@ -5,19 +5,13 @@
 
 #include <cmath>
 
+#include "simd-math.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
 namespace {
-
-bool cpu_has_avx2_fma() {
-#if defined(__x86_64__)
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return false;
-#endif
-}
 
 // ggml_vec_cvar_f32: y = x − mean; returns Σ (x − mean)² / n, each 8-lane square summed in
 // float (hsum order: high half + low half, then pairs) and added to a double.
@@ -63,7 +57,7 @@ void xglm_layer_norm_row(const float * x, const float * w, const float * b, floa
     for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]);
     const float mean = static_cast<float>(s) / static_cast<float>(n);
 #if defined(__x86_64__)
-    static const bool avx2 = cpu_has_avx2_fma();
+    static const bool avx2 = xglm_cpu_has_avx2_fma_f16c();  // the CPUs the ops that call this run on
     const float       variance = static_cast<float>(avx2 ? centered_var_avx2(x, mean, n, y) : centered_var_scalar(x, mean, n, y));
 #else
     const float variance = static_cast<float>(centered_var_scalar(x, mean, n, y));

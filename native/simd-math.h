@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdlib>
+#include <initializer_list>
 #include <cstring>
 
 // Whether this CPU runs the ops' AVX2 code (checked at run time: builds for other CPUs exist).
