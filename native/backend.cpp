@@ -14,6 +14,7 @@
 #endif
 
 #include "ggml.h"
+#include "simd-math.h"
 
 namespace {
 
@@ -133,7 +134,38 @@ void collect_features() {
     }
 }
 
+bool has_feature(const char * name) {
+    for (const auto & f : g_info.features) {
+        if (f == name) return true;
+    }
+    return false;
+}
+
+// The custom ops (attention, decode-gemv, gelu, layer-norm) follow the ggml code in use, not
+// only the CPU: a forced x64 variant runs no AVX2 ops, and the ops mirror ggml's own arithmetic
+// (e.g. the 16-lane variance sum of its AVX-512 norm) where they repeat it bit for bit.
+void choose_kernels() {
+    g_info.kernels = "none";
+#if defined(__x86_64__)
+    const bool avx2 = has_feature("AVX2") && has_feature("FMA") && has_feature("F16C") && __builtin_cpu_supports("avx2") &&
+                      __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    // ggml's AVX-512 paths need AVX512F and DQ; every AVX-512 variant it builds has both
+    const bool avx512 = avx2 && has_feature("AVX512") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+    g_info.kernels = avx512 ? "avx512" : avx2 ? "avx2" : "none";
+#endif
+}
+
 }  // namespace
+
+xglm_kernel_isa xglm_kernels() {
+    // decided once: the backend is initialised before any model or graph exists
+    static const xglm_kernel_isa isa = [] {
+        const xglm_backend_info * b = xglm_backend_init(nullptr);
+        if (b == nullptr || b->kernels == "none") return xglm_kernel_isa::none;
+        return b->kernels == "avx512" ? xglm_kernel_isa::avx512 : xglm_kernel_isa::avx2;
+    }();
+    return isa;
+}
 
 const xglm_backend_info * xglm_backend_init(std::string * error) {
     std::lock_guard<std::mutex> lock(g_mutex);
@@ -153,6 +185,7 @@ const xglm_backend_info * xglm_backend_init(std::string * error) {
             g_error = "ggml has no CPU device";
         } else if (ok) {
             collect_features();
+            choose_kernels();
         }
     }
     if (!g_error.empty()) {

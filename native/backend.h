@@ -15,6 +15,7 @@ struct xglm_backend_info {
     bool                     dynamic;   // variants loaded at run time
     std::vector<std::string> features;  // CPU features the chosen code uses ("AVX2", ...)
     std::vector<std::string> available; // variant libraries found beside the addon
+    std::string              kernels;   // the custom ops' code path: "avx512", "avx2" or "none"
 };
 
 // Loads the CPU backend once per process (thread-safe). Returns nullptr and sets *error

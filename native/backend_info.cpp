@@ -21,6 +21,7 @@ Napi::Value backend_info(const Napi::CallbackInfo & info) {
         available.Set(static_cast<uint32_t>(i), b->available[i]);
     }
     out.Set("available", available);
+    out.Set("kernels", b->kernels);
     out.Set("ggmlVersion", ggml_version());
     return out;
 }

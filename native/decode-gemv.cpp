@@ -372,7 +372,7 @@ bool xglm_decode_gemv_weight_usable(const ggml_tensor * w, const ggml_tensor * b
     // rows (extra == nullptr), not in a layout rearranged by a CPU_REPACK buffer
     const bool layout_ok = w->type == GGML_TYPE_Q4_0 ? is_repacked_q4_0x8(w) : w->extra == nullptr;
     return multiple > 0 && layout_ok && w->ne[0] % multiple == 0 && w->ne[2] == 1 && w->ne[3] == 1 &&
-           ggml_is_contiguous(w) && xglm_cpu_has_avx2_fma_f16c() && !xglm_env_flag("XGLM_NO_CUSTOM_GEMV");
+           ggml_is_contiguous(w) && xglm_kernels_avx2() && !xglm_env_flag("XGLM_NO_CUSTOM_GEMV");
 }
 
 bool xglm_decode_gemv_usable(const ggml_tensor * w, const ggml_tensor * x, const ggml_tensor * b) {

@@ -36,6 +36,25 @@ __attribute__((target("avx2,fma"))) double centered_var_avx2(const float * x, fl
     }
     return sum / static_cast<double>(n);
 }
+
+// ggml's AVX-512 build of the same function (AVX512F and DQ): 16 lanes, each block's squares
+// summed by _mm512_reduce_add_ps, then the scalar tail.
+__attribute__((target("avx512f,avx512dq"))) double centered_var_avx512(const float * x, float mean, int64_t n, float * y) {
+    double  sum = 0;
+    int64_t i   = 0;
+    for (; i + 15 < n; i += 16) {
+        const __m512 val = _mm512_sub_ps(_mm512_loadu_ps(x + i), _mm512_set1_ps(mean));
+        _mm512_storeu_ps(y + i, val);
+        sum += static_cast<double>(_mm512_reduce_add_ps(_mm512_mul_ps(val, val)));
+    }
+    for (; i < n; ++i) {
+        float val = x[i] - mean;
+        y[i]      = val;
+        val *= val;
+        sum += static_cast<double>(val);
+    }
+    return sum / static_cast<double>(n);
+}
 #endif
 
 double centered_var_scalar(const float * x, float mean, int64_t n, float * y) {
@@ -57,8 +76,11 @@ void xglm_layer_norm_row(const float * x, const float * w, const float * b, floa
     for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]);
     const float mean = static_cast<float>(s) / static_cast<float>(n);
 #if defined(__x86_64__)
-    static const bool avx2 = xglm_cpu_has_avx2_fma_f16c();  // the CPUs the ops that call this run on
-    const float       variance = static_cast<float>(avx2 ? centered_var_avx2(x, mean, n, y) : centered_var_scalar(x, mean, n, y));
+    // the path ggml's norm takes in the variant in use (the ops that call this run only with AVX2)
+    const xglm_kernel_isa isa      = xglm_kernels();
+    const float           variance = static_cast<float>(isa == xglm_kernel_isa::avx512 ? centered_var_avx512(x, mean, n, y)
+                                                        : isa == xglm_kernel_isa::avx2   ? centered_var_avx2(x, mean, n, y)
+                                                                                         : centered_var_scalar(x, mean, n, y));
 #else
     const float variance = static_cast<float>(centered_var_scalar(x, mean, n, y));
 #endif

@@ -1,20 +1,19 @@
 // Helpers shared by the custom ops (attention.cpp, decode-gemv.cpp, gelu.cpp): the run-time CPU
 // check, environment switches, and AVX2 math. Each AVX2 function carries its own target
-// attribute, so callers need no -mavx2; call them only after xglm_cpu_has_avx2_fma_f16c().
+// attribute, so callers need no -mavx2; call them only where xglm_kernels_avx2().
 #pragma once
 
 #include <cstdlib>
 #include <initializer_list>
 #include <cstring>
 
-// Whether this CPU runs the ops' AVX2 code (checked at run time: builds for other CPUs exist).
-inline bool xglm_cpu_has_avx2_fma_f16c() {
-#if defined(__x86_64__)
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-#else
-    return false;
-#endif
-}
+// The custom ops' code path, decided once from the ggml CPU variant in use (backend.cpp): the
+// ops run where ggml itself runs AVX2 (+FMA, F16C) code, so a forced `XGLM_CPU_VARIANT=x64`
+// runs none of them, and `avx512` tells the ops that repeat ggml's arithmetic to follow its
+// AVX-512 paths.
+enum class xglm_kernel_isa { none, avx2, avx512 };
+xglm_kernel_isa xglm_kernels();
+inline bool     xglm_kernels_avx2() { return xglm_kernels() != xglm_kernel_isa::none; }
 
 // Whether an environment switch such as XGLM_NO_CUSTOM_ATTN is on: set, non-empty and not "0".
 inline bool xglm_env_flag(const char * name) {
