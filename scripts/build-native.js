@@ -6,6 +6,8 @@
 //   node scripts/build-native.js --all-variants   every ggml CPU variant, picked at run time
 //   node scripts/build-native.js --sanitize   ASan/UBSan build into build/Sanitize (never build/Release;
 //                                             scripts/sanitize.sh runs the native tests on it)
+//   --out DIR                                 put the .node (and libraries) in DIR instead
+//                                             (npm run test:variants builds into build/Variants)
 'use strict';
 
 const { spawnSync } = require('node:child_process');
@@ -17,6 +19,7 @@ const root = path.resolve(__dirname, '..');
 const args = process.argv.slice(2);
 const allVariants = args.includes('--all-variants') || process.env.XGLM_ALL_VARIANTS === '1';
 const sanitize = args.includes('--sanitize');
+const outArg = args.indexOf('--out');
 
 function fail(message, hint) {
   process.stderr.write(`build-native: error: ${message}\n  hint: ${hint}\n`);
@@ -45,7 +48,7 @@ try {
 const flavour = sanitize ? 'sanitize' : allVariants ? 'variants' : 'native';
 const buildDir = path.join(root, 'build', `cmake-${flavour}`);
 // A sanitizer build has its own output folder: it must never replace the dev build.
-const outDir = path.join(root, 'build', sanitize ? 'Sanitize' : 'Release');
+const outDir = outArg >= 0 && args[outArg + 1] ? path.resolve(args[outArg + 1]) : path.join(root, 'build', sanitize ? 'Sanitize' : 'Release');
 // Variant libraries of an earlier build must not sit beside a static addon (or the reverse).
 // (Only our files: node-gyp keeps its own bookkeeping in build/Release too.)
 fs.mkdirSync(outDir, { recursive: true });
