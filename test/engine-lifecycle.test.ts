@@ -10,7 +10,7 @@ import { Worker } from 'node:worker_threads';
 import { loadModel } from '../src/engine.js';
 import { XglmError } from '../src/errors.js';
 import { GgufWriter, kv } from '../src/gguf/index.js';
-import { packageRoot } from '../src/native.js';
+import { native, packageRoot } from '../src/native.js';
 import { argmax, fixtureGguf, maxDiff, randomGguf, tmpPath } from './helpers/fixture-gguf.js';
 
 const range = (n: number, start = 0) => Array.from({ length: n }, (_, i) => start + i);
@@ -174,19 +174,60 @@ test('damaged or foreign files are refused with ERR_XGLM_MODEL_LOAD and a messag
   }
 });
 
-test('loading reports progress up to 1 and repacks what ggml can repack', async (t) => {
+test('loading reports progress up to 1; useRepack: false repacks nothing', async (t) => {
   const seen: number[] = [];
   const model = await loadModel(await fixtureGguf('tiny-b', 'q4_0'), { onProgress: (f) => seen.push(f) });
   t.true(seen.length >= 2);
   t.is(seen[seen.length - 1], 1);
   t.true(seen.every((f, i) => f >= 0 && f <= 1 && (i === 0 || f >= seen[i - 1]!)));
-  const repacked = model.tensors().filter((x) => x.buffer === 'CPU_REPACK');
-  t.log(`${repacked.length} repacked tensors (${[...new Set(repacked.map((x) => x.type))].join(', ')}); owned ${model.native.ownedBytes} bytes of ${model.native.mappedBytes} mapped`);
   model.dispose();
   const plain = await loadModel(await fixtureGguf('tiny-b', 'q4_0'), { useRepack: false });
   t.true(plain.tensors().every((x) => x.buffer !== 'CPU_REPACK'));
   plain.dispose();
 });
+
+/**
+ * Which Q4_0 weights ggml's CPU_REPACK buffer takes, as ggml_repack_get_optimal_repack_type
+ * (deps/ggml/src/ggml-cpu/repack.cpp) decides it from the features the loaded ggml CPU code was
+ * built with (backendInfo().features lists ggml_cpu_has_*, compile-time for the variant in use):
+ * AVX2, or SVE with int8 matmul and 256-bit vectors (SVE_CNT 32) -> q4_0 8x8, rows % 8 == 0;
+ * NEON with int8 matmul or dot product -> q4_0 4x8 / 4x4, rows % 4 == 0. Only when ggml was
+ * built with its repack code (feature REPACK). The engine offers it the layers' four product
+ * weights (native/xglm.cpp; the tied token_embd is read by get_rows too and stays mapped).
+ * Undefined where this test cannot tell (RISC-V, other CPUs): the test is then skipped, visibly.
+ */
+function q4_0RepackRule(features: readonly string[]): { rowMultiple: number; why: string } | { skip: string } {
+  const has = (f: string) => features.includes(f);
+  if (!has('REPACK')) return { skip: 'this ggml build has no CPU repack code (feature REPACK missing)' };
+  if (has('AVX2')) return { rowMultiple: 8, why: 'AVX2: q4_0_8x8_q8_0 for row counts divisible by 8' };
+  // SVE with int8 matmul: 8x8 when the vector is 256-bit (SVE_CNT 32, a value the names list
+  // does not carry), else the NEON 4x8 below; row counts divisible by 8 are taken either way
+  if (has('SVE') && has('MATMUL_INT8')) return { rowMultiple: 8, why: 'SVE with int8 matmul: q4_0_8x8 or 4x8 for row counts divisible by 8' };
+  if (has('NEON') && (has('MATMUL_INT8') || has('DOTPROD'))) return { rowMultiple: 4, why: 'NEON with int8 matmul or dot product: q4_0_4x8 / 4x4 for row counts divisible by 4' };
+  if (process.arch === 'x64') return { skip: `the ggml variant in use (${native().backendInfo().variant}) has no AVX2 code, so ggml repacks no Q4_0 weight` };
+  return { skip: `ggml's Q4_0 repack rule for ${process.arch} with features ${features.join(' ') || 'none'} is not modelled here` };
+}
+
+const rule = q4_0RepackRule(native().backendInfo().features);
+const LAYER_PRODUCTS = /^blk\.\d+\.(attn_qkv|attn_output|ffn_up|ffn_down)\.weight$/;
+if ('rowMultiple' in rule) {
+  test(`q4_0 files: exactly the q4_0 layer product weights are repacked (${rule.why})`, async (t) => {
+    for (const name of ['tiny-a', 'tiny-b'] as const) {
+      const model = await loadModel(await fixtureGguf(name, 'q4_0'));
+      const tensors = model.tensors();
+      const expected = tensors.filter((x) => LAYER_PRODUCTS.test(x.name) && x.type === 'q4_0' && x.shape.length === 2 && x.shape[1]! % rule.rowMultiple === 0).map((x) => x.name);
+      const repacked = tensors.filter((x) => x.buffer === 'CPU_REPACK').map((x) => x.name);
+      const layers = tensors.filter((x) => LAYER_PRODUCTS.test(x.name)).length;
+      t.log(`${name}: ${repacked.length} repacked tensors (${[...new Set(tensors.filter((x) => x.buffer === 'CPU_REPACK').map((x) => x.type))].join(', ')}) of ${layers} layer products; owned ${model.native.ownedBytes} bytes of ${model.native.mappedBytes} mapped`);
+      // every layer product of the fixtures is q4_0 with a row count divisible by 8: all of them
+      t.is(expected.length, layers, `${name}: the q4_0 file's layer products are q4_0 with rows divisible by ${rule.rowMultiple}`);
+      t.deepEqual(repacked, expected, name);
+      model.dispose();
+    }
+  });
+} else {
+  test.skip(`q4_0 files: the q4_0 layer product weights are repacked — skipped: ${rule.skip}`, () => undefined);
+}
 
 test('two contexts over one model compute at the same time and agree', async (t) => {
   const model = await loadModel(await longModelFile());
