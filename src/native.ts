@@ -20,6 +20,12 @@ export interface BackendInfo {
   features: string[];
   /** Variant libraries found beside the addon (empty for a static build). */
   available: string[];
+  /**
+   * The code path of xglm-node's own ops (attention, decode products, GELU), which follows the
+   * ggml variant in use: `avx512` or `avx2` where that variant runs AVX2+FMA+F16C code, `none`
+   * otherwise (ggml's ops only, e.g. under `XGLM_CPU_VARIANT=x64` or on arm64).
+   */
+  kernels: 'avx512' | 'avx2' | 'none';
   ggmlVersion: string;
 }
 
