@@ -1,8 +1,12 @@
 #!/usr/bin/env node
-// `npm test`'s first step: build what is missing or stale, nothing more.
-// - the native addon, when there is neither a prebuild nor a local build, or a native
-//   source is newer than the local build (an incremental CMake build takes seconds);
+// Builds what is missing or stale, nothing more. Run as `prepare` (so `npm ci` / `npm install`
+// in a clone leaves a working package: `npx xglm ...` runs) and as `pretest` (`npm test`).
+// - the native addon for this machine's CPU (build/Release/xglm.node; never all variants,
+//   never prebuilds/), when there is neither a prebuild nor a local build, or a native
+//   source is newer than the local build (an incremental CMake build takes seconds; a cold
+//   one, ggml included, 2-4 minutes on 2 cores);
 // - the TypeScript build in dist/ (the CLI and the package entry points run from it).
+// npm never runs `prepare` when installing the published package (a tarball with prebuilds/).
 'use strict';
 
 const { spawnSync } = require('node:child_process');
@@ -38,6 +42,11 @@ if ((localTime < 0 && !havePrebuild) || (localTime >= 0 && newestSource() > loca
 
 // TypeScript's package exports do not expose its bin script: take the path from its package.json.
 const tsDir = path.join(root, 'node_modules', 'typescript');
+if (!fs.existsSync(path.join(tsDir, 'package.json'))) {
+  // e.g. `npm ci --omit=dev`: the dev dependencies, TypeScript among them, are not installed.
+  process.stderr.write("ensure-built: error: TypeScript is not installed, so dist/ cannot be built\n  hint: run 'npm ci' (with the dev dependencies), then 'npm run build:ts'\n");
+  process.exit(1);
+}
 const tsc = path.join(tsDir, JSON.parse(fs.readFileSync(path.join(tsDir, 'package.json'), 'utf8')).bin.tsc);
 const r = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { stdio: 'inherit', cwd: root });
 if (r.status !== 0) process.exit(r.status || 1);

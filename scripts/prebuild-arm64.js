@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm run prebuild:arm64`: cross-compiles the addon and ggml for linux-arm64 on an x64
+// `npm run build:prebuilds:arm64`: cross-compiles the addon and ggml for linux-arm64 on an x64
 // Debian host, into prebuilds/linux-arm64/: xglm.node (Node-API) + libggml.so +
 // libggml-base.so + one libggml-cpu-<variant>.so per ggml ARM variant (armv8.0_1 … armv9.2_2),
 // the best of which native/backend.cpp picks at run time. Stripped for aarch64.
@@ -50,7 +50,7 @@ run(TAG, 'cmake', [
 ], { hint: 'the CMake configure step failed; see its output above' });
 // Niced: the variants compile ggml's big files eight times over on shared cores.
 run(TAG, 'nice', ['-n', '10', 'cmake', '--build', buildDir, '--parallel', String(jobs)], {
-  hint: "fix the reported problem, then run 'npm run prebuild:arm64' again (the build resumes)",
+  hint: "fix the reported problem, then run 'npm run build:prebuilds:arm64' again (the build resumes)",
 });
 const buildSeconds = (Date.now() - started) / 1000;
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm run prebuild`: the distributable addon for this platform in prebuilds/<platform>-<arch>/:
+// `npm run build:prebuilds`: the distributable addon for this platform in prebuilds/<platform>-<arch>/:
 // xglm.node (Node-API, stripped) plus libggml*.so and every ggml CPU variant library
 // (libggml-cpu-<variant>.so), the best of which is chosen at run time.
 //

@@ -34,7 +34,7 @@ const avaOptions = args.filter((a) => a.startsWith('--match='));
 const DEFAULT_SUITES = [/^native/, /^engine/, /^runtime/, /^generat/, /^session/, /^electron/, /^memory/, /^model/];
 
 const addon = path.join(root, 'prebuilds', 'linux-arm64', 'xglm.node');
-if (!fs.existsSync(addon)) fail(TAG, 'prebuilds/linux-arm64/xglm.node is missing', "build it with 'npm run prebuild:arm64' first");
+if (!fs.existsSync(addon)) fail(TAG, 'prebuilds/linux-arm64/xglm.node is missing', "build it with 'npm run build:prebuilds:arm64' first");
 
 ensureHostTools(TAG, ['qemu-aarch64', 'dpkg-deb']);
 const arm64 = ensureArm64Node(TAG);

@@ -21,6 +21,22 @@ test('require and import expose the same named API, and ship .d.ts types', (t) =
   t.true(fs.existsSync(path.join(root, 'dist', 'index.d.mts')));
 });
 
+test('package.json has no accidental pre/post hook scripts', (t) => {
+  // npm runs a script named pre<X> / post<X> before / after `npm run <X>`: a script named
+  // `prebuild` once made every `npm run build` build all CPU variants (~20 min). Only these are meant:
+  const intended = new Set(['pretest']);
+  const scripts: Record<string, string> = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).scripts;
+  const hooks = Object.keys(scripts).filter((name) => {
+    const m = /^(pre|post)(.+)$/.exec(name);
+    return m !== null && m[2]! in scripts;
+  });
+  t.deepEqual(hooks.filter((h) => !intended.has(h)), [], 'rename these (e.g. build:<what>) or list them as intended');
+  for (const h of intended) t.true(h in scripts, `${h} is listed as an intended hook but is not a script`);
+  // What a clone's `npm ci` runs, and what an installed package must never run.
+  t.is(scripts.prepare, 'node scripts/ensure-built.js');
+  for (const s of ['preinstall', 'install', 'postinstall']) t.false(s in scripts, `an install-time script '${s}'`);
+});
+
 test('an ESM consumer and a CommonJS consumer share one module instance', (t) => {
   const out = execFileSync(
     process.execPath,
