@@ -13,7 +13,7 @@
  * give the same bits as one. The fixtures' heads are 16 wide; random-weight models check the
  * real models' head sizes, 64 (564M) and 128 (1.7B-7.5B), against an F32 cache.
  */
-import test, { type ImplementationFn } from 'ava';
+import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -23,12 +23,12 @@ import { convert } from '../src/convert/index.js';
 import { loadModel, type EngineContext } from '../src/engine.js';
 import { backendInfo } from '../src/index.js';
 import { FIXTURE_NAMES, argmax, fixtureGguf, golden, maxDiff, readF32, type FixtureName } from './helpers/fixture-gguf.js';
-import { skipWith } from './helpers/skip.js';
+import { runIf } from './helpers/skip.js';
 
 const F16_CACHE_TOLERANCE = 1e-2; // as test/engine.test.ts allows an F16 file
 /** The custom ops' code path in this process (follows the ggml CPU variant; 'none' on arm64 or XGLM_CPU_VARIANT=x64). */
 const KERNELS = backendInfo().kernels;
-const opTest: (title: string, fn: ImplementationFn<[]>) => void = KERNELS === 'none' ? skipWith('the attention op does not run with this ggml CPU variant (kernels: none)') : test.serial;
+const opTest = runIf(KERNELS !== 'none', 'the attention op does not run with this ggml CPU variant (kernels: none)', test.serial);
 const root = path.join(__dirname, '..');
 const positions = (n: number, start = 0) => Array.from({ length: n }, (_, i) => start + i);
 
