@@ -3,6 +3,7 @@
  * (decode) throughput, time to first token, peak RSS. Shared by `xglm bench` and bench/.
  */
 import fs from 'node:fs';
+import { XglmError } from './errors.js';
 import { loadModel } from './model.js';
 import type { NativeKvType } from './native.js';
 
@@ -13,8 +14,18 @@ export interface BenchOptions {
   decode?: number;
   /** Prompt tokens for the time-to-first-token measurement. @default 64 */
   ttftPrompt?: number;
+  /**
+   * Context size in tokens. Default: just large enough for the prompt and for the
+   * time-to-first-token prompt plus the generated tokens, at most the model's context length.
+   */
+  contextSize?: number;
   threads?: number;
   kvType?: NativeKvType;
+  /**
+   * Called with a one-line message when a measurement is shortened to fit the context
+   * (a prompt longer than the context allows is clamped, not an error).
+   */
+  onNote?: (message: string) => void;
 }
 
 export interface BenchResult {
@@ -24,6 +35,53 @@ export interface BenchResult {
   ttft_ms: number;
   peak_rss_mb: number;
   threads: number;
+  /** Tokens the measurements actually used (after clamping to the context). */
+  prompt_tokens: number;
+  gen_tokens: number;
+  ttft_prompt_tokens: number;
+  /** Context size of the measurement, in tokens. */
+  context_size: number;
+}
+
+export interface BenchPlan {
+  prompt: number;
+  decode: number;
+  ttftPrompt: number;
+  contextSize: number;
+  /** One line per measurement shortened to fit the context. */
+  notes: string[];
+}
+
+/**
+ * The token counts and the context size of one benchmark for a model of `contextLength`
+ * positions. The prefill run evaluates `prompt` tokens and draws none; the decode run
+ * evaluates `ttftPrompt` tokens and draws `decode + 1` (the first one is the
+ * time-to-first-token measurement). Whatever does not fit the context is shortened, with a note.
+ */
+export function planBenchmark(contextLength: number, options: BenchOptions = {}): BenchPlan {
+  const prompt = options.prompt ?? 512;
+  const decode = options.decode ?? 128;
+  const ttftPrompt = options.ttftPrompt ?? 64;
+  for (const [name, v] of [['prompt', prompt], ['decode', decode], ['ttftPrompt', ttftPrompt]] as const) {
+    if (!Number.isInteger(v) || v < 1) throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', `${name} must be a positive integer, got ${v}`);
+  }
+  const given = options.contextSize;
+  if (given !== undefined && (!Number.isInteger(given) || given < 1)) {
+    throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', `contextSize must be a positive integer, got ${given}`);
+  }
+  const limit = Math.min(given ?? contextLength, contextLength);
+  const where = given !== undefined && given < contextLength ? `the context size of ${limit} tokens` : `the model's context of ${limit} tokens`;
+  if (limit < 2) throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', `a benchmark needs a context of at least 2 tokens, got ${limit}`);
+  const notes: string[] = [];
+  const p = Math.min(prompt, limit);
+  if (p < prompt) notes.push(`the prompt of ${prompt} tokens is longer than ${where}: prefill measured with ${p} tokens`);
+  // ttft + decode + 1 positions: keep at least one prompt token.
+  const d = Math.min(decode, limit - 2);
+  if (d < decode) notes.push(`generating ${decode} tokens after a prompt does not fit ${where}: decode measured with ${d} tokens`);
+  const tp = Math.min(ttftPrompt, limit - d - 1);
+  if (tp < ttftPrompt) notes.push(`the first-token prompt of ${ttftPrompt} tokens plus ${d + 1} generated tokens does not fit ${where}: first token measured after ${tp} prompt tokens`);
+  const contextSize = given !== undefined ? limit : Math.min(limit, Math.max(p, tp + d + 1));
+  return { prompt: p, decode: d, ttftPrompt: tp, contextSize, notes };
 }
 
 /** Deterministic token ids spread over the vocabulary, starting with </s> (same as bench/peer-runner.mjs). */
@@ -80,21 +138,24 @@ export async function measureTimerLag<T>(work: () => Promise<T>): Promise<TimerL
 }
 
 export async function benchmarkModel(file: string, options: BenchOptions = {}): Promise<BenchResult> {
-  const prompt = options.prompt ?? 512;
-  const decode = options.decode ?? 128;
-  const ttftPrompt = options.ttftPrompt ?? 64;
   const t0 = performance.now();
   const model = await loadModel(file);
   const loadMs = performance.now() - t0;
   try {
+    const plan = planBenchmark(model.contextLength, options);
+    for (const note of plan.notes) options.onNote?.(note);
     const vocab = model.info.hparams.nVocab;
-    const size = Math.min(model.contextLength, Math.max(prompt, ttftPrompt + decode + 1));
-    const ctxOptions = { contextSize: size, ...(options.threads ? { threads: options.threads } : {}), ...(options.kvType ? { kvType: options.kvType } : {}) };
+    const ctxOptions = {
+      contextSize: plan.contextSize,
+      ...(options.threads ? { threads: options.threads } : {}),
+      ...(options.kvType ? { kvType: options.kvType } : {}),
+    };
     const ctx = await model.createContext(ctxOptions);
     try {
-      const pre = await ctx.generate(benchPromptIds(Math.min(prompt, size), vocab), { maxTokens: 1, temperature: 0 });
+      // Prefill: evaluate the prompt, draw nothing (no logits row), as bench/ours-runner.ts does.
+      const pre = await ctx.generate(benchPromptIds(plan.prompt, vocab), { maxTokens: 0 });
       await ctx.clear();
-      const gen = await ctx.generate(benchPromptIds(ttftPrompt, vocab), { maxTokens: decode + 1, temperature: 0, stopAtEos: false });
+      const gen = await ctx.generate(benchPromptIds(plan.ttftPrompt, vocab), { maxTokens: plan.decode + 1, temperature: 0, stopAtEos: false });
       return {
         load_ms: loadMs,
         prefill_tps: pre.timings.promptTokensPerSecond,
@@ -102,6 +163,10 @@ export async function benchmarkModel(file: string, options: BenchOptions = {}): 
         ttft_ms: gen.timings.timeToFirstTokenMs,
         peak_rss_mb: peakRssMb(),
         threads: ctx.threads,
+        prompt_tokens: plan.prompt,
+        gen_tokens: plan.decode,
+        ttft_prompt_tokens: plan.ttftPrompt,
+        context_size: ctx.contextSize,
       };
     } finally {
       await ctx.dispose();

@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { planBenchmark } from '../src/bench-core.js';
 import { startFakeHub } from './helpers/fake-hub.js';
 import { FIXTURES_DIR, fixtureGguf, goldenOf, relDiff } from './helpers/models.js';
 
@@ -131,9 +132,91 @@ test('perplexity and bench run and print their JSON shapes', async (t) => {
   const b = await xglm(['bench', '-m', model, '-p', '32', '-n', '8', '-t', '1', '--json']);
   t.is(b.code, 0, b.stderr);
   const bench = JSON.parse(b.stdout);
-  t.deepEqual(Object.keys(bench).sort(), ['decode_tps', 'load_ms', 'peak_rss_mb', 'prefill_tps', 'threads', 'ttft_ms']);
+  t.deepEqual(Object.keys(bench).sort(), BENCH_KEYS);
   t.is(bench.threads, 1);
   t.true(bench.decode_tps > 0 && bench.prefill_tps > 0);
+  t.like(bench, { prompt_tokens: 32, gen_tokens: 8, ttft_prompt_tokens: 64 });
+});
+
+const BENCH_KEYS = ['context_size', 'decode_tps', 'gen_tokens', 'load_ms', 'peak_rss_mb', 'prefill_tps', 'threads', 'ttft_ms', 'ttft_prompt_tokens', 'prompt_tokens'].sort();
+const DEMO_NOTE = /^xglm: note: no -m given, using the tiny embedded demo model/;
+
+/** stderr as lines; each must be a one-line `xglm: note:`. */
+function notes(t: import('ava').ExecutionContext, r: Run): string[] {
+  t.true(r.stderr === '' || r.stderr.endsWith('\n'), r.stderr);
+  const lines = r.stderr.split('\n').slice(0, -1);
+  for (const l of lines) t.regex(l, /^xglm: note: \S/);
+  return lines;
+}
+
+test('bench --json with its default flags (-p 512 -n 128) runs on the demo model (context 512)', async (t) => {
+  const r = await xglm(['bench', '--json']);
+  t.is(r.code, 0, r.stderr);
+  t.true(r.stdout.endsWith('\n') && r.stdout.trim().split('\n').length === 1, r.stdout);
+  const b = JSON.parse(r.stdout);
+  t.deepEqual(Object.keys(b).sort(), BENCH_KEYS);
+  // 512 prompt tokens fill the demo model's 512-token context exactly: nothing is clamped.
+  t.like(b, { prompt_tokens: 512, gen_tokens: 128, ttft_prompt_tokens: 64, context_size: 512, threads: 1 });
+  for (const k of ['prefill_tps', 'decode_tps', 'ttft_ms', 'load_ms', 'peak_rss_mb']) t.true(Number.isFinite(b[k]) && b[k] > 0, `${k} ${b[k]}`);
+  const lines = notes(t, r);
+  t.is(lines.length, 1);
+  t.regex(lines[0]!, DEMO_NOTE);
+});
+
+test('bench clamps a prompt longer than the context, with a one-line note, not an error', async (t) => {
+  const r = await xglm(['bench', '-p', '600', '-n', '8', '--json']);
+  t.is(r.code, 0, r.stderr);
+  t.like(JSON.parse(r.stdout), { prompt_tokens: 512, gen_tokens: 8, ttft_prompt_tokens: 64, context_size: 512 });
+  const lines = notes(t, r);
+  t.is(lines.length, 2);
+  t.regex(lines[0]!, DEMO_NOTE);
+  t.is(lines[1], "xglm: note: the prompt of 600 tokens is longer than the model's context of 512 tokens: prefill measured with 512 tokens");
+  // -c smaller than needed: the prompt and the decode run are fitted into it.
+  const c = await xglm(['bench', '-c', '48', '-p', '100', '-n', '40', '--json']);
+  t.is(c.code, 0, c.stderr);
+  t.like(JSON.parse(c.stdout), { prompt_tokens: 48, gen_tokens: 40, ttft_prompt_tokens: 7, context_size: 48 });
+  t.deepEqual(notes(t, c).slice(1), [
+    'xglm: note: the prompt of 100 tokens is longer than the context size of 48 tokens: prefill measured with 48 tokens',
+    'xglm: note: the first-token prompt of 64 tokens plus 41 generated tokens does not fit the context size of 48 tokens: first token measured after 7 prompt tokens',
+  ]);
+  // the text output names the counts measured
+  const text = await xglm(['bench', '-p', '600', '-n', '8']);
+  t.is(text.code, 0, text.stderr);
+  t.regex(text.stdout, /^prefill +[\d.]+ tokens\/s \(512 tokens\)$/m);
+  t.regex(text.stdout, /^context +512 tokens$/m);
+  t.true(text.stdout.endsWith('\n'));
+  const help = await xglm(['bench', '--help']);
+  t.regex(help.stdout, /longer than the context allows .* is clamped to it .*xglm: note:.* not an error/);
+});
+
+test('bench plans the 564M shape (context 2048): the defaults fit, a longer prompt is clamped', (t) => {
+  t.like(planBenchmark(2048), { prompt: 512, decode: 128, ttftPrompt: 64, contextSize: 512, notes: [] });
+  t.like(planBenchmark(2048, { prompt: 1500 }), { prompt: 1500, contextSize: 1500, notes: [] });
+  t.like(planBenchmark(2048, { prompt: 32, decode: 500 }), { contextSize: 565, notes: [] });
+  const long = planBenchmark(2048, { prompt: 4096 });
+  t.like(long, { prompt: 2048, contextSize: 2048 });
+  t.deepEqual(long.notes, ["the prompt of 4096 tokens is longer than the model's context of 2048 tokens: prefill measured with 2048 tokens"]);
+  t.like(planBenchmark(2048, { contextSize: 1024 }), { prompt: 512, contextSize: 1024, notes: [] });
+  t.like(planBenchmark(2048, { contextSize: 4096 }), { contextSize: 2048, notes: [] });
+  t.like(planBenchmark(2048, { decode: 3000 }), { decode: 2046, ttftPrompt: 1, contextSize: 2048 });
+  t.is(planBenchmark(2048, { decode: 3000 }).notes.length, 2);
+  t.throws(() => planBenchmark(2048, { contextSize: 1 }), { message: /at least 2 tokens/ });
+});
+
+test('info: stdout ends with a newline; the demo-model note is its own line on stderr', async (t) => {
+  const r = await xglm(['info']);
+  t.is(r.code, 0, r.stderr);
+  t.true(r.stdout.endsWith('\n'), JSON.stringify(r.stdout.slice(-40)));
+  t.regex(r.stdout, /^ggml +\S+\n$/m);
+  t.notRegex(r.stdout, /xglm: note/);
+  const lines = notes(t, r);
+  t.is(lines.length, 1);
+  t.regex(lines[0]!, DEMO_NOTE);
+  const j = await xglm(['info', '--json']);
+  t.is(j.code, 0, j.stderr);
+  t.true(j.stdout.endsWith('}\n'));
+  t.is(JSON.parse(j.stdout).architecture, 'xglm');
+  t.regex(j.stderr, /^xglm: note: [^\n]+\n$/);
 });
 
 test('pull downloads from a hub (HF_ENDPOINT) and converts', async (t) => {

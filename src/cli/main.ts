@@ -29,7 +29,7 @@ function mainHelp(): string {
     ...commands.map((c) => `  ${c.spec.name.padEnd(width)}${c.spec.summary}`),
     '',
     "Run 'xglm <command> --help' for a command's options and an example.",
-    'Without -m, generate, tokenize, logprobs and score use the tiny embedded demo model.',
+    'Without -m (info: without MODEL), the commands that run a model use the tiny embedded demo model.',
     '',
   ].join('\n');
 }

@@ -105,18 +105,28 @@ export const specs = {
   bench: {
     name: 'bench',
     summary: 'measure prompt (prefill) and generation (decode) speed',
-    usage: 'xglm bench [-m FILE] [-p 512] [-n 128] [-t N] [--json]',
+    usage: 'xglm bench [-m FILE] [-p 512] [-n 128] [-c N] [-t N] [--json]',
     flags: {
       model,
       threads,
+      'ctx-size': {
+        type: 'int',
+        short: 'c',
+        valueName: 'N',
+        min: 2,
+        description: "context size in tokens (default: enough for the prompt and for a 64-token prompt plus the generated tokens, at most the model's)",
+      },
       'kv-type': kvType,
       prompt: { type: 'int', short: 'p', valueName: 'N', min: 1, default: 512, description: 'prompt tokens to evaluate' },
-      'n-gen': { type: 'int', short: 'n', valueName: 'N', min: 1, default: 128, description: 'tokens to generate' },
+      'n-gen': { type: 'int', short: 'n', valueName: 'N', min: 1, default: 128, description: 'tokens to generate (after a 64-token prompt, which also times the first token)' },
       json,
     },
     positionals: [0, 0],
     examples: ['xglm bench -m xglm-564M-q4_0.gguf -p 512 -n 128 -t 2 --json'],
-    notes: ['--json prints {"prefill_tps":…,"decode_tps":…,"ttft_ms":…,"load_ms":…,"peak_rss_mb":…,"threads":…}.'],
+    notes: [
+      "A prompt longer than the context allows (the model's context length, or -c) is clamped to it and measured shorter, with a one-line 'xglm: note:' on stderr; so are -n and the 64-token first-token prompt when they do not fit. This is not an error.",
+      '--json prints {"prefill_tps":…,"decode_tps":…,"ttft_ms":…,"load_ms":…,"peak_rss_mb":…,"threads":…,"prompt_tokens":…,"gen_tokens":…,"ttft_prompt_tokens":…,"context_size":…} on stdout (the *_tokens fields are the counts measured, after clamping); notes go to stderr.',
+    ],
   },
   pull: {
     name: 'pull',

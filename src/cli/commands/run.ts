@@ -143,8 +143,11 @@ export async function runBench(args: ParsedArgs, io: CliIo): Promise<void> {
   const r = await benchmarkModel(resolveModelPath(f.model, io), {
     prompt: Number(f.prompt),
     decode: Number(f['n-gen']),
+    ...(typeof f['ctx-size'] === 'number' ? { contextSize: f['ctx-size'] } : {}),
     ...(typeof f.threads === 'number' ? { threads: f.threads } : {}),
     ...(typeof f['kv-type'] === 'string' ? { kvType: f['kv-type'] as NativeKvType } : {}),
+    // A prompt longer than the context allows is measured shorter, with a note (stderr: --json stays parseable).
+    onNote: (message) => io.stderr.write(`xglm: note: ${message}\n`),
   });
   if (f.json) {
     write(io, r);
@@ -153,9 +156,10 @@ export async function runBench(args: ParsedArgs, io: CliIo): Promise<void> {
   io.stdout.write(
     [
       `load         ${r.load_ms.toFixed(0)} ms`,
-      `prefill      ${r.prefill_tps.toFixed(1)} tokens/s (${f.prompt} tokens)`,
-      `decode       ${r.decode_tps.toFixed(1)} tokens/s (${f['n-gen']} tokens)`,
-      `first token  ${r.ttft_ms.toFixed(1)} ms (64-token prompt)`,
+      `prefill      ${r.prefill_tps.toFixed(1)} tokens/s (${r.prompt_tokens} tokens)`,
+      `decode       ${r.decode_tps.toFixed(1)} tokens/s (${r.gen_tokens} tokens)`,
+      `first token  ${r.ttft_ms.toFixed(1)} ms (${r.ttft_prompt_tokens}-token prompt)`,
+      `context      ${r.context_size} tokens`,
       `peak RSS     ${r.peak_rss_mb.toFixed(0)} MB`,
       `threads      ${r.threads}`,
     ].join('\n') + '\n',
