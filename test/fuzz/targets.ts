@@ -43,19 +43,61 @@ const FIXTURE_A = path.join(__dirname, '..', 'fixtures', 'tiny-a');
 /** The seeded checkpoint every format's seeds come from: small enough for thousands of cases a second. */
 const SMALL_SHAPE = { dModel: 32, nLayers: 1, nHeads: 2, ffnDim: 64, vocabSize: 300, maxPositions: 16, seed: 7 };
 
-/** Writes the seed files once into `dir` (idempotent). */
+/**
+ * Writes the seed files once into `dir` (idempotent, and safe when several processes call it at
+ * once: ava runs test files in parallel processes, and two of them share the seeds folder).
+ * The files are built in a private folder beside `dir` and renamed into place in one step, so
+ * `dir` either does not exist or is complete (READY). When another process got there first,
+ * its folder is used and ours is removed. A folder without READY (left by an interrupted run of
+ * an older version that wrote in place) is moved aside and replaced.
+ */
 export async function prepareSeeds(dir: string): Promise<void> {
   const done = path.join(dir, 'READY');
   if (fs.existsSync(done)) return;
-  fs.mkdirSync(dir, { recursive: true });
-  const ckpt = path.join(dir, 'ckpt');
-  await writeRandomCheckpoint(ckpt, { ...SMALL_SHAPE, formats: ['safetensors', 'pytorch'] });
-  await convert(ckpt, path.join(dir, 'small-f32.gguf'), { type: 'f32', threads: 1 });
-  await convert(ckpt, path.join(dir, 'small-q8_0.gguf'), { type: 'q8_0', threads: 1 });
-  await convert(FIXTURE_A, path.join(dir, 'tiny-a-q4_0.gguf'), { type: 'q4_0', threads: 1 });
-  const spm = fs.readFileSync(path.join(ckpt, 'sentencepiece.bpe.model'));
-  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJsonFromSentencePiece(spm)));
-  fs.writeFileSync(done, '');
+  const parent = path.dirname(dir);
+  fs.mkdirSync(parent, { recursive: true });
+  const tmp = fs.mkdtempSync(path.join(parent, `${path.basename(dir)}.building-`));
+  try {
+    const ckpt = path.join(tmp, 'ckpt');
+    await writeRandomCheckpoint(ckpt, { ...SMALL_SHAPE, formats: ['safetensors', 'pytorch'] });
+    await convert(ckpt, path.join(tmp, 'small-f32.gguf'), { type: 'f32', threads: 1 });
+    await convert(ckpt, path.join(tmp, 'small-q8_0.gguf'), { type: 'q8_0', threads: 1 });
+    await convert(FIXTURE_A, path.join(tmp, 'tiny-a-q4_0.gguf'), { type: 'q4_0', threads: 1 });
+    const spm = fs.readFileSync(path.join(ckpt, 'sentencepiece.bpe.model'));
+    fs.writeFileSync(path.join(tmp, 'tokenizer.json'), JSON.stringify(tokenizerJsonFromSentencePiece(spm)));
+    fs.writeFileSync(path.join(tmp, 'READY'), '');
+    for (let attempt = 0; ; attempt++) {
+      if (fs.existsSync(done)) return; // another process won: use its folder
+      try {
+        fs.renameSync(tmp, dir); // atomic; fails when `dir` exists and is not empty
+        return;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if ((code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'EPERM') || attempt >= 3) throw err;
+        if (fs.existsSync(done)) return;
+        // An incomplete folder, left by an interrupted run of the older in-place writer: move it
+        // aside (one process succeeds) and retry. If what was moved turns out complete (another
+        // process renamed its folder over an empty leftover in between), put it back.
+        const aside = `${dir}.stale-${process.pid}-${attempt}`;
+        try {
+          fs.renameSync(dir, aside);
+        } catch {
+          continue; // another process moved it first
+        }
+        if (fs.existsSync(path.join(aside, 'READY'))) {
+          try {
+            fs.renameSync(aside, dir);
+            return;
+          } catch {
+            // a third process placed its own complete folder meanwhile: that one is used
+          }
+        }
+        fs.rmSync(aside, { recursive: true, force: true });
+      }
+    }
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
 }
 
 export interface CaseInput {
