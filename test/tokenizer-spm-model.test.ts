@@ -1,12 +1,12 @@
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { XglmError } from '../src/errors.js';
 import { parseSentencePieceModel, SpmPieceType } from '../src/tokenizer/spm-model.js';
 import { GgufTokenType, xglmVocabularyFromSentencePiece } from '../src/tokenizer/xglm-vocab.js';
 import { FIXTURE_NAMES, readGoldenTokenizer, readSpmModel, spmModelPath } from './helpers/spm-fixtures.js';
+import { SPM_INSTALL, tools } from './helpers/external-tools.js';
 
-const haveSpm = existsSync('/usr/bin/spm_export_vocab') || existsSync('/usr/local/bin/spm_export_vocab');
+const spm = tools(['spm_export_vocab'], SPM_INSTALL);
 
 for (const name of FIXTURE_NAMES) {
   test(`${name}: pieces, settings and XGLM vocabulary match golden.json`, (t) => {
@@ -36,8 +36,8 @@ for (const name of FIXTURE_NAMES) {
     }
   });
 
-  (haveSpm ? test : test.skip)(`${name}: pieces and scores match spm_export_vocab`, (t) => {
-    const out = execFileSync('spm_export_vocab', [`--model=${spmModelPath(name)}`], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  spm.test(`${name}: pieces and scores match spm_export_vocab`, (t) => {
+    const out = execFileSync(spm.path.spm_export_vocab!, [`--model=${spmModelPath(name)}`], { encoding: 'utf8', maxBuffer: 64 << 20 });
     const lines = out.split('\n').filter((l) => l.length > 0);
     const model = parseSentencePieceModel(readSpmModel(name));
     t.is(lines.length, model.pieces.length);

@@ -3,17 +3,17 @@
  * vocabulary go through `spm_encode` (Debian package sentencepiece, one batch process) and through
  * our Tokenizer; the spm ids, mapped to XGLM ids, must equal ours exactly.
  */
-import test from 'ava';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tokenizer } from '../src/tokenizer/index.js';
 import { spmIdToXglmId } from '../src/tokenizer/xglm-vocab.js';
 import { FIXTURE_NAMES, readSpmModel, spmModelPath } from './helpers/spm-fixtures.js';
 import { randomText, seededRandom } from './helpers/spm-random-text.js';
+import { SPM_INSTALL, tools } from './helpers/external-tools.js';
 
-const SPM_ENCODE = ['/usr/bin/spm_encode', '/usr/local/bin/spm_encode'].find((p) => existsSync(p));
+const spm = tools(['spm_encode'], SPM_INSTALL);
 const STRINGS = 10_000;
 
 /** Runs spm_encode once over all lines; returns the spm ids of each line. */
@@ -22,7 +22,7 @@ function spmEncodeLines(modelPath: string, lines: string[]): number[][] {
   try {
     const input = join(dir, 'input.txt');
     writeFileSync(input, lines.join('\n') + '\n'); // Buffer conversion: lone surrogates → U+FFFD, as TextEncoder
-    const out = execFileSync(SPM_ENCODE!, [`--model=${modelPath}`, '--output_format=id', `--input=${input}`], {
+    const out = execFileSync(spm.path.spm_encode!, [`--model=${modelPath}`, '--output_format=id', `--input=${input}`], {
       encoding: 'utf8',
       maxBuffer: 256 << 20,
     });
@@ -53,7 +53,7 @@ function compare(name: (typeof FIXTURE_NAMES)[number], texts: string[], oracleTe
 }
 
 for (const [index, name] of FIXTURE_NAMES.entries()) {
-  (SPM_ENCODE ? test : test.skip)(`${name}: ${STRINGS} random Unicode strings encode exactly as spm_encode`, (t) => {
+  spm.test(`${name}: ${STRINGS} random Unicode strings encode exactly as spm_encode`, (t) => {
     const rand = seededRandom(0x5eed + index);
     const texts = Array.from({ length: STRINGS }, () => randomText(rand));
     const { lines, mismatches, tokens, unknown } = compare(name, texts, texts);
@@ -69,7 +69,7 @@ for (const [index, name] of FIXTURE_NAMES.entries()) {
 // spm_encode reads lines, so "\n" cannot reach it. SentencePiece's nmt_nfkc charsmap rewrites "\n"
 // and "\r" to " " (the fixture cases with line breaks check that against HF); here strings with
 // line breaks are compared with the same strings where the oracle sees spaces instead.
-(SPM_ENCODE ? test : test.skip)('tiny-b: 1,000 random strings with line breaks encode as spm_encode with spaces for them', (t) => {
+spm.test('tiny-b: 1,000 random strings with line breaks encode as spm_encode with spaces for them', (t) => {
   const rand = seededRandom(0xb1eed);
   const texts = Array.from({ length: 1000 }, () => {
     const s = randomText(rand, { lineBreaks: true });
@@ -83,7 +83,7 @@ for (const [index, name] of FIXTURE_NAMES.entries()) {
 });
 
 // Long inputs: the Viterbi arrays grow, runs of one character, long unknown runs, long spaces.
-(SPM_ENCODE ? test : test.skip)('tiny-a: 60 long strings (up to 20,000 characters) encode exactly as spm_encode', (t) => {
+spm.test('tiny-a: 60 long strings (up to 20,000 characters) encode exactly as spm_encode', (t) => {
   const rand = seededRandom(0x10e6);
   const texts = Array.from({ length: 60 }, (_, i) => {
     let s = '';

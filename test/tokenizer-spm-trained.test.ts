@@ -4,18 +4,17 @@
  * normalizer flags (identity rules without a charsmap, nfkc_cf, no dummy prefix, kept extra
  * whitespace) — checked against spm_encode on small models spm_train builds from fixture text.
  */
-import test from 'ava';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tokenizer } from '../src/tokenizer/index.js';
 import { spmIdToXglmId } from '../src/tokenizer/xglm-vocab.js';
 import { readGoldenTokenizer } from './helpers/spm-fixtures.js';
 import { randomText, seededRandom } from './helpers/spm-random-text.js';
+import { SPM_INSTALL, tools } from './helpers/external-tools.js';
 
-const SPM_TRAIN = ['/usr/bin/spm_train', '/usr/local/bin/spm_train'].find((p) => existsSync(p));
-const SPM_ENCODE = ['/usr/bin/spm_encode', '/usr/local/bin/spm_encode'].find((p) => existsSync(p));
+const spm = tools(['spm_train', 'spm_encode'], SPM_INSTALL);
 const USER_DEFINED = ['<mask>', '@@', '☃☃', 'ab', '▁x'];
 
 const variants: Array<{ name: string; flags: string[] }> = [
@@ -25,13 +24,13 @@ const variants: Array<{ name: string; flags: string[] }> = [
 ];
 
 for (const [index, variant] of variants.entries()) {
-  (SPM_TRAIN && SPM_ENCODE ? test : test.skip)(`spm_train model (${variant.name}): 2,000 random strings encode as spm_encode`, (t) => {
+  spm.test(`spm_train model (${variant.name}): 2,000 random strings encode as spm_encode`, (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'xglm-spm-train-'));
     try {
       const corpus = join(dir, 'corpus.txt');
       const texts = readGoldenTokenizer('tiny-b').cases.map((c) => c.text.replace(/[\n\r]/g, ' '));
       writeFileSync(corpus, texts.join('\n') + '\n');
-      execFileSync(SPM_TRAIN!, [
+      execFileSync(spm.path.spm_train!, [
         `--input=${corpus}`,
         `--model_prefix=${join(dir, 'm')}`,
         '--vocab_size=600',
@@ -60,7 +59,7 @@ for (const [index, variant] of variants.entries()) {
       });
       const input = join(dir, 'input.txt');
       writeFileSync(input, inputs.join('\n') + '\n');
-      const rows = execFileSync(SPM_ENCODE!, [`--model=${modelPath}`, '--output_format=id', `--input=${input}`], { encoding: 'utf8', maxBuffer: 64 << 20 }).split('\n');
+      const rows = execFileSync(spm.path.spm_encode!, [`--model=${modelPath}`, '--output_format=id', `--input=${input}`], { encoding: 'utf8', maxBuffer: 64 << 20 }).split('\n');
       rows.pop();
       t.is(rows.length, inputs.length);
       const mismatches = inputs.filter((text, i) => {
