@@ -13,7 +13,7 @@
 // Run after `npm run build:prebuilds` (and `npm run build:ts`).
 'use strict';
 
-const { execFileSync } = require('node:child_process');
+const { execFileSync, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -29,10 +29,14 @@ function consumer(name, tarball, { ignoreScripts }) {
   fs.mkdirSync(dir);
   fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: `consumer-${name}`, private: true }));
   const flags = ['install', '--no-audit', '--no-fund', ...(ignoreScripts ? ['--ignore-scripts'] : ['--foreground-scripts']), tarball];
-  const log = sh('npm', flags, { cwd: dir, stdio: 'pipe', env: { ...process.env, npm_config_ignore_scripts: String(ignoreScripts) } });
+  const r = spawnSync('npm', flags, { cwd: dir, encoding: 'utf8', env: { ...process.env, npm_config_ignore_scripts: String(ignoreScripts) } });
+  const log = `${r.stdout}${r.stderr}`;
+  if (r.status !== 0) throw new Error(`${name}: npm install failed\n${log}`);
   const addonDir = path.join(dir, 'node_modules', 'xglm-node');
   if (!fs.existsSync(path.join(addonDir, 'package.json'))) throw new Error(`${name}: the package was not installed`);
   if (fs.existsSync(path.join(addonDir, 'build'))) throw new Error(`${name}: installing created build/: something compiled\n${log}`);
+  // npm ≥ 11 names packages whose install scripts it ran without an allowScripts approval.
+  if (/install-scripts.*xglm-node/.test(log)) throw new Error(`${name}: npm reports an install script of xglm-node\n${log}`);
   return dir;
 }
 
