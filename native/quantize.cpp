@@ -4,8 +4,12 @@
 //   ggmlTypeInfo(type) -> { name, blockSize, typeSize, quantized }
 //   rowSize(type, nPerRow) -> bytes of one row
 //   quantizeRows(type, src: Float32Array, dst: Uint8Array, nRows, nPerRow, nThreads) -> Promise<bytes>
+//   dequantizeRows(type, src: Uint8Array, nRows, nPerRow) -> Float32Array
+//       ggml's own to_float for the type (synchronous; for tests and tools: the "dequantized
+//       twin" of a file, whose only difference from the original is the kernels' arithmetic)
 // src and dst are JS-owned; the worker holds references to them until it settles.
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -156,10 +160,50 @@ Napi::Value quantize_rows(const Napi::CallbackInfo & info) {
     return promise;
 }
 
+Napi::Value dequantize_rows(const Napi::CallbackInfo & info) {
+    Napi::Env       env  = info.Env();
+    const ggml_type type = type_arg(info, 0);
+    if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+        throw Napi::TypeError::New(env, "xglm: src must be a Uint8Array");
+    }
+    auto          src       = info[1].As<Napi::Uint8Array>();
+    const int64_t n_rows    = count_arg(info, 2, "nRows");
+    const int64_t n_per_row = count_arg(info, 3, "nPerRow");
+    if (n_per_row == 0 || n_per_row % ggml_blck_size(type) != 0) {
+        throw Napi::RangeError::New(env, std::string("xglm: row length ") + std::to_string(n_per_row) +
+                                             " is not a positive multiple of " + ggml_type_name(type) +
+                                             "'s block size " + std::to_string(ggml_blck_size(type)));
+    }
+    const auto * traits = ggml_get_type_traits(type);
+    if (type != GGML_TYPE_F32 && traits->to_float == nullptr) {
+        throw Napi::TypeError::New(env, std::string("xglm: ggml cannot convert ") + ggml_type_name(type) + " to float");
+    }
+    const size_t row_bytes = ggml_row_size(type, n_per_row);
+    // ≤ 2^53 elements by count_arg; the product must also fit what one typed array can hold
+    if (n_rows > 0 && (n_per_row > (int64_t{1} << 40) / n_rows)) {
+        throw Napi::RangeError::New(env, "xglm: nRows * nPerRow is too large");
+    }
+    if (static_cast<double>(src.ByteLength()) != static_cast<double>(n_rows) * static_cast<double>(row_bytes)) {
+        throw Napi::RangeError::New(env, "xglm: src length is not nRows * rowSize(type, nPerRow)");
+    }
+    Napi::Float32Array out = Napi::Float32Array::New(env, static_cast<size_t>(n_rows * n_per_row));
+    const uint8_t *    in  = src.Data();
+    float *            dst = out.Data();
+    for (int64_t r = 0; r < n_rows; ++r) {
+        if (type == GGML_TYPE_F32) {
+            std::memcpy(dst + r * n_per_row, in + r * row_bytes, row_bytes);
+        } else {
+            traits->to_float(in + r * row_bytes, dst + r * n_per_row, n_per_row);
+        }
+    }
+    return out;
+}
+
 }  // namespace
 
 void init_quantize(Napi::Env env, Napi::Object exports) {
     exports.Set("ggmlTypeInfo", Napi::Function::New(env, type_info, "ggmlTypeInfo"));
     exports.Set("rowSize", Napi::Function::New(env, row_size, "rowSize"));
     exports.Set("quantizeRows", Napi::Function::New(env, quantize_rows, "quantizeRows"));
+    exports.Set("dequantizeRows", Napi::Function::New(env, dequantize_rows, "dequantizeRows"));
 }

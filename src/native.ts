@@ -43,6 +43,11 @@ export interface NativeAddon {
   rowSize(type: number, nPerRow: number): number;
   /** Quantizes `nRows` rows of `src` into `dst` on native threads; resolves with the bytes written. */
   quantizeRows(type: number, src: Float32Array, dst: Uint8Array, nRows: number, nPerRow: number, nThreads: number): Promise<number>;
+  /**
+   * Decodes `nRows` rows of `type` (`src` holds exactly nRows × rowSize(type, nPerRow) bytes) to
+   * float32 with ggml's own `to_float` for the type; synchronous. For tests and tools.
+   */
+  dequantizeRows(type: number, src: Uint8Array, nRows: number, nPerRow: number): Float32Array;
   /** Memory read bandwidth in GB/s with `threads` threads over `bytes` (best of `repetitions`); for the benchmark. */
   measureReadBandwidth(bytes: number, threads: number, repetitions: number): Promise<number>;
   /** Peak FP32 FMA throughput in GFLOP/s with `threads` threads (AVX2+FMA); for the benchmark. */
