@@ -360,29 +360,70 @@ test('a folder with tokenizer.json instead of sentencepiece.bpe.model converts t
   }
 });
 
+// Every output type through ggml's loader and the engine, over every prompt of both fixtures:
+// - f32 within 1e-4 of PyTorch and f16 within 1e-2 (engine.test.ts's tolerances) at every
+//   prompt's last position;
+// - every other type (the quantized ones and bf16) against its dequantized twin (the same file,
+//   decoded to F32 by ggml: test/helpers/dequantized-twin.ts) within the tolerance derived from
+//   its products' activation rounding (twinTolerance, calibrated by the f16 file against its
+//   twin), and its top-1 where the twin's margin is clear (compareToTwin);
+// - the orderings against PyTorch that follow from the weights alone, the twins having shown the
+//   kernels add only activation rounding: 8 bits closer than 4 (q8_0 < q4_0, q8_0 < q4_k_m),
+//   and one more bit in the same block structure closer (q5_0 < q4_0: 32-blocks with a scale;
+//   q5_k_m < q4_k_m: the same mix one k-quant step finer). Types of different structures (q6_k
+//   against q5_0, bf16 against q8_0 …) are not ordered: nothing makes that principled.
 test('every output type loads in the engine (ggml gguf.cpp) and its logits track PyTorch', async (t) => {
-  const { loadModel } = await import('../src/engine.js');
+  const { allLogits, compareToTwin, dequantizedTwin, roundingRatio, twinTolerance } = await import('./helpers/dequantized-twin.js');
   for (const fixture of FIXTURES) {
-    const p = goldenOf(fixture).prompts[0] as { ids: number[]; last_logits: { file: string; argmax: number } };
-    const ref = fs.readFileSync(path.join(fixtureDir(fixture), p.last_logits.file));
-    const want = new Float32Array(ref.buffer.slice(ref.byteOffset, ref.byteOffset + ref.length));
-    const scale = want.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+    const prompts = goldenOf(fixture).prompts as Array<{ id: string; ids: number[]; last_logits: { file: string; argmax: number } }>;
+    const reference = prompts.map((p) => {
+      const ref = fs.readFileSync(path.join(fixtureDir(fixture), p.last_logits.file));
+      return new Float32Array(ref.buffer.slice(ref.byteOffset, ref.byteOffset + ref.length));
+    });
     const rel: Partial<Record<OutputTypeName, number>> = {};
+    const logits: Partial<Record<OutputTypeName, Float32Array[][]>> = {};
     for (const type of ALL_TYPES) {
-      const model = await loadModel(await convertOnce(fixture, 'safetensors', type));
-      const ctx = await model.createContext({ kvType: 'f32', threads: 1 });
-      await ctx.evaluate({ tokens: p.ids, positions: p.ids.map((_, i) => i) });
-      const got = await ctx.getLogits(p.ids.length - 1);
-      await ctx.dispose();
-      model.dispose();
-      t.true(got.every(Number.isFinite), `${fixture} ${type}`);
-      rel[type] = got.reduce((m, x, i) => Math.max(m, Math.abs(x - want[i]!)), 0) / scale;
+      const rows = await allLogits(await convertOnce(fixture, 'safetensors', type), prompts);
+      logits[type] = rows;
+      t.true(rows.every((r) => r.every((row) => row.every(Number.isFinite))), `${fixture} ${type}`);
+      // max over the prompts' last rows of max |diff| / max |PyTorch logit|
+      rel[type] = Math.max(
+        ...rows.map((r, i) => {
+          const got = r[r.length - 1]!;
+          const want = reference[i]!;
+          const scale = want.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+          return got.reduce((m, x, k) => Math.max(m, Math.abs(x - want[k]!)), 0) / scale;
+        }),
+      );
     }
     t.log(`${fixture} last-token logits, max |diff| / max |logit| vs PyTorch: ${ALL_TYPES.map((x) => `${x} ${rel[x]!.toExponential(1)}`).join(', ')}`);
     t.true(rel.f32! < 1e-4, `${fixture} f32`);
-    // Coarser types drift further from the reference (8-bit vs 4-bit: ~16× the step).
+    t.true(rel.f16! < 1e-2, `${fixture} f16`);
+
+    const f16Twin = await dequantizedTwin(await convertOnce(fixture, 'safetensors', 'f16'), { f16: true });
+    const cal = compareToTwin(logits.f16!, await allLogits(f16Twin.file, prompts), prompts);
+    t.log(`${fixture} calibration: f16 vs its F32 twin, last rows max rel ${cal.lastRel.toExponential(2)}`);
+    let checked = 0;
+    for (const type of ALL_TYPES.filter((x) => x !== 'f32' && x !== 'f16')) {
+      const twin = await dequantizedTwin(await convertOnce(fixture, 'safetensors', type));
+      const types = [...new Set(twin.decoded.map((x) => x.type))];
+      const cmp = compareToTwin(logits[type]!, await allLogits(twin.file, prompts), prompts);
+      const tol = twinTolerance(roundingRatio(types), cal.lastRel);
+      t.log(
+        `${fixture} ${type} vs its twin (decoded ${types.join(', ')}): last rows max rel ${cmp.lastRel.toExponential(2)} of tolerance ${tol.toExponential(2)}; ` +
+          `top-1 checked at ${cmp.top1Checked}/${cmp.top1Rows} other rows, ${cmp.top1Mismatches.length} differ`,
+      );
+      t.true(twin.decoded.length > 0, `${fixture} ${type}: the twin decoded something`);
+      t.true(cmp.lastRel <= tol, `${fixture} ${type}: ${cmp.lastRel} > ${tol}`);
+      t.deepEqual(cmp.top1Mismatches, [], `${fixture} ${type}`);
+      checked += cmp.top1Checked;
+    }
+    t.true(checked >= ALL_TYPES.length - 2, `${fixture}: top-1 checked at ${checked} rows only`);
+
     t.true(rel.q8_0! < rel.q4_0!, `${fixture} q8_0 < q4_0`);
     t.true(rel.q8_0! < rel.q4_k_m!, `${fixture} q8_0 < q4_k_m`);
+    t.true(rel.q5_0! < rel.q4_0!, `${fixture} q5_0 < q4_0`);
+    t.true(rel.q5_k_m! < rel.q4_k_m!, `${fixture} q5_k_m < q4_k_m`);
   }
 });
 
