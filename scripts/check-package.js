@@ -35,8 +35,14 @@ function consumer(name, tarball, { ignoreScripts }) {
   const addonDir = path.join(dir, 'node_modules', 'xglm-node');
   if (!fs.existsSync(path.join(addonDir, 'package.json'))) throw new Error(`${name}: the package was not installed`);
   if (fs.existsSync(path.join(addonDir, 'build'))) throw new Error(`${name}: installing created build/: something compiled\n${log}`);
-  // npm ≥ 11 names packages whose install scripts it ran without an allowScripts approval.
-  if (/install-scripts.*xglm-node/.test(log)) throw new Error(`${name}: npm reports an install script of xglm-node\n${log}`);
+  // With --foreground-scripts npm prints '> xglm-node@<version> <event>' for each script it runs.
+  const ran = [...log.matchAll(/^> xglm-node@\S+ (\S+)$/gm)].map((m) => m[1]);
+  if (ran.length) throw new Error(`${name}: npm ran xglm-node's ${ran.join(', ')} script\n${log}`);
+  // npm ≥ 11 lists a dependency's install-time scripts not covered by an allowScripts policy:
+  // for a tarball that includes `prepare` (which npm runs only for git and folder dependencies),
+  // never an install script.
+  const listed = [...log.matchAll(/install-scripts +xglm-node@\S+ \(([^)]*)\)/g)].flatMap((m) => m[1].split(/,\s*/).map((e) => e.split(':')[0]));
+  if (listed.some((event) => event !== 'prepare')) throw new Error(`${name}: npm lists install scripts of xglm-node: ${listed.join(', ')}\n${log}`);
   return dir;
 }
 

@@ -16,6 +16,10 @@ const path = require('node:path');
 const root = path.resolve(__dirname, '..');
 const addon = path.join(root, 'build', 'Release', 'xglm.node');
 
+// An installed package (no src/: it ships dist/ and prebuilds/) has nothing to build, should
+// an npm ever run its `prepare`.
+if (!fs.existsSync(path.join(root, 'src'))) process.exit(0);
+
 function mtime(file) {
   try {
     return fs.statSync(file).mtimeMs;
