@@ -88,7 +88,9 @@ if (runnable.length === 0) fail('no variant runs on this CPU', 'check the build 
 const order = ['x64', 'sse42', 'sandybridge', 'ivybridge', 'piledriver', 'haswell'];
 runnable.sort((a, b) => (order.indexOf(a.name) + 1 || 99) - (order.indexOf(b.name) + 1 || 99));
 
-const ava = require.resolve('ava/entrypoints/cli.mjs', { paths: [root] });
+// ava's package exports do not expose its CLI: take the path from its package.json
+const avaDir = path.join(root, 'node_modules', 'ava');
+const ava = path.join(avaDir, JSON.parse(fs.readFileSync(path.join(avaDir, 'package.json'), 'utf8')).bin.ava ?? 'entrypoints/cli.mjs');
 const totals = { passed: 0, failed: 0, skipped: 0 };
 const lines = [];
 for (const v of runnable) {
