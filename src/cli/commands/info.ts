@@ -33,6 +33,7 @@ export async function runInfo(args: ParsedArgs, io: CliIo): Promise<void> {
     ['vocabulary', `${info.vocabSize} (${info.tokenizerModel ?? 'no'} tokenizer)`],
     ['tensor types', types],
     ['CPU', `${backend.variant}${backend.dynamic ? ` (chosen from ${backend.available.length} variants)` : ' (built for this machine)'}; ${backend.features.join(' ')}`],
+    ['kernels', `${backend.kernels}${backend.kernels === 'none' ? ' (ggml ops only)' : ' (xglm-node attention, decode products, GELU)'}`],
     ['ggml', backend.ggmlVersion],
   ];
   const w = Math.max(...rows.map(([k]) => k.length)) + 2;
