@@ -13,6 +13,17 @@
 
 namespace {
 
+// ggml_vec_cvar_f32's scalar loop over [i, n): y = x − mean, each square added to `sum` in turn.
+double centered_tail(const float * x, float mean, int64_t i, int64_t n, float * y, double sum) {
+    for (; i < n; ++i) {
+        float val = x[i] - mean;
+        y[i]      = val;
+        val *= val;
+        sum += static_cast<double>(val);
+    }
+    return sum;
+}
+
 // ggml_vec_cvar_f32: y = x − mean; returns Σ (x − mean)² / n, each 8-lane square summed in
 // float (hsum order: high half + low half, then pairs) and added to a double.
 #if defined(__x86_64__)
@@ -28,13 +39,7 @@ __attribute__((target("avx2,fma"))) double centered_var_avx2(const float * x, fl
         val2        = _mm_add_ss(val2, _mm_movehdup_ps(val2));
         sum += static_cast<double>(_mm_cvtss_f32(val2));
     }
-    for (; i < n; ++i) {
-        float val = x[i] - mean;
-        y[i]      = val;
-        val *= val;
-        sum += static_cast<double>(val);
-    }
-    return sum / static_cast<double>(n);
+    return centered_tail(x, mean, i, n, y, sum) / static_cast<double>(n);
 }
 
 // ggml's AVX-512 build of the same function (AVX512F and DQ): 16 lanes, each block's squares
@@ -47,25 +52,12 @@ __attribute__((target("avx512f,avx512dq"))) double centered_var_avx512(const flo
         _mm512_storeu_ps(y + i, val);
         sum += static_cast<double>(_mm512_reduce_add_ps(_mm512_mul_ps(val, val)));
     }
-    for (; i < n; ++i) {
-        float val = x[i] - mean;
-        y[i]      = val;
-        val *= val;
-        sum += static_cast<double>(val);
-    }
-    return sum / static_cast<double>(n);
+    return centered_tail(x, mean, i, n, y, sum) / static_cast<double>(n);
 }
 #endif
 
 double centered_var_scalar(const float * x, float mean, int64_t n, float * y) {
-    double sum = 0;
-    for (int64_t i = 0; i < n; ++i) {
-        float val = x[i] - mean;
-        y[i]      = val;
-        val *= val;
-        sum += static_cast<double>(val);
-    }
-    return sum / static_cast<double>(n);
+    return centered_tail(x, mean, 0, n, y, 0.0) / static_cast<double>(n);
 }
 
 }  // namespace
