@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { planBenchmark } from '../src/bench-core.js';
+import { backendInfo } from '../src/index.js';
 import { startFakeHub } from './helpers/fake-hub.js';
 import { FIXTURES_DIR, fixtureGguf, goldenOf, relDiff } from './helpers/models.js';
 
@@ -135,10 +136,12 @@ test('perplexity and bench run and print their JSON shapes', async (t) => {
   t.deepEqual(Object.keys(bench).sort(), BENCH_KEYS);
   t.is(bench.threads, 1);
   t.true(bench.decode_tps > 0 && bench.prefill_tps > 0);
+  // the figures say which code produced them
+  t.like(bench, { variant: backendInfo().variant, kernels: backendInfo().kernels });
   t.like(bench, { prompt_tokens: 32, gen_tokens: 8, ttft_prompt_tokens: 64 });
 });
 
-const BENCH_KEYS = ['context_size', 'decode_tps', 'gen_tokens', 'load_ms', 'peak_rss_mb', 'prefill_tps', 'threads', 'ttft_ms', 'ttft_prompt_tokens', 'prompt_tokens'].sort();
+const BENCH_KEYS = ['context_size', 'cpu', 'decode_tps', 'gen_tokens', 'kernels', 'load_ms', 'peak_rss_mb', 'prefill_tps', 'threads', 'ttft_ms', 'ttft_prompt_tokens', 'prompt_tokens', 'variant'].sort();
 const DEMO_NOTE = /^xglm: note: no -m given, using the tiny embedded demo model/;
 
 /** stderr as lines; each must be a one-line `xglm: note:`. */

@@ -125,7 +125,7 @@ export const specs = {
     examples: ['xglm bench -m xglm-564M-q4_0.gguf -p 512 -n 128 -t 2 --json'],
     notes: [
       "A prompt longer than the context allows (the model's context length, or -c) is clamped to it and measured shorter, with a one-line 'xglm: note:' on stderr; so are -n and the 64-token first-token prompt when they do not fit. This is not an error.",
-      '--json prints {"prefill_tps":…,"decode_tps":…,"ttft_ms":…,"load_ms":…,"peak_rss_mb":…,"threads":…,"prompt_tokens":…,"gen_tokens":…,"ttft_prompt_tokens":…,"context_size":…} on stdout (the *_tokens fields are the counts measured, after clamping); notes go to stderr.',
+      '--json prints {"prefill_tps":…,"decode_tps":…,"ttft_ms":…,"load_ms":…,"peak_rss_mb":…,"threads":…,"prompt_tokens":…,"gen_tokens":…,"ttft_prompt_tokens":…,"context_size":…,"cpu":…,"variant":…,"kernels":…} on stdout (the *_tokens fields are the counts measured, after clamping; cpu, variant and kernels say which CPU and code produced the figures); notes go to stderr.',
     ],
   },
   pull: {

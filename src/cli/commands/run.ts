@@ -1,9 +1,11 @@
 /** Commands that run the model: generate, tokenize, logprobs, score, perplexity, bench. */
 import fs from 'node:fs';
+import os from 'node:os';
 import readline from 'node:readline';
 import { benchmarkModel } from '../../bench-core.js';
 import type { ContextOptions, XglmContext } from '../../context.js';
 import { XglmError } from '../../errors.js';
+import { backendInfo } from '../../index.js';
 import { loadModel, loadTokenizer } from '../../model.js';
 import type { NativeKvType } from '../../native.js';
 import type { ParsedArgs } from '../args.js';
@@ -149,12 +151,16 @@ export async function runBench(args: ParsedArgs, io: CliIo): Promise<void> {
     // A prompt longer than the context allows is measured shorter, with a note (stderr: --json stays parseable).
     onNote: (message) => io.stderr.write(`xglm: note: ${message}\n`),
   });
+  // which CPU and which code produced the figures
+  const backend = backendInfo();
+  const machine = { cpu: os.cpus()[0]?.model.trim() ?? 'unknown', variant: backend.variant, kernels: backend.kernels };
   if (f.json) {
-    write(io, r);
+    write(io, { ...r, ...machine });
     return;
   }
   io.stdout.write(
     [
+      `cpu          ${machine.cpu}; ggml variant ${machine.variant}, xglm kernels ${machine.kernels}`,
       `load         ${r.load_ms.toFixed(0)} ms`,
       `prefill      ${r.prefill_tps.toFixed(1)} tokens/s (${r.prompt_tokens} tokens)`,
       `decode       ${r.decode_tps.toFixed(1)} tokens/s (${r.gen_tokens} tokens)`,
