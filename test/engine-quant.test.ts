@@ -5,8 +5,9 @@
  *    the rounding of the activations the quantized products do (8-bit blocks). The tolerance is
  *    derived from that rounding, calibrated by the F16 file against its own twin in the same run
  *    (twinTolerance in the helper); top-1 is checked where the twin's margin is clear.
- * 2. Against the F32 file: top-1 agreement over every position of every prompt (reported). Q8_0
- *    must reach 90% on both fixtures. The converter keeps the tied token_embd in F16 in q8_0 files
+ * 2. Against the F32 file: top-1 agreement of the quantized weights over every position of every
+ *    prompt, measured through the twin so that it does not depend on the CPU's rounding (the
+ *    file's own agreement is reported). Q8_0 must reach 90% on both fixtures. The converter keeps the tied token_embd in F16 in q8_0 files
  *    for this: with a Q8_0 table tiny-b measured 87.5% (tiny-a 94.4%), and a study of the variants
  *    (docs/converting.md) showed the loss comes from the 8-bit embedding rows entering the
  *    residual stream more than from the output product. Q4_0's agreement is reported only: its
@@ -15,27 +16,10 @@
  * must be refused clearly.
  */
 import test from 'ava';
-import { loadModel, type EngineContext } from '../src/engine.js';
+import { loadModel } from '../src/engine.js';
 import { XglmError } from '../src/errors.js';
 import { allLogits, compareToTwin, dequantizedTwin, roundingRatio, twinTolerance } from './helpers/dequantized-twin.js';
-import { FIXTURE_NAMES, fixtureGguf, golden, type FixtureName } from './helpers/fixture-gguf.js';
-
-const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-
-async function argmaxes(name: FixtureName, type: 'f32' | 'q8_0' | 'q4_0'): Promise<number[][]> {
-  const model = await loadModel(await fixtureGguf(name, type));
-  const ctx: EngineContext = await model.createContext({ kvType: type === 'f32' ? 'f32' : 'f16', threads: 1 });
-  const out: number[][] = [];
-  for (const p of golden(name).prompts) {
-    await ctx.kvClear();
-    await ctx.evaluate({ tokens: p.ids, positions: range(p.ids.length), logits: 'all' });
-    const res = await ctx.logprobs(range(p.ids.length), p.ids.map(() => -1), 1);
-    out.push(Array.from(res.topIds));
-  }
-  await ctx.dispose();
-  model.dispose();
-  return out;
-}
+import { FIXTURE_NAMES, argmax, fixtureGguf, golden, type FixtureName } from './helpers/fixture-gguf.js';
 
 for (const name of FIXTURE_NAMES) {
   test(`${name}: q8_0 and q4_0 logits equal their dequantized twins' within the activation rounding, and their top-1 where the margin is clear`, async (t) => {
@@ -64,20 +48,30 @@ for (const name of FIXTURE_NAMES) {
     t.true(checked >= 2, `top-1 checked at ${checked} rows only`);
   });
 
-  test(`${name}: q8_0 and q4_0 top-1 agreement with the f32 file over all positions`, async (t) => {
-    const ref = await argmaxes(name, 'f32');
+  test(`${name}: the q8_0 weights keep the f32 file's top-1 at >= 90% of all positions (through the dequantized twin)`, async (t) => {
+    const prompts = golden(name).prompts;
+    const ref = await allLogits(await fixtureGguf(name, 'f32'), prompts);
     // the f32 file's top-1 is PyTorch's (checked in engine.test.ts); confirm on the last rows
-    golden(name).prompts.forEach((p, i) => t.is(ref[i]![p.ids.length - 1], p.last_logits.argmax));
+    prompts.forEach((p, i) => t.is(argmax(ref[i]![p.ids.length - 1]!), p.last_logits.argmax));
     for (const type of ['q8_0', 'q4_0'] as const) {
-      const got = await argmaxes(name, type);
-      let same = 0;
+      const file = await fixtureGguf(name, type);
+      // The weights' effect alone, measured through the twin (F32 products of the quantized
+      // weights): the same on every CPU. The file itself adds the activation rounding of this
+      // CPU's kernels, which flips near-ties differently per variant (tiny-b: 260-263 of 287
+      // over the ggml variants of one CPU), so its agreement is reported, not asserted; its
+      // kernels are checked against the twin above.
+      const twin = await allLogits((await dequantizedTwin(file)).file, prompts);
+      const got = await allLogits(file, prompts);
+      let twinSame = 0;
+      let fileSame = 0;
       let total = 0;
-      got.forEach((row, i) => row.forEach((id, j) => {
+      ref.forEach((rows, p) => rows.forEach((row, r) => {
         total++;
-        if (id === ref[i]![j]) same++;
+        if (argmax(twin[p]![r]!) === argmax(row)) twinSame++;
+        if (argmax(got[p]![r]!) === argmax(row)) fileSame++;
       }));
-      const pct = (100 * same) / total;
-      t.log(`${type}: top-1 equal to f32 at ${same}/${total} positions (${pct.toFixed(1)}%)`);
+      const pct = (100 * twinSame) / total;
+      t.log(`${type}: top-1 equal to f32 at ${twinSame}/${total} positions through the twin (${pct.toFixed(1)}%), ${fileSame}/${total} through this CPU's kernels`);
       if (type === 'q8_0') t.true(pct >= 90, `${type} ${pct.toFixed(1)}% < 90%`);
     }
   });
