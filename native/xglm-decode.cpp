@@ -1,4 +1,4 @@
-// An XGLM context: KV cache with cells per sequence, the forward graph of DESIGN.md §3,
+// An XGLM context: KV cache with cells per sequence, the forward graph of XGLM (docs/architecture.md, “Numerics”),
 // and decoding of batches split into ubatches. Weights come from xglm.cpp.
 #include <algorithm>
 #include <atomic>

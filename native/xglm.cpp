@@ -1,6 +1,6 @@
 // XGLM model loading: GGUF → validated hyperparameters and weights, mapped without a copy
 // (repacked matmul weights excepted). The graph and the KV cache are in xglm-decode.cpp.
-// See xglm.h for the contract and ../shared/DESIGN.md §4 for the file layout.
+// See xglm.h for the contract and docs/converting.md for the file layout.
 #include "xglm-impl.h"
 
 #include <fcntl.h>
@@ -27,7 +27,7 @@
 
 namespace {
 
-const char * const k_reconvert_hint = "convert the model again with 'xglm convert' (DESIGN.md §4 layout)";
+const char * const k_reconvert_hint = "convert the model again with 'xglm convert' (the layout xglm-node writes)";
 
 bool fail(std::string * error, const std::string & msg) {
     if (error) *error = msg;

@@ -5,7 +5,8 @@
 // mutates (KV cache, compute buffers, threadpool, last logits). A context is used by one
 // thread at a time; only xglm_context_abort may be called from another thread.
 //
-// Semantics: ../shared/DESIGN.md §3 (transformers' XGLMForCausalLM); file layout: §4.
+// Semantics: transformers' XGLMForCausalLM (docs/architecture.md, “Numerics”); file layout:
+// docs/converting.md, “What is written”.
 #pragma once
 
 #include <cstdint>

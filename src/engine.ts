@@ -72,7 +72,7 @@ export interface LoadModelOptions {
   onProgress?: (fraction: number) => void;
 }
 
-/** Maps a GGUF file (no copy of the weights) and validates it against DESIGN.md §4. */
+/** Maps a GGUF file (no copy of the weights) and validates it against the layout of docs/converting.md. */
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<EngineModel> {
   if (typeof path !== 'string' || path === '') throw invalid('model path must be a non-empty string');
   const m = await call(() =>

@@ -1,5 +1,5 @@
 /**
- * The `xglm` binary as users and scripts meet it (DESIGN.md §5): each test spawns
+ * The `xglm` binary as users and scripts meet it (README.md, “The CLI”): each test spawns
  * bin/xglm.js (run `npm run build:ts` first; `npm test` does) and checks output shapes,
  * values against the fixtures, and exit codes.
  */

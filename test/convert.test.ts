@@ -73,7 +73,7 @@ for (const fixture of FIXTURES) {
     }
   });
 
-  test(`${fixture}: metadata keys and values follow DESIGN.md §4 and config.json`, async (t) => {
+  test(`${fixture}: metadata keys and values follow docs/converting.md and config.json`, async (t) => {
     const cfg = configOf(fixture);
     const golden = goldenOf(fixture);
     const r = GgufReader.open(await convertOnce(fixture, 'safetensors', 'f16'));

@@ -1,5 +1,5 @@
 /**
- * Every weight type the converter writes (DESIGN.md §5: f32 f16 bf16 q8_0 q6_k q5_k_m q5_0
+ * Every weight type the converter writes (docs/converting.md: f32 f16 bf16 q8_0 q6_k q5_k_m q5_0
  * q4_k_m q4_0) loads and runs: a random-weight checkpoint whose dims are multiples of 256
  * (k-quants need them) is converted to each type and its logits compared with the f32
  * file's. The bounds are loose on purpose — quantization error on random weights is large —

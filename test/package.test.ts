@@ -45,3 +45,23 @@ test('an ESM consumer and a CommonJS consumer share one module instance', (t) =>
   );
   t.is(out.trim(), 'true');
 });
+
+test('nothing in the repository points at files a clone does not have (the design notes beside it)', (t) => {
+  // The project's design notes live outside the repository; a user's clone has only what is here.
+  const skip = new Set(['node_modules', 'deps', 'build', 'dist', 'prebuilds', 'fixtures', '.git']);
+  const hits: string[] = [];
+  const walk = (dir: string): void => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) {
+        if (!skip.has(e.name)) walk(p);
+      } else if (/\.(ts|js|mjs|cjs|cpp|h|md|json|gyp|txt|cmake)$|^run$/.test(e.name) && e.name !== 'package-lock.json') {
+        fs.readFileSync(p, 'utf8').split('\n').forEach((line, i) => {
+          if (p !== __filename && /\.\.\/shared\b|\bDESIGN\.md\b/.test(line)) hits.push(`${path.relative(root, p)}:${i + 1}: ${line.trim()}`);
+        });
+      }
+    }
+  };
+  walk(root);
+  t.deepEqual(hits, []);
+});

@@ -1,5 +1,5 @@
 /**
- * The `xglm` command line: dispatch, --help, and the error contract of DESIGN.md §5 —
+ * The `xglm` command line: dispatch, --help, and the error contract of README.md's “The CLI” —
  * exit 0 on success, 1 on a runtime error, 2 on a usage error; errors are one line on
  * stderr starting `xglm: error:`; never a stack trace for bad input.
  */

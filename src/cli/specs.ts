@@ -1,4 +1,4 @@
-/** The flags of every `xglm` command (DESIGN.md §5), in one place. */
+/** The flags of every `xglm` command (README.md, “The CLI”), in one place. */
 import type { CommandSpec, FlagSpec } from './args.js';
 
 const model: FlagSpec = { type: 'string', short: 'm', valueName: 'FILE', description: 'GGUF model file (default: the tiny embedded demo model)' };

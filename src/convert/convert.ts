@@ -181,7 +181,7 @@ function checkTiedOutput(source: TensorSource, hp: XglmHParams): void {
 }
 
 /**
- * Converts a HuggingFace XGLM checkpoint folder to a GGUF file (DESIGN.md §4 layout).
+ * Converts a HuggingFace XGLM checkpoint folder to a GGUF file (the layout docs/converting.md describes).
  * The output is written under `<outFile>.partial` and renamed at the end.
  * @throws XglmError ERR_XGLM_CONVERT, ERR_XGLM_UNSAFE_PICKLE, ERR_XGLM_UNSAFE_ARCHIVE,
  *   ERR_XGLM_TOKENIZER, ERR_XGLM_UNSUPPORTED, ERR_XGLM_INVALID_ARGUMENT.

@@ -1,5 +1,5 @@
 /**
- * GGUF metadata of an XGLM model (DESIGN.md §4), with llama.cpp/gguf-py key spellings
+ * GGUF metadata of an XGLM model (docs/converting.md, “What is written”), with llama.cpp/gguf-py key spellings
  * (gguf-py/gguf/constants.py, including its historical "seperator").
  */
 import { XGLM_EOS_ID, XGLM_PAD_ID, XGLM_UNK_ID } from '../tokenizer/xglm-vocab.js';

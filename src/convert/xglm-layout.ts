@@ -1,5 +1,5 @@
 /**
- * HuggingFace XGLM tensor names → GGUF tensor names (DESIGN.md §4, llama.cpp's "xglm" layout),
+ * HuggingFace XGLM tensor names → GGUF tensor names (llama.cpp's "xglm" layout; docs/converting.md),
  * with the expected PyTorch shape of every source tensor and the list of tensors deliberately
  * left out. The planner refuses a checkpoint with a missing, misshapen or unexplained tensor.
  *

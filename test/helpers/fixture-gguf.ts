@@ -3,7 +3,7 @@
  * golden outputs, for the engine tests.
  *
  * The project's converter (src/convert) makes the files. Until it exists, a minimal
- * safetensors → GGUF step below writes the DESIGN.md §4 tensors (no tokenizer, no position
+ * safetensors → GGUF step below writes the tensors of docs/converting.md's layout (no tokenizer, no position
  * table: the engine computes it) with ggml's own quantizer for q8_0/q4_0.
  */
 import fs from 'node:fs';

@@ -1,4 +1,4 @@
-/** Paths and loaders for the tokenizer fixtures (copies of ../shared/fixtures in test/fixtures). */
+/** Paths and loaders for the tokenizer fixtures (test/fixtures: tiny checkpoints with golden outputs). */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
