@@ -3,9 +3,9 @@
  * program is installed and are otherwise registered as skipped, with the reason and the way to
  * install it in the title, so a run without the tool says so instead of passing silently.
  */
-import test, { type ImplementationFn } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
+import { runIf, type Declare } from './skip.js';
 
 /**
  * The program's path: the first executable `name` on PATH, then in /usr/bin and /usr/local/bin.
@@ -32,7 +32,7 @@ export interface ToolSet {
   /** Missing tools, empty when all are installed. */
   readonly missing: readonly string[];
   /** Registers a test that runs when every tool is installed, else a visibly skipped one. */
-  test(title: string, implementation: ImplementationFn<[]>): void;
+  test: Declare;
 }
 
 /**
@@ -50,10 +50,7 @@ export function tools(names: readonly string[], install: string): ToolSet {
   return {
     path: found,
     missing,
-    test(title, implementation) {
-      if (missing.length === 0) test(title, implementation);
-      else test.skip(`${title} — skipped: ${missing.join(', ')} not installed (${install})`, implementation);
-    },
+    test: runIf(missing.length === 0, `${missing.join(', ')} not installed (${install})`),
   };
 }
 
