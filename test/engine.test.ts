@@ -6,9 +6,8 @@
 import test from 'ava';
 import { loadModel, type EngineContext, type EngineModel } from '../src/engine.js';
 import { FIXTURE_NAMES, argmax, fixtureGguf, golden, maxDiff, minimalFixtureGguf, readF32, type FixtureName } from './helpers/fixture-gguf.js';
+import { F16_TOLERANCE, F32_TOLERANCE, stepErrors, teacherForced } from './helpers/greedy-steps.js';
 
-const F32_TOLERANCE = 1e-4;
-const F16_TOLERANCE = 1e-2;
 
 const positions = (n: number, start = 0) => Array.from({ length: n }, (_, i) => start + i);
 
@@ -136,40 +135,26 @@ for (const name of FIXTURE_NAMES) {
         const free = await greedy(c16, p.ids, p.greedy.n_new);
 
         // teacher-forced on PyTorch's continuation, beside the F32 file
-        await c16.kvClear();
-        await c32.kvClear();
-        await c16.evaluate({ tokens: p.ids, positions: positions(p.ids.length) });
-        await c32.evaluate({ tokens: p.ids, positions: positions(p.ids.length) });
+        const rows16 = await teacherForced(c16, p.ids, p.greedy.ids);
+        const rows32 = await teacherForced(c32, p.ids, p.greedy.ids);
         const margins = p.greedy.top1_top2_logit_margins;
-        const decided: boolean[] = [];
-        const errors: number[] = [];
-        for (let k = 0; k < p.greedy.n_new; k++) {
-          const l16 = await c16.getLogits(0 === k ? p.ids.length - 1 : 0);
-          const l32 = await c32.getLogits(0 === k ? p.ids.length - 1 : 0);
-          const { diff, scale } = maxDiff(l16, l32);
+        const e = stepErrors(rows16, rows32, margins);
+        e.diffs.forEach((diff, k) => {
+          const scale = e.scales[k]!;
           t.true(diff <= F16_TOLERANCE * scale, `${p.id} step ${k}: maxdiff to the F32 file ${diff} > ${F16_TOLERANCE} × ${scale}`);
           worstRel = Math.max(worstRel, diff / scale);
-          const bound = diff + F32_TOLERANCE * scale; // |F16 - PyTorch| at this step
-          errors.push(bound);
-          decided.push(margins[k]! > 2 * bound);
           if (margins[k]! > 2 * (F16_TOLERANCE + F32_TOLERANCE) * scale) guaranteedSteps++;
           // the F32 file follows PyTorch here (its greedy continuation is PyTorch's, tested above)
-          t.is(argmax(l32), p.greedy.ids[k], `${p.id} step ${k}: the F32 file's top-1`);
-          if (decided[k]) t.is(argmax(l16), p.greedy.ids[k], `${p.id} step ${k}: margin ${margins[k]} > 2 × ${bound}`);
-          if (k + 1 < p.greedy.n_new) {
-            const next = p.greedy.ids[k]!;
-            await c16.evaluate({ tokens: [next], positions: [p.ids.length + k] });
-            await c32.evaluate({ tokens: [next], positions: [p.ids.length + k] });
-          }
-        }
-        const firstUndecided = decided.indexOf(false) === -1 ? decided.length : decided.indexOf(false);
-        t.deepEqual(free.slice(0, firstUndecided), p.greedy.ids.slice(0, firstUndecided), `${p.id}: free-running greedy up to its first undecided step`);
-        const n = decided.filter(Boolean).length;
-        steps += decided.length;
+          t.is(argmax(rows32[k]!), p.greedy.ids[k], `${p.id} step ${k}: the F32 file's top-1`);
+          if (e.decided[k]) t.is(argmax(rows16[k]!), p.greedy.ids[k], `${p.id} step ${k}: margin ${margins[k]} > 2 × ${e.bounds[k]}`);
+        });
+        t.deepEqual(free.slice(0, e.prefix), p.greedy.ids.slice(0, e.prefix), `${p.id}: free-running greedy up to its first undecided step`);
+        const n = e.decided.filter(Boolean).length;
+        steps += e.decided.length;
         decidedSteps += n;
         t.log(
-          `${p.id}: last-position maxdiff ${last.diff.toExponential(3)} (rel ${(last.diff / last.scale).toExponential(2)}); step error max ${Math.max(...errors).toFixed(4)}; ` +
-            `decided ${n}/${decided.length} (free run checked to step ${firstUndecided}, equal in all: ${free.every((id, i) => id === p.greedy.ids[i])})`,
+          `${p.id}: last-position maxdiff ${last.diff.toExponential(3)} (rel ${(last.diff / last.scale).toExponential(2)}); step error max ${Math.max(...e.bounds).toFixed(4)}; ` +
+            `decided ${n}/${e.decided.length} (free run checked to step ${e.prefix}, equal in all: ${free.every((id, i) => id === p.greedy.ids[i])})`,
         );
       }
     } finally {

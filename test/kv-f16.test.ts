@@ -13,11 +13,10 @@
 import test from 'ava';
 import { loadModel as loadEngineModel, type EngineContext } from '../src/engine.js';
 import { loadModel } from '../src/index.js';
+import { F16_TOLERANCE, F32_TOLERANCE, stepErrors, teacherForced, type StepErrors } from './helpers/greedy-steps.js';
 import { goldenOf } from './helpers/models.js';
 import { FIXTURE_NAMES, argmax, fixtureGguf, golden, maxDiff, readF32, type FixtureName } from './helpers/fixture-gguf.js';
 
-const F16_TOLERANCE = 1e-2;
-const F32_TOLERANCE = 1e-4;
 interface CopaItem {
   results: Array<{ text: string; ids: number[]; token_logprobs: number[] }>;
 }
@@ -35,32 +34,19 @@ async function withEngine<T>(name: FixtureName, kvType: 'f16' | 'f32', fn: (ctx:
   }
 }
 
-/** Logits rows of `ids` fed one token at a time (the decode path generate() takes), from row `from` on. */
-async function teacherForced(ctx: EngineContext, ids: number[], promptLength: number): Promise<Float32Array[]> {
-  await ctx.kvClear();
-  await ctx.evaluate({ tokens: ids.slice(0, promptLength), positions: range(promptLength) });
-  const rows = [await ctx.getLogits(promptLength - 1)];
-  for (let i = promptLength; i < ids.length; i++) {
-    await ctx.evaluate({ tokens: [ids[i]!], positions: [i] });
-    rows.push(await ctx.getLogits(0));
-  }
-  return rows;
-}
-
 for (const name of FIXTURE_NAMES) {
   const g = golden(name);
 
   test(`${name}: generate() with the default (F16) cache gives PyTorch's greedy tokens wherever the margin exceeds the measured error`, async (t) => {
     // the error of the F16 cache at every greedy step, teacher-forced with PyTorch's tokens
-    const errors = new Map<string, number[]>();
+    const errors = new Map<string, StepErrors>();
     for (const p of g.prompts) {
-      const ids = [...p.ids, ...p.greedy.ids.slice(0, -1)];
-      const [f16, f32] = [await withEngine(name, 'f16', (c) => teacherForced(c, ids, p.ids.length)), await withEngine(name, 'f32', (c) => teacherForced(c, ids, p.ids.length))];
-      errors.set(p.id, f16.map((row, k) => {
-        const { diff, scale } = maxDiff(row, f32[k]!);
-        t.true(diff <= F16_TOLERANCE * scale, `${p.id} step ${k}: ${diff} > ${F16_TOLERANCE} × ${scale}`);
-        return diff + F32_TOLERANCE * scale;
-      }));
+      const margins = p.greedy.top1_top2_logit_margins;
+      const f16 = await withEngine(name, 'f16', (c) => teacherForced(c, p.ids, p.greedy.ids));
+      const f32 = await withEngine(name, 'f32', (c) => teacherForced(c, p.ids, p.greedy.ids));
+      const e = stepErrors(f16, f32, margins);
+      e.diffs.forEach((diff, k) => t.true(diff <= F16_TOLERANCE * e.scales[k]!, `${p.id} step ${k}: ${diff} > ${F16_TOLERANCE} × ${e.scales[k]}`));
+      errors.set(p.id, e);
     }
     const model = await loadModel(await fixtureGguf(name, 'f32'));
     t.teardown(() => model.dispose());
@@ -69,15 +55,12 @@ for (const name of FIXTURE_NAMES) {
     let total = 0;
     let worstError = 0;
     for (const p of g.prompts) {
-      const err = errors.get(p.id)!;
-      const margins = p.greedy.top1_top2_logit_margins;
-      let n = margins.findIndex((m, k) => m <= 2 * err[k]!);
-      if (n < 0) n = margins.length;
+      const e = errors.get(p.id)!;
       const r = await ctx.generate(p.text, { temperature: 0, maxTokens: p.greedy.ids.length, stopAtEos: false });
-      t.deepEqual(r.tokens.slice(0, n), p.greedy.ids.slice(0, n), `${p.id}: the first ${n} steps are decided`);
-      decided += n;
-      total += margins.length;
-      worstError = Math.max(worstError, ...err);
+      t.deepEqual(r.tokens.slice(0, e.prefix), p.greedy.ids.slice(0, e.prefix), `${p.id}: the first ${e.prefix} steps are decided`);
+      decided += e.prefix;
+      total += e.decided.length;
+      worstError = Math.max(worstError, ...e.bounds);
     }
     t.log(`greedy steps decided (margin > 2 × measured F16-cache error): ${decided}/${total}; worst error ${worstError.toFixed(4)}`);
     // the F16 cache's error is a small fraction of the fixture margins (>= 0.05): if most steps
