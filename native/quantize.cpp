@@ -125,6 +125,15 @@ class QuantizeWorker : public Napi::AsyncWorker {
     size_t                  bytes_ = 0;
 };
 
+// Rows are whole blocks of the type.
+void check_row_length(Napi::Env env, ggml_type type, int64_t n_per_row) {
+    if (n_per_row == 0 || n_per_row % ggml_blck_size(type) != 0) {
+        throw Napi::RangeError::New(env, std::string("xglm: row length ") + std::to_string(n_per_row) +
+                                             " is not a positive multiple of " + ggml_type_name(type) +
+                                             "'s block size " + std::to_string(ggml_blck_size(type)));
+    }
+}
+
 Napi::Value quantize_rows(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     const ggml_type type = type_arg(info, 0);
@@ -139,11 +148,7 @@ Napi::Value quantize_rows(const Napi::CallbackInfo & info) {
     const int64_t n_rows    = count_arg(info, 3, "nRows");
     const int64_t n_per_row = count_arg(info, 4, "nPerRow");
     const int64_t n_threads = count_arg(info, 5, "nThreads");
-    if (n_per_row == 0 || n_per_row % ggml_blck_size(type) != 0) {
-        throw Napi::RangeError::New(env, std::string("xglm: row length ") + std::to_string(n_per_row) +
-                                             " is not a positive multiple of " + ggml_type_name(type) +
-                                             "'s block size " + std::to_string(ggml_blck_size(type)));
-    }
+    check_row_length(env, type, n_per_row);
     if (ggml_quantize_requires_imatrix(type)) {
         throw Napi::RangeError::New(env, std::string("xglm: ") + ggml_type_name(type) + " needs an importance matrix");
     }
@@ -169,11 +174,7 @@ Napi::Value dequantize_rows(const Napi::CallbackInfo & info) {
     auto          src       = info[1].As<Napi::Uint8Array>();
     const int64_t n_rows    = count_arg(info, 2, "nRows");
     const int64_t n_per_row = count_arg(info, 3, "nPerRow");
-    if (n_per_row == 0 || n_per_row % ggml_blck_size(type) != 0) {
-        throw Napi::RangeError::New(env, std::string("xglm: row length ") + std::to_string(n_per_row) +
-                                             " is not a positive multiple of " + ggml_type_name(type) +
-                                             "'s block size " + std::to_string(ggml_blck_size(type)));
-    }
+    check_row_length(env, type, n_per_row);
     const auto * traits = ggml_get_type_traits(type);
     if (type != GGML_TYPE_F32 && traits->to_float == nullptr) {
         throw Napi::TypeError::New(env, std::string("xglm: ggml cannot convert ") + ggml_type_name(type) + " to float");
