@@ -18,7 +18,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { FORMATS, type FormatName, prepareSeeds } from '../test/fuzz/targets.js';
+import { FORMATS, type FormatName, prepareSeeds, SEEDS_DIR } from '../test/fuzz/targets.js';
 
 const root = path.resolve(__dirname, '..');
 
@@ -149,7 +149,7 @@ async function runRange(format: FormatName, start: number, end: number, deadline
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
-  const seedsDir = path.join(os.tmpdir(), 'xglm-fuzz-seeds-v1');
+  const seedsDir = SEEDS_DIR;
   await prepareSeeds(seedsDir);
   if (!o.addon && o.formats.includes('gguf-native')) {
     // A private copy: a rebuild of build/Release during the run must not change what is fuzzed.

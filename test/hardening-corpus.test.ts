@@ -8,14 +8,14 @@ import test from 'ava';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { FORMATS, type FormatName, makeTarget, prepareSeeds, runCase } from './fuzz/targets.js';
+import { FORMATS, type FormatName, makeTarget, prepareSeeds, runCase, SEEDS_DIR } from './fuzz/targets.js';
 import { caseOf } from './fuzz/worker.js';
 
 const CORPUS = path.join(__dirname, 'fuzz', 'corpus');
 /** Fresh cases per format on top of the corpus: a smoke test of the harness itself. */
 const STREAM_CASES = 25;
 
-const seedsDir = path.join(os.tmpdir(), 'xglm-fuzz-seeds-v1');
+const seedsDir = SEEDS_DIR;
 const ready = prepareSeeds(seedsDir);
 const workRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-corpus-'));
 test.after.always(() => fs.rmSync(workRoot, { recursive: true, force: true }));

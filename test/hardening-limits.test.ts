@@ -13,7 +13,7 @@ import { XglmError } from '../src/errors.js';
 import { GgmlType, type GgufKv, type GgufTensorSpec, encodeGgufHeader, ggmlTensorBytes, kv } from '../src/gguf/index.js';
 import { readGgufHeader } from '../src/gguf/index.js';
 import { decodeGguf, encodeGguf } from './fuzz/gguf-codec.js';
-import { prepareSeeds } from './fuzz/targets.js';
+import { prepareSeeds, SEEDS_DIR } from './fuzz/targets.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-limits-'));
 test.after.always(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -94,7 +94,7 @@ test('a KV cache larger than physical memory is refused with a message that says
 });
 
 test('tensor data that general.alignment leaves misaligned is refused (found by the fuzzer under UBSan)', async (t) => {
-  const seeds = path.join(os.tmpdir(), 'xglm-fuzz-seeds-v1');
+  const seeds = SEEDS_DIR;
   await prepareSeeds(seeds);
   // the converter's q8_0 file re-laid with general.alignment 1: tensors back to back, so
   // q8_0's 34-byte blocks leave most of them off any 4-byte boundary

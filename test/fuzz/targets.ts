@@ -9,6 +9,7 @@
  * a crash, a hang, a runaway allocation — is a failure.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { convert, writeRandomCheckpoint } from '../../src/convert/index.js';
 import { openWeights } from '../../src/convert/convert.js';
@@ -44,16 +45,20 @@ const FIXTURE_A = path.join(__dirname, '..', 'fixtures', 'tiny-a');
 const SMALL_SHAPE = { dModel: 32, nLayers: 1, nHeads: 2, ffnDim: 64, vocabSize: 300, maxPositions: 16, seed: 7 };
 
 /**
+ * Where the seed files live, shared by the tests and `npm run fuzz`. (v2: written only by the
+ * atomic writer below, so a folder of this name is always complete.)
+ */
+export const SEEDS_DIR = path.join(os.tmpdir(), 'xglm-fuzz-seeds-v2');
+
+/**
  * Writes the seed files once into `dir` (idempotent, and safe when several processes call it at
  * once: ava runs test files in parallel processes, and two of them share the seeds folder).
  * The files are built in a private folder beside `dir` and renamed into place in one step, so
- * `dir` either does not exist or is complete (READY). When another process got there first,
- * its folder is used and ours is removed. A folder without READY (left by an interrupted run of
- * an older version that wrote in place) is moved aside and replaced.
+ * `dir` either does not exist or is complete; when another process got there first, its folder
+ * is used and ours is removed.
  */
-export async function prepareSeeds(dir: string): Promise<void> {
-  const done = path.join(dir, 'READY');
-  if (fs.existsSync(done)) return;
+export async function prepareSeeds(dir: string = SEEDS_DIR): Promise<void> {
+  if (fs.existsSync(path.join(dir, 'READY'))) return;
   const parent = path.dirname(dir);
   fs.mkdirSync(parent, { recursive: true });
   const tmp = fs.mkdtempSync(path.join(parent, `${path.basename(dir)}.building-`));
@@ -66,34 +71,10 @@ export async function prepareSeeds(dir: string): Promise<void> {
     const spm = fs.readFileSync(path.join(ckpt, 'sentencepiece.bpe.model'));
     fs.writeFileSync(path.join(tmp, 'tokenizer.json'), JSON.stringify(tokenizerJsonFromSentencePiece(spm)));
     fs.writeFileSync(path.join(tmp, 'READY'), '');
-    for (let attempt = 0; ; attempt++) {
-      if (fs.existsSync(done)) return; // another process won: use its folder
-      try {
-        fs.renameSync(tmp, dir); // atomic; fails when `dir` exists and is not empty
-        return;
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if ((code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'EPERM') || attempt >= 3) throw err;
-        if (fs.existsSync(done)) return;
-        // An incomplete folder, left by an interrupted run of the older in-place writer: move it
-        // aside (one process succeeds) and retry. If what was moved turns out complete (another
-        // process renamed its folder over an empty leftover in between), put it back.
-        const aside = `${dir}.stale-${process.pid}-${attempt}`;
-        try {
-          fs.renameSync(dir, aside);
-        } catch {
-          continue; // another process moved it first
-        }
-        if (fs.existsSync(path.join(aside, 'READY'))) {
-          try {
-            fs.renameSync(aside, dir);
-            return;
-          } catch {
-            // a third process placed its own complete folder meanwhile: that one is used
-          }
-        }
-        fs.rmSync(aside, { recursive: true, force: true });
-      }
+    try {
+      fs.renameSync(tmp, dir); // atomic; fails when another process's complete folder is there
+    } catch (err) {
+      if (!fs.existsSync(path.join(dir, 'READY'))) throw err;
     }
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
