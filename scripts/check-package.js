@@ -67,9 +67,10 @@ try {
   const run = (args, env = process.env) => sh(process.execPath, args, { cwd: plain, env }).trim();
   const cjs = run(['-e', "const x = require('xglm-node'); const i = x.backendInfo(); console.log(i.variant + ' dynamic=' + i.dynamic)"]);
   const esm = run(['--input-type=module', '-e', "import { backendInfo } from 'xglm-node'; console.log(backendInfo().variant)"]);
-  const forced = run(['-e', "console.log(require('xglm-node').backendInfo().variant)"], { ...process.env, XGLM_CPU_VARIANT: 'x64' });
+  const forced = run(['-e', "const i = require('xglm-node').backendInfo(); console.log(i.variant + ' kernels=' + i.kernels)"], { ...process.env, XGLM_CPU_VARIANT: 'x64' });
   console.log(`require: ${cjs}\nimport: ${esm}\nXGLM_CPU_VARIANT=x64: ${forced}`);
-  if (forced !== 'x64') throw new Error(`forcing the x64 variant gave ${forced}`);
+  // the x64 variant has no AVX2 code, so xglm-node's own ops must not run either
+  if (forced !== 'x64 kernels=none') throw new Error(`forcing the x64 variant gave ${forced}`);
   if (!cjs.endsWith('dynamic=true')) throw new Error('the installed package did not load the multi-variant prebuild');
 
   // 2. Scripts enabled: npm must run nothing that compiles; the package still loads its prebuild.
