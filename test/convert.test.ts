@@ -373,7 +373,7 @@ test('a folder with tokenizer.json instead of sentencepiece.bpe.model converts t
 //   q5_k_m < q4_k_m: the same mix one k-quant step finer). Types of different structures (q6_k
 //   against q5_0, bf16 against q8_0 …) are not ordered: nothing makes that principled.
 test('every output type loads in the engine (ggml gguf.cpp) and its logits track PyTorch', async (t) => {
-  const { allLogits, compareToTwin, dequantizedTwin, roundingRatio, twinTolerance } = await import('./helpers/dequantized-twin.js');
+  const { allLogits, assertMatchesTwin, calibrateF16 } = await import('./helpers/dequantized-twin.js');
   for (const fixture of FIXTURES) {
     const prompts = goldenOf(fixture).prompts as Array<{ id: string; ids: number[]; last_logits: { file: string; argmax: number } }>;
     const reference = prompts.map((p) => {
@@ -400,23 +400,11 @@ test('every output type loads in the engine (ggml gguf.cpp) and its logits track
     t.true(rel.f32! < 1e-4, `${fixture} f32`);
     t.true(rel.f16! < 1e-2, `${fixture} f16`);
 
-    const f16Twin = await dequantizedTwin(await convertOnce(fixture, 'safetensors', 'f16'), { f16: true });
-    const cal = compareToTwin(logits.f16!, await allLogits(f16Twin.file, prompts), prompts);
+    const cal = await calibrateF16(await convertOnce(fixture, 'safetensors', 'f16'), prompts, logits.f16);
     t.log(`${fixture} calibration: f16 vs its F32 twin, last rows max rel ${cal.lastRel.toExponential(2)}`);
     let checked = 0;
     for (const type of ALL_TYPES.filter((x) => x !== 'f32' && x !== 'f16')) {
-      const twin = await dequantizedTwin(await convertOnce(fixture, 'safetensors', type));
-      const types = [...new Set(twin.decoded.map((x) => x.type))];
-      const cmp = compareToTwin(logits[type]!, await allLogits(twin.file, prompts), prompts);
-      const tol = twinTolerance(roundingRatio(types), cal.lastRel);
-      t.log(
-        `${fixture} ${type} vs its twin (decoded ${types.join(', ')}): last rows max rel ${cmp.lastRel.toExponential(2)} of tolerance ${tol.toExponential(2)}; ` +
-          `top-1 checked at ${cmp.top1Checked}/${cmp.top1Rows} other rows, ${cmp.top1Mismatches.length} differ`,
-      );
-      t.true(twin.decoded.length > 0, `${fixture} ${type}: the twin decoded something`);
-      t.true(cmp.lastRel <= tol, `${fixture} ${type}: ${cmp.lastRel} > ${tol}`);
-      t.deepEqual(cmp.top1Mismatches, [], `${fixture} ${type}`);
-      checked += cmp.top1Checked;
+      checked += await assertMatchesTwin(t, `${fixture} ${type}`, await convertOnce(fixture, 'safetensors', type), prompts, cal.lastRel, logits[type]);
     }
     t.true(checked >= ALL_TYPES.length - 2, `${fixture}: top-1 checked at ${checked} rows only`);
 

@@ -18,33 +18,16 @@
 import test from 'ava';
 import { loadModel } from '../src/engine.js';
 import { XglmError } from '../src/errors.js';
-import { allLogits, compareToTwin, dequantizedTwin, roundingRatio, twinTolerance } from './helpers/dequantized-twin.js';
+import { allLogits, assertMatchesTwin, calibrateF16, dequantizedTwin } from './helpers/dequantized-twin.js';
 import { FIXTURE_NAMES, argmax, fixtureGguf, golden, type FixtureName } from './helpers/fixture-gguf.js';
 
 for (const name of FIXTURE_NAMES) {
   test(`${name}: q8_0 and q4_0 logits equal their dequantized twins' within the activation rounding, and their top-1 where the margin is clear`, async (t) => {
     const prompts = golden(name).prompts;
-    const f16 = await fixtureGguf(name, 'f16');
-    const f16Twin = await dequantizedTwin(f16, { f16: true });
-    const cal = compareToTwin(await allLogits(f16, prompts), await allLogits(f16Twin.file, prompts), prompts);
+    const cal = await calibrateF16(await fixtureGguf(name, 'f16'), prompts);
     t.log(`calibration: f16 vs its F32 twin, last rows max rel ${cal.lastRel.toExponential(2)} (abs ${cal.lastAbs.toFixed(3)})`);
     let checked = 0;
-    for (const type of ['q8_0', 'q4_0'] as const) {
-      const file = await fixtureGguf(name, type);
-      const twin = await dequantizedTwin(file);
-      const types = [...new Set(twin.decoded.map((x) => x.type))];
-      const cmp = compareToTwin(await allLogits(file, prompts), await allLogits(twin.file, prompts), prompts);
-      const ratio = roundingRatio(types);
-      const tol = twinTolerance(ratio, cal.lastRel);
-      t.log(
-        `${type} (decoded ${types.join(', ')}; ratio ${ratio.toFixed(1)}): last rows max rel ${cmp.lastRel.toExponential(2)} of tolerance ${tol.toExponential(2)} (abs ${cmp.lastAbs.toFixed(3)}); ` +
-          `top-1 checked at ${cmp.top1Checked}/${cmp.top1Rows} other rows, ${cmp.top1Mismatches.length} differ`,
-      );
-      t.true(twin.decoded.length > 0, `${type}: the twin decoded something`);
-      t.true(cmp.lastRel <= tol, `${type}: ${cmp.lastRel} > ${tol}`);
-      t.deepEqual(cmp.top1Mismatches, [], type);
-      checked += cmp.top1Checked;
-    }
+    for (const type of ['q8_0', 'q4_0'] as const) checked += await assertMatchesTwin(t, type, await fixtureGguf(name, type), prompts, cal.lastRel);
     t.true(checked >= 2, `top-1 checked at ${checked} rows only`);
   });
 

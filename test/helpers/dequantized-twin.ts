@@ -9,11 +9,13 @@
  * Written once per (file, choice) and process with the project's GGUF reader and writer
  * (src/gguf), into a temporary folder removed at exit.
  */
+import type { ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { GgmlType, GgufReader, GgufWriter, ggmlTypeName, type GgufTensorSpec } from '../../src/gguf/index.js';
 import { native } from '../../src/native.js';
+import { argmax, maxDiff } from './fixture-gguf.js';
 
 export interface DequantizedTwin {
   file: string;
@@ -168,14 +170,7 @@ export function compareToTwin(file: Float32Array[][], twin: Float32Array[][], id
   let lastRel = 0;
   let lastAbs = 0;
   file.forEach((rows, p) => {
-    const a = rows[rows.length - 1]!;
-    const b = twin[p]![rows.length - 1]!;
-    let diff = 0;
-    let scale = 0;
-    for (let i = 0; i < b.length; i++) {
-      diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-      scale = Math.max(scale, Math.abs(b[i]!));
-    }
+    const { diff, scale } = maxDiff(rows[rows.length - 1]!, twin[p]![rows.length - 1]!);
     lastRel = Math.max(lastRel, diff / scale);
     lastAbs = Math.max(lastAbs, diff);
   });
@@ -187,17 +182,42 @@ export function compareToTwin(file: Float32Array[][], twin: Float32Array[][], id
     for (let j = 0; j + 1 < rows.length; j++) {
       rowsSeen++;
       const t = twin[p]![j]!;
-      let top = 0;
-      for (let i = 1; i < t.length; i++) if (t[i]! > t[top]!) top = i;
+      const top = argmax(t);
       let second = -Infinity;
       for (let i = 0; i < t.length; i++) if (i !== top && t[i]! > second) second = t[i]!;
       if (t[top]! - second <= threshold) continue;
       checked++;
-      const r = rows[j]!;
-      let mine = 0;
-      for (let i = 1; i < r.length; i++) if (r[i]! > r[mine]!) mine = i;
+      const mine = argmax(rows[j]!);
       if (mine !== top) mismatches.push(`${ids[p]!.id} position ${j}: ${mine} instead of ${top} (margin ${(t[top]! - second).toFixed(3)})`);
     }
   });
   return { lastRel, lastAbs, top1Checked: checked, top1Rows: rowsSeen, top1Mismatches: mismatches };
+}
+
+type Prompts = ReadonlyArray<{ id: string; ids: number[] }>;
+
+/** The F16 file against its F32 twin: how far this network carries a rounding of 2^-11 to the logits (e16 = lastRel). */
+export async function calibrateF16(f16File: string, prompts: Prompts, f16Logits?: Float32Array[][]): Promise<TwinComparison> {
+  const twin = await dequantizedTwin(f16File, { f16: true });
+  return compareToTwin(f16Logits ?? (await allLogits(f16File, prompts)), await allLogits(twin.file, prompts), prompts);
+}
+
+/**
+ * Asserts `file` against its twin: last rows within twinTolerance of its decoded types, and the
+ * twin's top-1 wherever its margin is clear. Logs the figures; returns how many rows' top-1 was checked.
+ */
+export async function assertMatchesTwin(t: ExecutionContext, label: string, file: string, prompts: Prompts, e16: number, fileLogits?: Float32Array[][]): Promise<number> {
+  const twin = await dequantizedTwin(file);
+  const types = [...new Set(twin.decoded.map((x) => x.type))];
+  const cmp = compareToTwin(fileLogits ?? (await allLogits(file, prompts)), await allLogits(twin.file, prompts), prompts);
+  const ratio = roundingRatio(types);
+  const tol = twinTolerance(ratio, e16);
+  t.log(
+    `${label} (decoded ${types.join(', ')}; ratio ${ratio.toFixed(1)}): last rows max rel ${cmp.lastRel.toExponential(2)} of tolerance ${tol.toExponential(2)} (abs ${cmp.lastAbs.toFixed(3)}); ` +
+      `top-1 checked at ${cmp.top1Checked}/${cmp.top1Rows} other rows, ${cmp.top1Mismatches.length} differ`,
+  );
+  t.true(twin.decoded.length > 0, `${label}: the twin decoded something`);
+  t.true(cmp.lastRel <= tol, `${label}: ${cmp.lastRel} > ${tol}`);
+  t.deepEqual(cmp.top1Mismatches, [], label);
+  return cmp.top1Checked;
 }
