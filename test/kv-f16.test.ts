@@ -14,6 +14,7 @@ import test from 'ava';
 import { loadModel as loadEngineModel, type EngineContext } from '../src/engine.js';
 import { loadModel } from '../src/index.js';
 import { F16_TOLERANCE, F32_TOLERANCE, stepErrors, teacherForced, type StepErrors } from './helpers/greedy-steps.js';
+import { allLogits } from './helpers/dequantized-twin.js';
 import { goldenOf } from './helpers/models.js';
 import { FIXTURE_NAMES, argmax, fixtureGguf, golden, maxDiff, readF32, type FixtureName } from './helpers/fixture-gguf.js';
 
@@ -72,16 +73,16 @@ for (const name of FIXTURE_NAMES) {
     const model = await loadModel(await fixtureGguf(name, 'f32'));
     t.teardown(() => model.dispose());
     await using ctx = await model.createContext();
+    const items = goldenOf(name).copa as CopaItem[];
+    // the F32 file's rows with an F32 cache (PyTorch's within 1e-4) give each position's logit scale
+    const f32Rows = await allLogits(await fixtureGguf(name, 'f32'), items.flatMap((item) => item.results));
     let worst = 0;
-    for (const item of goldenOf(name).copa as CopaItem[]) {
+    let text = 0;
+    for (const item of items) {
       const texts = item.results.map((r) => r.text);
       const scores = await ctx.score(texts, { tokenLogprobs: true });
       for (const [i, r] of item.results.entries()) {
-        // the F32 cache's rows (PyTorch's within 1e-4) give each position's logit scale
-        const rows = await withEngine(name, 'f32', async (c) => {
-          await c.evaluate({ tokens: r.ids, positions: range(r.ids.length), logits: 'all' });
-          return Promise.all(range(r.ids.length - 1).map((k) => c.getLogits(k)));
-        });
+        const rows = f32Rows[text++]!;
         t.is(scores[i]!.tokens, r.ids.length - 1);
         scores[i]!.tokenLogprobs!.forEach((lp, k) => {
           const scale = maxDiff(new Float32Array(rows[k]!.length), rows[k]!).scale;
