@@ -13,7 +13,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { XGLM_564M_SHAPE, convert, writeRandomCheckpoint } from '../src/convert/index.js';
-import { packageRoot } from '../src/native.js';
+import { packageRoot } from '../src/paths.js';
 
 interface RunResult {
   type: string;

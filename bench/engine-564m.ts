@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { XGLM_564M_SHAPE, convert, writeRandomCheckpoint } from '../src/convert/index.js';
 import { loadModel } from '../src/engine.js';
-import { packageRoot } from '../src/native.js';
+import { packageRoot } from '../src/paths.js';
 
 interface RunResult {
   useRepack: boolean;

@@ -18,7 +18,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { XGLM_564M_SHAPE, chooseTensorType, convert, parseOutputType, writeRandomCheckpoint } from '../src/convert/index.js';
 import { readGgufHeader } from '../src/gguf/index.js';
-import { native, packageRoot } from '../src/native.js';
+import { native } from '../src/native.js';
+import { packageRoot } from '../src/paths.js';
 import { toGpt2Gguf } from './peer-gguf.js';
 import { writeReport, type BenchReport, type ImplResult } from './report.js';
 

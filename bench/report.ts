@@ -1,7 +1,7 @@
 /** Turns a benchmark run into docs/benchmarks/latest.json, latest.svg and the results block of docs/benchmarks.md. */
 import fs from 'node:fs';
 import path from 'node:path';
-import { packageRoot } from '../src/native.js';
+import { packageRoot } from '../src/paths.js';
 
 export interface ImplResult {
   load_ms: number;

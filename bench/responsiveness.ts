@@ -11,7 +11,7 @@
 import path from 'node:path';
 import { measureTimerLag } from '../src/bench-core.js';
 import { loadModel } from '../src/index.js';
-import { packageRoot } from '../src/native.js';
+import { packageRoot } from '../src/paths.js';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);

@@ -9,6 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { XglmError } from './errors.js';
+import { packageRoot } from './paths.js';
 
 /** Which ggml CPU code runs in this process. */
 export interface BackendInfo {
@@ -200,9 +201,6 @@ export interface NativeContext {
   abort(): void;
   dispose(): Promise<void>;
 }
-
-/** The package root (this file lives in src/ or dist/). */
-export const packageRoot = path.resolve(__dirname, '..');
 
 export const BUILD_FROM_SOURCE_COMMAND = 'npm run build:native';
 

@@ -11,7 +11,8 @@ import { Worker } from 'node:worker_threads';
 import { loadModel } from '../src/engine.js';
 import { XglmError } from '../src/errors.js';
 import { GgufWriter, kv } from '../src/gguf/index.js';
-import { native, packageRoot } from '../src/native.js';
+import { native } from '../src/native.js';
+import { packageRoot } from '../src/paths.js';
 import { argmax, fixtureGguf, maxDiff, randomGguf, tmpPath } from './helpers/fixture-gguf.js';
 
 const range = (n: number, start = 0) => Array.from({ length: n }, (_, i) => start + i);

@@ -9,7 +9,8 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { loadModel as loadEngineModel } from '../src/engine.js';
 import { Generation, loadModel, XglmError, type XglmContext, type XglmModel } from '../src/index.js';
-import { native, packageRoot } from '../src/native.js';
+import { native } from '../src/native.js';
+import { packageRoot } from '../src/paths.js';
 import { fixtureGguf, goldenOf } from './helpers/models.js';
 
 const golden = goldenOf('tiny-a');

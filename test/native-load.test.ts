@@ -2,7 +2,8 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { native, packageRoot } from '../src/native.js';
+import { native } from '../src/native.js';
+import { packageRoot } from '../src/paths.js';
 import { halfToFloat } from './helpers/half.js';
 
 test('the addon loads and reports the CPU code it runs', (t) => {

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { XglmError } from '../errors.js';
-import { packageRoot } from '../native.js';
+import { packageRoot } from '../paths.js';
 import type { CliIo } from './main.js';
 
 /** The tiny random-weight model committed in ggml-models/, used when no -m is given. */

@@ -10,7 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { XglmError } from '../errors.js';
-import { packageRoot } from '../native.js';
+import { packageRoot } from '../paths.js';
 import { writeTorchStateDict } from './torch-save.js';
 
 export interface XglmShape {
