@@ -4,7 +4,7 @@
  *   node --import tsx bench/ours-runner.ts '{"modelPath":"…","threads":2,"prompts":[128,512],"decode":128,"ttftPrompt":64,"nCtx":1024}'
  * Prints { load_ms, prefill: {"128": tps, …}, decode_tps, ttft_ms, peak_rss_mb, [score_ms, score_continuations_ms, choose_ms, choose_agrees] }.
  */
-import { benchPromptIds, peakRssMb } from '../src/bench-core.js';
+import { benchPromptIds, peakRssMb } from '../src/cli/bench.js';
 import { loadModel } from '../src/index.js';
 
 interface Config {

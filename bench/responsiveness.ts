@@ -9,7 +9,7 @@
  * Default model: .bench-cache/xglm-564m-random-q4_0.gguf (made by `npm run bench`).
  */
 import path from 'node:path';
-import { measureTimerLag } from '../src/bench-core.js';
+import { measureTimerLag } from './timer-lag.js';
 import { loadModel } from '../src/index.js';
 import { packageRoot } from '../src/paths.js';
 

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { planBenchmark } from '../src/bench-core.js';
+import { planBenchmark } from '../src/cli/bench.js';
 import { backendInfo } from '../src/index.js';
 import { startFakeHub } from './helpers/fake-hub.js';
 import { FIXTURES_DIR, fixtureGguf, goldenOf, relDiff } from './helpers/models.js';

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { measureTimerLag } from '../src/bench-core.js';
+import { measureTimerLag } from '../bench/timer-lag.js';
 import { loadModel, type XglmModel } from '../src/index.js';
 import { fixtureGguf, goldenOf, relDiff, type Fixture } from './helpers/models.js';
 

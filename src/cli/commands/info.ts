@@ -1,5 +1,4 @@
-import { describeModelFile } from '../../model-info.js';
-import { native } from '../../native.js';
+import { backendInfo, describeModelFile } from '../../index.js';
 import type { ParsedArgs } from '../args.js';
 import type { CliIo } from '../main.js';
 import { resolveModelPath } from '../model-path.js';
@@ -11,7 +10,7 @@ function mb(bytes: number): string {
 export async function runInfo(args: ParsedArgs, io: CliIo): Promise<void> {
   const file = resolveModelPath(args.positionals[0], io);
   const info = describeModelFile(file);
-  const backend = native().backendInfo();
+  const backend = backendInfo();
   if (args.flags.json) {
     io.stdout.write(JSON.stringify({ ...info, cpu: backend }) + '\n');
     return;

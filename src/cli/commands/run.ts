@@ -2,12 +2,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import readline from 'node:readline';
-import { benchmarkModel } from '../../bench-core.js';
-import type { ContextOptions, XglmContext } from '../../context.js';
-import { XglmError } from '../../errors.js';
-import { backendInfo } from '../../index.js';
-import { loadModel, loadTokenizer } from '../../model.js';
-import type { NativeKvType } from '../../native.js';
+import { benchmarkModel } from '../bench.js';
+import { XglmError, backendInfo, loadModel, loadTokenizer, type ContextOptions, type KvType, type XglmContext } from '../../index.js';
 import type { ParsedArgs } from '../args.js';
 import type { CliIo } from '../main.js';
 import { resolveModelPath } from '../model-path.js';
@@ -18,7 +14,7 @@ function contextOptions(args: ParsedArgs): ContextOptions {
   return {
     ...(typeof f.threads === 'number' ? { threads: f.threads } : {}),
     ...(typeof f['ctx-size'] === 'number' ? { contextSize: f['ctx-size'] } : {}),
-    ...(typeof f['kv-type'] === 'string' ? { kvType: f['kv-type'] as NativeKvType } : {}),
+    ...(typeof f['kv-type'] === 'string' ? { kvType: f['kv-type'] as KvType } : {}),
   };
 }
 
@@ -147,7 +143,7 @@ export async function runBench(args: ParsedArgs, io: CliIo): Promise<void> {
     decode: Number(f['n-gen']),
     ...(typeof f['ctx-size'] === 'number' ? { contextSize: f['ctx-size'] } : {}),
     ...(typeof f.threads === 'number' ? { threads: f.threads } : {}),
-    ...(typeof f['kv-type'] === 'string' ? { kvType: f['kv-type'] as NativeKvType } : {}),
+    ...(typeof f['kv-type'] === 'string' ? { kvType: f['kv-type'] as KvType } : {}),
     // A prompt longer than the context allows is measured shorter, with a note (stderr: --json stays parseable).
     onNote: (message) => io.stderr.write(`xglm: note: ${message}\n`),
   });

@@ -1,11 +1,10 @@
 /**
  * One speed measurement of a model file: load time, prompt (prefill) and generation
- * (decode) throughput, time to first token, peak RSS. Shared by `xglm bench` and bench/.
+ * (decode) throughput, time to first token, peak RSS: what `xglm bench` runs (bench/ uses
+ * benchPromptIds and peakRssMb too).
  */
 import fs from 'node:fs';
-import { XglmError } from './errors.js';
-import { loadModel } from './model.js';
-import type { NativeKvType } from './native.js';
+import { XglmError, loadModel, type KvType } from '../index.js';
 
 export interface BenchOptions {
   /** Prompt tokens for the prefill measurement. @default 512 */
@@ -20,7 +19,7 @@ export interface BenchOptions {
    */
   contextSize?: number;
   threads?: number;
-  kvType?: NativeKvType;
+  kvType?: KvType;
   /**
    * Called with a one-line message when a measurement is shortened to fit the context
    * (a prompt longer than the context allows is clamped, not an error).
@@ -103,38 +102,6 @@ export function peakRssMb(): number {
     // not Linux
   }
   return process.resourceUsage().maxRSS / 1024;
-}
-
-/** How late a 1 ms interval timer on the JS thread fired while `work` ran. */
-export interface TimerLag<T> {
-  result: T;
-  ticks: number;
-  /** Lag in ms at a percentile (0..1). */
-  percentile: (p: number) => number;
-  maxMs: number;
-}
-
-export async function measureTimerLag<T>(work: () => Promise<T>): Promise<TimerLag<T>> {
-  const lags: number[] = [];
-  let last = performance.now();
-  const timer = setInterval(() => {
-    const now = performance.now();
-    lags.push(now - last - 1);
-    last = now;
-  }, 1);
-  let result: T;
-  try {
-    result = await work();
-  } finally {
-    clearInterval(timer);
-  }
-  lags.sort((a, b) => a - b);
-  return {
-    result,
-    ticks: lags.length,
-    percentile: (p) => lags[Math.min(lags.length - 1, Math.floor(lags.length * p))] ?? 0,
-    maxMs: lags[lags.length - 1] ?? 0,
-  };
 }
 
 export async function benchmarkModel(file: string, options: BenchOptions = {}): Promise<BenchResult> {
