@@ -13,8 +13,9 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { SAMPLER_OFF } from '../src/sampler.js';
 import { XGLM_564M_SHAPE, convert, writeRandomCheckpoint } from '../src/convert/index.js';
-import { loadModel } from '../src/engine.js';
+import { openEngineModel } from '../src/engine/model.js';
 import { packageRoot } from '../src/paths.js';
 
 interface RunResult {
@@ -45,7 +46,7 @@ async function child(): Promise<void> {
   const useRepack = repack === 'true';
   const fileMb = fs.statSync(file!).size / 2 ** 20;
   let start = performance.now();
-  const model = await loadModel(file!, { useRepack });
+  const model = await openEngineModel(file!, { useRepack });
   const loadMs = performance.now() - start;
   const rssAfterLoadMb = rssMb();
   const ctx = await model.createContext({ contextSize: 512, threads: Number(threads) });
@@ -55,11 +56,11 @@ async function child(): Promise<void> {
   start = performance.now();
   await ctx.evaluate({ tokens, positions: tokens.map((_, i) => i) });
   const prefillMs = performance.now() - start;
-  let id = await ctx.sample(np - 1, { temperature: 0 });
+  let id = await ctx.sample(np - 1, { ...SAMPLER_OFF, temperature: 0 });
   start = performance.now();
   for (let k = 0; k < nd; k++) {
     await ctx.evaluate({ tokens: [id], positions: [np + k] });
-    id = await ctx.sample(0, { temperature: 0 });
+    id = await ctx.sample(0, { ...SAMPLER_OFF, temperature: 0 });
   }
   const decodeMs = performance.now() - start;
   const result: RunResult = {

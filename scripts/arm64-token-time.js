@@ -8,7 +8,8 @@
 'use strict';
 
 const { performance } = require('node:perf_hooks');
-const { loadModel } = require('../src/engine');
+const { openEngineModel: loadModel } = require('../src/engine/model');
+const { SAMPLER_OFF } = require('../src/sampler');
 const { native } = require('../src/native');
 const { fixtureGguf, golden } = require('../test/helpers/fixture-gguf');
 
@@ -26,12 +27,12 @@ async function measure(name, type) {
     const positions = prompt.map((_, i) => i);
     let t0 = performance.now();
     await ctx.evaluate({ tokens: prompt, positions });
-    let id = await ctx.sample(prompt.length - 1, { temperature: 0 });
+    let id = await ctx.sample(prompt.length - 1, { ...SAMPLER_OFF, temperature: 0 });
     const promptMs = performance.now() - t0;
     t0 = performance.now();
     for (let k = 0; k < N_TOKENS; k++) {
       await ctx.evaluate({ tokens: [id], positions: [prompt.length + k] });
-      id = await ctx.sample(0, { temperature: 0 });
+      id = await ctx.sample(0, { ...SAMPLER_OFF, temperature: 0 });
     }
     const msPerToken = (performance.now() - t0) / N_TOKENS;
     return { model: name, type, arch: process.arch, variant: native().backendInfo().variant, promptTokens: prompt.length, tokens: N_TOKENS, msPerToken: Number(msPerToken.toFixed(2)), promptMs: Number(promptMs.toFixed(1)) };
@@ -52,12 +53,12 @@ async function measureFile(file, nTokens) {
     const prompt = Array.from({ length: 8 }, (_, i) => 4 + i * 997);
     t0 = performance.now();
     await ctx.evaluate({ tokens: prompt, positions: prompt.map((_, i) => i) });
-    let id = await ctx.sample(prompt.length - 1, { temperature: 0 });
+    let id = await ctx.sample(prompt.length - 1, { ...SAMPLER_OFF, temperature: 0 });
     const promptMs = performance.now() - t0;
     t0 = performance.now();
     for (let k = 0; k < nTokens; k++) {
       await ctx.evaluate({ tokens: [id], positions: [prompt.length + k] });
-      id = await ctx.sample(0, { temperature: 0 });
+      id = await ctx.sample(0, { ...SAMPLER_OFF, temperature: 0 });
     }
     const msPerToken = (performance.now() - t0) / nTokens;
     return { model: require('node:path').basename(file), type: 'file', arch: process.arch, variant: native().backendInfo().variant, threads: ctx.info.threads, loadMs: Math.round(loadMs), promptTokens: prompt.length, tokens: nTokens, msPerToken: Number(msPerToken.toFixed(1)), promptMs: Number(promptMs.toFixed(1)) };

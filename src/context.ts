@@ -4,11 +4,12 @@
  * the rest), what happens when the context is full, and the order of calls (queued: one
  * call at a time per context; separate contexts run in parallel).
  */
-import type { EngineContext, EngineModel, GenerateLoopOptions, SamplerOptions } from './engine.js';
+import type { EngineContext, EngineSampler } from './engine/context.js';
+import type { EngineModel } from './engine/model.js';
 import { XglmError } from './errors.js';
 import { Generation, runGeneration, type GenerateOptions } from './generate.js';
 import type { XglmModel } from './model.js';
-import type { NativeKvType } from './native.js';
+import type { KvType, NativeGenerateOptions } from './native.js';
 import {
   logprobsOf,
   perplexityOf,
@@ -32,7 +33,7 @@ export interface ContextOptions {
   /** Compute threads. @default $XGLM_THREADS, else the number of physical cores */
   threads?: number;
   /** KV-cache element type; `f32` makes an F32 model match PyTorch to float32 accuracy. @default 'f16' */
-  kvType?: NativeKvType;
+  kvType?: KvType;
   /** Logits rows per graph evaluation when scoring (each row is n_vocab floats). @default 32 */
   outputsPerBatch?: number;
   /**
@@ -275,7 +276,7 @@ export class XglmContext {
   }
 
   /** @internal */
-  sample(batchIndex: number, options: SamplerOptions): Promise<number> {
+  sample(batchIndex: number, options: EngineSampler): Promise<number> {
     return this.engine().sample(batchIndex, options);
   }
 
@@ -286,13 +287,13 @@ export class XglmContext {
    */
   async generateTokens(
     batchIndex: number,
-    sampler: SamplerOptions,
-    loop: GenerateLoopOptions,
+    sampler: EngineSampler,
+    loop: NativeGenerateOptions,
     onToken: (token: number, computeMs: number) => boolean,
     signal: AbortSignal,
   ): Promise<{ steps: number; endPosition: number }> {
     const engine = this.engine();
-    const seq = loop.seqId ?? 0;
+    const seq = loop.seqId;
     const streamed: number[] = [];
     const record = (end: number) => {
       const toks = this.cached.get(seq) ?? [];

@@ -3,38 +3,20 @@
  * stop strings, abort — and the Generation object users iterate or await.
  */
 import { randomInt } from 'node:crypto';
-import type { EvalItem, XglmContext } from './context.js';
-import type { SamplerOptions } from './engine.js';
+import { MAX_SEQUENCES } from './engine/checks.js';
 import { XglmError } from './errors.js';
+import type { EvalItem, XglmContext } from './context.js';
+import { resolveSampler, type SamplerOptions } from './sampler.js';
 import { StopStringMatcher } from './stop-strings.js';
 
-export interface GenerateOptions {
+/** What generate() takes: the sampler's options (src/sampler.ts, with their defaults) and these. */
+export interface GenerateOptions extends SamplerOptions {
   /** Tokens to generate at most. @default until </s> or the end of the context */
   maxTokens?: number;
   /** Stop when one of these strings is generated; it is not part of the text (never emitted partly). */
   stop?: readonly string[];
   /** Aborts prompt processing and generation; the result then has finishReason 'abort'. */
   signal?: AbortSignal;
-  /** 0 = greedy (argmax). @default 0.8 */
-  temperature?: number;
-  /** Keep the K most likely tokens; 0 = off. @default 40 */
-  topK?: number;
-  /** Nucleus sampling; 1 = off. @default 0.95 */
-  topP?: number;
-  /** Drop tokens below minP × the top probability; 0 = off. @default 0.05 */
-  minP?: number;
-  /** Locally typical sampling; 1 = off. @default 1 */
-  typicalP?: number;
-  /** Divide positive logits (multiply negative ones) of recent tokens; 1 = off. @default 1 */
-  repeatPenalty?: number;
-  /** Subtracted once from the logit of every recent token. @default 0 */
-  presencePenalty?: number;
-  /** Subtracted from a recent token's logit per occurrence. @default 0 */
-  frequencyPenalty?: number;
-  /** How many recent tokens (prompt included) the penalties look at. @default 64 */
-  penaltyWindow?: number;
-  /** Added to the logits; -Infinity bans a token. */
-  logitBias?: ReadonlyMap<number, number> | Record<number, number>;
   /** Same seed and input → same output, in every process. @default random */
   seed?: number;
   /** Stop at </s> (id 2). @default true */
@@ -149,42 +131,33 @@ function checkInt(name: string, v: unknown, min: number, max = Number.MAX_SAFE_I
   return v;
 }
 
-export function runGeneration(ctx: XglmContext, prompt: string | readonly number[], options: GenerateOptions): Generation {
+export function runGeneration(core: XglmContext, prompt: string | readonly number[], options: GenerateOptions): Generation {
   // Validate synchronously: a bad option throws at the call, not later.
-  const tokenizer = ctx.model.tokenizer;
+  const tokenizer = core.model.tokenizer;
   let promptIds: number[];
   if (typeof prompt === 'string') promptIds = tokenizer.encode(prompt, { specialTokens: options.specialTokens ?? false });
   else if (Array.isArray(prompt) || ArrayBuffer.isView(prompt)) {
     promptIds = Array.from(prompt, (id, i) => {
-      checkInt(`prompt[${i}]`, id, 0, ctx.model.info.hparams.nVocab - 1);
+      checkInt(`prompt[${i}]`, id, 0, core.model.info.hparams.nVocab - 1);
       return id;
     });
   } else throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', 'prompt must be a string or an array of token ids');
   if (promptIds.length === 0) promptIds = [EOS];
-  const seq = checkInt('sequence', options.sequence ?? 0, 0, 63);
-  const limit = ctx.contextSize;
+  const seq = checkInt('sequence', options.sequence ?? 0, 0, MAX_SEQUENCES - 1);
+  const limit = core.contextSize;
   const maxTokens = options.maxTokens === undefined ? Infinity : checkInt('maxTokens', options.maxTokens, 0);
   const stops = options.stop ?? [];
   if (!Array.isArray(stops) || stops.some((s) => typeof s !== 'string')) {
     throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', 'stop must be an array of strings');
   }
-  const penaltyWindow = checkInt('penaltyWindow', options.penaltyWindow ?? 64, 0);
+  // Every knob set (the engine layer checks the values); the window is applied here.
+  const { penaltyWindow: windowOption, ...sampler } = resolveSampler(options);
+  const penaltyWindow = checkInt('penaltyWindow', windowOption, 0);
   const seed = options.seed === undefined ? randomInt(2 ** 47) : checkInt('seed', options.seed, 0);
-  const sampler: SamplerOptions = {
-    temperature: options.temperature ?? 0.8,
-    topK: options.topK ?? 40,
-    topP: options.topP ?? 0.95,
-    minP: options.minP ?? 0.05,
-    typicalP: options.typicalP ?? 1,
-    repeatPenalty: options.repeatPenalty ?? 1,
-    presencePenalty: options.presencePenalty ?? 0,
-    frequencyPenalty: options.frequencyPenalty ?? 0,
-    ...(options.logitBias ? { logitBias: options.logitBias } : {}),
-  };
   const stopAtEos = options.stopAtEos ?? true;
   const usesPenalties = sampler.repeatPenalty !== 1 || sampler.presencePenalty !== 0 || sampler.frequencyPenalty !== 0;
 
-  const overflow = ctx.contextOverflow;
+  const overflow = core.contextOverflow;
   if (overflow === 'error') {
     const need = promptIds.length + (Number.isFinite(maxTokens) ? maxTokens : 0);
     if (promptIds.length > limit || need > limit) {
@@ -199,12 +172,12 @@ export function runGeneration(ctx: XglmContext, prompt: string | readonly number
 
   return new Generation(async (emit) => {
     const t0 = performance.now();
-    return ctx.enqueue(async (sig) => {
+    return core.enqueue(async (sig) => {
       let ids = promptIds;
       if (ids.length > limit) ids = truncateLeft(ids, limit);
       // Reuse the cached common prefix; the last prompt token is always evaluated (its logits
       // give the first new token).
-      const keep = await ctx.reusePrefix(seq, ids.slice(0, -1));
+      const keep = await core.reusePrefix(seq, ids.slice(0, -1));
       const generated: number[] = [];
       const decoder = tokenizer.createStreamDecoder();
       const matcher = new StopStringMatcher(stops);
@@ -235,7 +208,7 @@ export function runGeneration(ctx: XglmContext, prompt: string | readonly number
         // prompt
         const items: EvalItem[] = ids.slice(keep).map((token, i) => ({ token, pos: keep + i, seq }));
         items[items.length - 1]!.logits = maxTokens > 0; // with nothing to draw, no logits row
-        let lastRow = (await ctx.evaluateItems(items, 0, sig, options.onPromptProgress)).lastBatchIndex;
+        let lastRow = (await core.evaluateItems(items, 0, sig, options.onPromptProgress)).lastBatchIndex;
         promptMs = performance.now() - t0;
         let pos = ids.length;
         let step = 0;
@@ -280,7 +253,7 @@ export function runGeneration(ctx: XglmContext, prompt: string | readonly number
             break;
           }
           const window = usesPenalties ? penaltyWindow : 0;
-          const r = await ctx.generateTokens(
+          const r = await core.generateTokens(
             lastRow,
             window > 0 ? { ...sampler, penaltyTokens: history.slice(-window) } : sampler,
             { position: pos, seqId: seq, seed, firstStep: step, maxSteps: maxTokens - step, positionLimit: limit, eosToken: stopAtEos ? EOS : -1, penaltyWindow: window },
@@ -292,10 +265,10 @@ export function runGeneration(ctx: XglmContext, prompt: string | readonly number
           // The loop stopped by itself: the context is full.
           if (overflow === 'error') break; // finishReason 'length'
           const kept = truncateLeft(history, Math.max(2, Math.floor(limit / 2)));
-          await ctx.forget(seq);
+          await core.forget(seq);
           const re: EvalItem[] = kept.map((t, i) => ({ token: t, pos: i, seq }));
           re[re.length - 1]!.logits = true;
-          lastRow = (await ctx.evaluateItems(re, 0, sig)).lastBatchIndex;
+          lastRow = (await core.evaluateItems(re, 0, sig)).lastBatchIndex;
           pos = kept.length;
         }
       } catch (err) {
@@ -305,7 +278,7 @@ export function runGeneration(ctx: XglmContext, prompt: string | readonly number
       if (finishReason !== 'stop') flushText(decoder.flush(), true);
       const now = performance.now();
       const genMs = firstTokenAt ? now - firstTokenAt : 0;
-      const genComputeMs = firstTokenAt && !ctx.disposed ? ctx.engine().info.computeMs - computeAtFirstToken : 0;
+      const genComputeMs = firstTokenAt && !core.disposed ? core.engine().info.computeMs - computeAtFirstToken : 0;
       return {
         text,
         tokens: generated,

@@ -3,7 +3,7 @@
  * tokenizer read from the same GGUF file's metadata.
  */
 import { XglmContext, type ContextOptions } from './context.js';
-import { loadModel as loadEngineModel, type EngineModel } from './engine.js';
+import { openEngineModel, type EngineModel } from './engine/model.js';
 import { XglmError } from './errors.js';
 import { GgufReader } from './gguf/index.js';
 import { describeModelFile, type ModelFileInfo } from './model-info.js';
@@ -75,7 +75,7 @@ export class XglmModel {
     } finally {
       reader.close();
     }
-    const engineModel = await loadEngineModel(file, {
+    const engineModel = await openEngineModel(file, {
       ...(options.useRepack !== undefined ? { useRepack: options.useRepack } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     });

@@ -10,6 +10,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { XglmError } from './errors.js';
 import { packageRoot } from './paths.js';
+import type { ContextOptions } from './context.js';
+import type { SamplerSettings } from './sampler.js';
 
 /** Which ggml CPU code runs in this process. */
 export interface BackendInfo {
@@ -101,32 +103,24 @@ export interface NativeModel {
   dispose(): void;
 }
 
-export type NativeKvType = 'f16' | 'f32' | 'q8_0';
+/** KV-cache element types the addon accepts. */
+export const KV_TYPES = ['f16', 'f32', 'q8_0'] as const;
+export type KvType = (typeof KV_TYPES)[number];
 
-export interface NativeContextOptions {
-  /** KV cells shared by all sequences; 0 or absent = the model's nCtxTrain. */
-  contextSize?: number;
-  /** Tokens per graph evaluation; longer batches are split (and can be aborted between parts). */
-  batchSize?: number;
-  /** Logits rows per graph evaluation (bounds the n_vocab × rows output buffer). */
-  outputsPerBatch?: number;
-  /** Compute threads; 0 or absent = physical cores. */
-  threads?: number;
-  kvType?: NativeKvType;
+/**
+ * Context.create's options, as the engine layer passes them (checked). Absent: the addon's
+ * fallback (contextSize, threads: 0 = the model's context length, the physical cores).
+ */
+export interface NativeContextOptions extends Pick<ContextOptions, 'contextSize' | 'batchSize' | 'outputsPerBatch' | 'threads' | 'kvType'> {
   /** Keep each layer's residual stream of the last evaluate() for getActivation (tests). */
   keepActivations?: boolean;
 }
 
-export interface NativeSamplerParams {
-  /** 0 = greedy. */
-  temperature?: number;
-  topK?: number;
-  topP?: number;
-  minP?: number;
-  typicalP?: number;
-  repeatPenalty?: number;
-  presencePenalty?: number;
-  frequencyPenalty?: number;
+/**
+ * The sampler of one draw: every knob of SamplerOptions given (the engine layer resolves them
+ * all; the addon's fallbacks never decide), the penalty window's tokens and the logit bias as arrays.
+ */
+export interface NativeSamplerParams extends Omit<SamplerSettings, 'penaltyWindow' | 'logitBias'> {
   /** The window of recent tokens the penalties apply to. */
   penaltyTokens?: Int32Array;
   logitBiasIds?: Int32Array;

@@ -6,7 +6,7 @@
  */
 import type { EvalItem, XglmContext } from './context.js';
 import { XglmError } from './errors.js';
-import { MAX_SEQUENCES } from './engine.js';
+import { MAX_SEQUENCES } from './engine/checks.js';
 
 export interface ScoreOptions {
   signal?: AbortSignal;

@@ -20,7 +20,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { writeRandomCheckpoint } from '../src/convert/random-checkpoint.js';
 import { convert } from '../src/convert/index.js';
-import { loadModel, type EngineContext } from '../src/engine.js';
+import type { EngineContext } from '../src/engine/context.js';
+import { openEngineModel } from '../src/engine/model.js';
 import { backendInfo } from '../src/index.js';
 import { FIXTURE_NAMES, argmax, fixtureGguf, golden, maxDiff, readF32, type FixtureName } from './helpers/fixture-gguf.js';
 import { runIf } from './helpers/skip.js';
@@ -55,7 +56,7 @@ function lastRow(n: number, chunks: number[]): number {
 }
 
 async function withF16Cache<T>(name: FixtureName, threads: number, fn: (ctx: EngineContext) => Promise<T>): Promise<T> {
-  const model = await loadModel(await fixtureGguf(name, 'f32'));
+  const model = await openEngineModel(await fixtureGguf(name, 'f32'));
   const ctx = await model.createContext({ kvType: 'f16', threads, contextSize: 256 });
   try {
     return await fn(ctx);
@@ -144,9 +145,9 @@ test.serial('XGLM_LOG says when the op runs; XGLM_NO_CUSTOM_ATTN=1 and an F32 ca
   t.teardown(() => fs.rmSync(path.dirname(script), { recursive: true, force: true }));
   fs.writeFileSync(
     script,
-    `import { loadModel } from ${JSON.stringify(path.join(root, 'src', 'engine.js'))};
+    `import { openEngineModel } from ${JSON.stringify(path.join(root, 'src', 'engine', 'model.js'))};
 (async () => {
-  const model = await loadModel(${JSON.stringify(file)});
+  const model = await openEngineModel(${JSON.stringify(file)});
   const ctx = await model.createContext({ kvType: process.argv[2] as 'f16', threads: 1, contextSize: 64 });
   await ctx.evaluate({ tokens: [2, 5, 9], positions: [0, 1, 2] });
   await ctx.dispose();
@@ -185,7 +186,7 @@ for (const headDim of [64, 128]) {
       const ids = Array.from({ length: 300 }, () => 4 + ((state = (Math.imul(state, 1103515245) + 12345) >>> 0) % 500));
       const checked = new Set([0, 1, 2, 10, 50, 100, 200, 255, 256, 257, 299]);
       const decode = async (kvType: 'f16' | 'f32') => {
-        const model = await loadModel(file);
+        const model = await openEngineModel(file);
         const ctx = await model.createContext({ kvType, threads: 1, contextSize: 320 });
         const rows: Float32Array[] = [];
         try {

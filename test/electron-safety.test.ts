@@ -7,7 +7,7 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { loadModel as loadEngineModel } from '../src/engine.js';
+import { openEngineModel } from '../src/engine/model.js';
 import { fixtureGguf } from './helpers/models.js';
 
 test('the native sources create no external ArrayBuffer or Buffer', (t) => {
@@ -37,7 +37,7 @@ function assertTransferable(t: import('ava').ExecutionContext, a: ArrayBufferVie
 }
 
 test('every typed array the engine returns is JS-owned (transferable)', async (t) => {
-  const model = await loadEngineModel(await fixtureGguf('tiny-a'));
+  const model = await openEngineModel(await fixtureGguf('tiny-a'));
   const ctx = await model.createContext({ keepActivations: true, threads: 1 });
   await ctx.evaluate({ tokens: [2, 100, 200, 300], positions: [0, 1, 2, 3], logits: 'all' });
   assertTransferable(t, await ctx.getLogits(3), 'getLogits');

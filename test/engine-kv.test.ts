@@ -4,7 +4,9 @@
  * F32 files and an F32 cache, compared at 1e-4 of the largest |logit| of the row.
  */
 import test from 'ava';
-import { loadModel, type EngineContext } from '../src/engine.js';
+import { SAMPLER_OFF } from '../src/sampler.js';
+import type { EngineContext } from '../src/engine/context.js';
+import { openEngineModel } from '../src/engine/model.js';
 import { XglmError } from '../src/errors.js';
 import { FIXTURE_NAMES, fixtureGguf, golden, maxDiff, type FixtureName } from './helpers/fixture-gguf.js';
 
@@ -12,7 +14,7 @@ const TOL = 1e-4;
 const range = (n: number, start = 0) => Array.from({ length: n }, (_, i) => start + i);
 
 async function withContext(name: FixtureName, fn: (ctx: EngineContext) => Promise<void>, contextSize?: number): Promise<void> {
-  const model = await loadModel(await fixtureGguf(name, 'f32'));
+  const model = await openEngineModel(await fixtureGguf(name, 'f32'));
   const ctx = await model.createContext({ kvType: 'f32', threads: 1, ...(contextSize ? { contextSize } : {}) });
   try {
     await fn(ctx);
@@ -174,7 +176,7 @@ test('errors: a cached position, a full cache, a row without logits, a position 
       t.is(err!.code, 'ERR_XGLM_INVALID_ARGUMENT');
       t.regex(err!.message, /already in the KV cache/);
 
-      err = await t.throwsAsync(ctx.sample(0, { temperature: 0 }), { instanceOf: XglmError });
+      err = await t.throwsAsync(ctx.sample(0, { ...SAMPLER_OFF, temperature: 0 }), { instanceOf: XglmError });
       t.is(err!.code, 'ERR_XGLM_INVALID_ARGUMENT');
       t.regex(err!.message, /no logits/);
 

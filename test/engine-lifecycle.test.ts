@@ -8,7 +8,7 @@ import { runIf } from './helpers/skip.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { loadModel } from '../src/engine.js';
+import { openEngineModel } from '../src/engine/model.js';
 import { XglmError } from '../src/errors.js';
 import { GgufWriter, kv } from '../src/gguf/index.js';
 import { native } from '../src/native.js';
@@ -22,7 +22,7 @@ const longModelFile = () => (longModel ??= randomGguf(tmpPath('long-f32.gguf'), 
 const prompt = (n: number) => range(n).map((i) => 4 + ((i * 7919) % 2000));
 
 test('abort during a 1,024-token prompt rejects with ERR_XGLM_ABORTED, and the context stays usable', async (t) => {
-  const model = await loadModel(await longModelFile());
+  const model = await openEngineModel(await longModelFile());
   const ctx = await model.createContext({ kvType: 'f16', batchSize: 512 });
   const tokens = prompt(1024);
 
@@ -55,7 +55,7 @@ test('abort during a 1,024-token prompt rejects with ERR_XGLM_ABORTED, and the c
 });
 
 test('a q8_0 KV cache (head size 64) gives the f32-cache top-1 and close logits', async (t) => {
-  const model = await loadModel(await longModelFile());
+  const model = await openEngineModel(await longModelFile());
   const tokens = prompt(200);
   const logits: Float32Array[][] = [];
   for (const kvType of ['f32', 'q8_0'] as const) {
@@ -76,7 +76,7 @@ test('a q8_0 KV cache (head size 64) gives the f32-cache top-1 and close logits'
 });
 
 test('dispose during an evaluation: running and queued work reject, later calls reject ERR_XGLM_DISPOSED', async (t) => {
-  const model = await loadModel(await longModelFile());
+  const model = await openEngineModel(await longModelFile());
   const ctx = await model.createContext({ kvType: 'f16', threads: 1 });
   const running = ctx.evaluate({ tokens: prompt(1024), positions: range(1024) });
   const queued = ctx.evaluate({ tokens: [5], positions: [0], seqIds: [1] });
@@ -93,7 +93,7 @@ test('dispose during an evaluation: running and queued work reject, later calls 
 });
 
 test('a context keeps the weights alive after model.dispose()', async (t) => {
-  const model = await loadModel(await fixtureGguf('tiny-a', 'f32'));
+  const model = await openEngineModel(await fixtureGguf('tiny-a', 'f32'));
   const ctx = await model.createContext({ threads: 1 });
   await ctx.evaluate({ tokens: [2, 5], positions: [0, 1] });
   const before = await ctx.getLogits(1);
@@ -134,7 +134,7 @@ test('worker threads that exit or are terminated mid-evaluation leave the proces
     t.log(`worker ${exit ? 'exited' : 'terminated'} with code ${code}`);
   }
   // the addon still works here
-  const model = await loadModel(await fixtureGguf('tiny-a', 'f32'));
+  const model = await openEngineModel(await fixtureGguf('tiny-a', 'f32'));
   const ctx = await model.createContext({ threads: 1 });
   await ctx.evaluate({ tokens: [2], positions: [0] });
   t.is((await ctx.getLogits(0)).length, 2008);
@@ -169,7 +169,7 @@ test('damaged or foreign files are refused with ERR_XGLM_MODEL_LOAD and a messag
     }, /xglm.context_length is missing/],
   ];
   for (const [label, make, re] of cases) {
-    const err = await t.throwsAsync(loadModel(await make()), { instanceOf: XglmError }, label);
+    const err = await t.throwsAsync(openEngineModel(await make()), { instanceOf: XglmError }, label);
     t.is(err!.code, 'ERR_XGLM_MODEL_LOAD', label);
     t.regex(err!.message, re, label);
     t.log(`${label}: ${err!.message}`);
@@ -178,12 +178,12 @@ test('damaged or foreign files are refused with ERR_XGLM_MODEL_LOAD and a messag
 
 test('loading reports progress up to 1; useRepack: false repacks nothing', async (t) => {
   const seen: number[] = [];
-  const model = await loadModel(await fixtureGguf('tiny-b', 'q4_0'), { onProgress: (f) => seen.push(f) });
+  const model = await openEngineModel(await fixtureGguf('tiny-b', 'q4_0'), { onProgress: (f) => seen.push(f) });
   t.true(seen.length >= 2);
   t.is(seen[seen.length - 1], 1);
   t.true(seen.every((f, i) => f >= 0 && f <= 1 && (i === 0 || f >= seen[i - 1]!)));
   model.dispose();
-  const plain = await loadModel(await fixtureGguf('tiny-b', 'q4_0'), { useRepack: false });
+  const plain = await openEngineModel(await fixtureGguf('tiny-b', 'q4_0'), { useRepack: false });
   t.true(plain.tensors().every((x) => x.buffer !== 'CPU_REPACK'));
   plain.dispose();
 });
@@ -218,7 +218,7 @@ runIf('rowMultiple' in rule, 'skip' in rule ? rule.skip : '')(
   async (t) => {
     if (!('rowMultiple' in rule)) return;
     for (const name of ['tiny-a', 'tiny-b'] as const) {
-      const model = await loadModel(await fixtureGguf(name, 'q4_0'));
+      const model = await openEngineModel(await fixtureGguf(name, 'q4_0'));
       const tensors = model.tensors();
       const expected = tensors
         .filter((x) => rule.rowMultiple > 0 && LAYER_PRODUCTS.test(x.name) && x.type === 'q4_0' && x.shape.length === 2 && x.shape[1]! % rule.rowMultiple === 0)
@@ -235,7 +235,7 @@ runIf('rowMultiple' in rule, 'skip' in rule ? rule.skip : '')(
 );
 
 test('two contexts over one model compute at the same time and agree', async (t) => {
-  const model = await loadModel(await longModelFile());
+  const model = await openEngineModel(await longModelFile());
   const [a, b] = await Promise.all([0, 1].map(() => model.createContext({ kvType: 'f32', threads: 1, contextSize: 256 })));
   const tokens = prompt(200);
   await Promise.all([a!, b!].map((c) => c.evaluate({ tokens, positions: range(200) })));

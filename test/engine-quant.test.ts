@@ -16,7 +16,7 @@
  * must be refused clearly.
  */
 import test from 'ava';
-import { loadModel } from '../src/engine.js';
+import { openEngineModel } from '../src/engine/model.js';
 import { XglmError } from '../src/errors.js';
 import { allLogits, assertMatchesTwin, calibrateF16, dequantizedTwin } from './helpers/dequantized-twin.js';
 import { FIXTURE_NAMES, argmax, fixtureGguf, golden, type FixtureName } from './helpers/fixture-gguf.js';
@@ -61,7 +61,7 @@ for (const name of FIXTURE_NAMES) {
 }
 
 test('a q8_0 KV cache is refused with a clear message when the head size is not a multiple of 32', async (t) => {
-  const model = await loadModel(await fixtureGguf('tiny-a', 'f32'));
+  const model = await openEngineModel(await fixtureGguf('tiny-a', 'f32'));
   const err = await t.throwsAsync(model.createContext({ kvType: 'q8_0', threads: 1 }), { instanceOf: XglmError });
   t.is(err!.code, 'ERR_XGLM_INVALID_ARGUMENT');
   t.regex(err!.message, /head size divisible by 32.*16/);

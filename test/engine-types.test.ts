@@ -9,7 +9,7 @@
 import test from 'ava';
 import fs from 'node:fs';
 import { convert, writeRandomCheckpoint } from '../src/convert/index.js';
-import { loadModel } from '../src/engine.js';
+import { openEngineModel } from '../src/engine/model.js';
 import { argmax, maxDiff, tmpPath } from './helpers/fixture-gguf.js';
 
 const SHAPE = { dModel: 256, nLayers: 2, nHeads: 4, ffnDim: 1024, vocabSize: 2008, maxPositions: 256 };
@@ -17,7 +17,7 @@ const SHAPE = { dModel: 256, nLayers: 2, nHeads: 4, ffnDim: 1024, vocabSize: 200
 const BOUNDS: Record<string, number> = { f16: 0.005, bf16: 0.02, q8_0: 0.05, q6_k: 0.12, q5_k_m: 0.12, q5_0: 0.15, q4_k_m: 0.25, q4_0: 0.25 };
 
 async function logitsOf(file: string, tokens: number[]): Promise<{ rows: Float32Array[]; types: Set<string> }> {
-  const model = await loadModel(file);
+  const model = await openEngineModel(file);
   const types = new Set(model.tensors().filter((t) => t.shape.length === 2).map((t) => `${t.type}/${t.buffer}`));
   const ctx = await model.createContext({ kvType: 'f32', threads: 1 });
   await ctx.evaluate({ tokens, positions: tokens.map((_, i) => i), logits: 'all' });

@@ -4,7 +4,9 @@
  * Tolerances are relative to the largest |value| of the reference row (fixtures/README.md).
  */
 import test from 'ava';
-import { loadModel, type EngineContext, type EngineModel } from '../src/engine.js';
+import { SAMPLER_OFF } from '../src/sampler.js';
+import type { EngineContext } from '../src/engine/context.js';
+import { openEngineModel, type EngineModel } from '../src/engine/model.js';
 import { FIXTURE_NAMES, argmax, fixtureGguf, golden, maxDiff, minimalFixtureGguf, readF32, type FixtureName } from './helpers/fixture-gguf.js';
 import { F16_TOLERANCE, F32_TOLERANCE, stepErrors, teacherForced } from './helpers/greedy-steps.js';
 
@@ -12,7 +14,7 @@ import { F16_TOLERANCE, F32_TOLERANCE, stepErrors, teacherForced } from './helpe
 const positions = (n: number, start = 0) => Array.from({ length: n }, (_, i) => start + i);
 
 async function withContext<T>(name: FixtureName, type: 'f32' | 'f16', fn: (ctx: EngineContext, model: EngineModel) => Promise<T>, keep = false): Promise<T> {
-  const model = await loadModel(await fixtureGguf(name, type));
+  const model = await openEngineModel(await fixtureGguf(name, type));
   // one thread: the tiny models gain nothing from more, and a shared CI box loses a lot
   const ctx = await model.createContext({ kvType: type === 'f32' ? 'f32' : 'f16', keepActivations: keep, threads: 1 });
   try {
@@ -28,7 +30,7 @@ async function greedy(ctx: EngineContext, prompt: number[], nNew: number): Promi
   await ctx.evaluate({ tokens: prompt, positions: positions(prompt.length) });
   const out: number[] = [];
   for (let k = 0; k < nNew; k++) {
-    const id = await ctx.sample(k === 0 ? prompt.length - 1 : 0, { temperature: 0 });
+    const id = await ctx.sample(k === 0 ? prompt.length - 1 : 0, { ...SAMPLER_OFF, temperature: 0 });
     out.push(id);
     if (k + 1 < nNew) await ctx.evaluate({ tokens: [id], positions: [prompt.length + k] });
   }
@@ -114,8 +116,8 @@ for (const name of FIXTURE_NAMES) {
   // at every step), so every step whose margin exceeds 2 × (F16_TOLERANCE + F32_TOLERANCE) ×
   // max|logit| must be decided; at least half the steps of the fixture are such steps.
   test(`${name} f16: logits within 1e-2 of PyTorch and the same greedy continuation`, async (t) => {
-    const m32 = await loadModel(await fixtureGguf(name, 'f32'));
-    const m16 = await loadModel(await fixtureGguf(name, 'f16'));
+    const m32 = await openEngineModel(await fixtureGguf(name, 'f32'));
+    const m16 = await openEngineModel(await fixtureGguf(name, 'f16'));
     const c32 = await m32.createContext({ kvType: 'f32', threads: 1 });
     const c16 = await m16.createContext({ kvType: 'f16', threads: 1 });
     let steps = 0;
@@ -211,7 +213,7 @@ for (const name of FIXTURE_NAMES) {
 test('a file without position_embd.weight: the engine computes the sinusoid table and matches PyTorch', async (t) => {
   const name = 'tiny-b';
   const g = golden(name);
-  const model = await loadModel(await minimalFixtureGguf(name, 'f32'));
+  const model = await openEngineModel(await minimalFixtureGguf(name, 'f32'));
   t.is(model.tensors().find((x) => x.name === 'position_embd.weight')?.buffer, 'computed');
   const ctx = await model.createContext({ kvType: 'f32', threads: 1 });
   for (const p of g.prompts) {

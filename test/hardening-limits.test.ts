@@ -8,7 +8,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { loadModel as loadEngineModel } from '../src/engine.js';
+import { openEngineModel } from '../src/engine/model.js';
 import { XglmError } from '../src/errors.js';
 import { GgmlType, type GgufKv, type GgufTensorSpec, encodeGgufHeader, ggmlTensorBytes, kv } from '../src/gguf/index.js';
 import { readGgufHeader } from '../src/gguf/index.js';
@@ -68,7 +68,7 @@ test('a position table larger than physical memory is refused before it is alloc
   const needMb = (2 * 4 * 16384 * 2 ** 20) / 2 ** 20;
   t.true(needMb > physicalMb, `the test needs a machine with less than ${needMb} MB`);
   const rssBefore = process.memoryUsage.rss();
-  const err = await t.throwsAsync(loadEngineModel(file, { useRepack: false }), { instanceOf: XglmError });
+  const err = await t.throwsAsync(openEngineModel(file, { useRepack: false }), { instanceOf: XglmError });
   t.is(err!.code, 'ERR_XGLM_MODEL_LOAD');
   t.regex(err!.message, /needs \d+ MB, more memory than this machine has \(\d+ MB\)/);
   t.true(process.memoryUsage.rss() - rssBefore < 256 * 2 ** 20, 'nothing big was allocated');
@@ -77,7 +77,7 @@ test('a position table larger than physical memory is refused before it is alloc
 
 test('a KV cache larger than physical memory is refused with a message that says so', async (t) => {
   const file = sparseXglm('huge-kv.gguf', 16384, 16);
-  const model = await loadEngineModel(file, { useRepack: false });
+  const model = await openEngineModel(file, { useRepack: false });
   try {
     // 2 × 1 layer × 16,384 × 4 bytes × 2^24 cells = 2 TB
     const err = await t.throwsAsync(model.createContext({ contextSize: 1 << 24, kvType: 'f32', threads: 1 }), { instanceOf: XglmError });
@@ -125,7 +125,7 @@ test('tensor data that general.alignment leaves misaligned is refused (found by 
   fs.writeFileSync(file, encodeGguf(g).bytes);
   const header = readGgufHeader(file);
   t.true(header.tensors.some((x) => (header.dataOffset + x.offset) % 4 !== 0), 'some tensor data starts off a 4-byte boundary');
-  const err = await t.throwsAsync(loadEngineModel(file), { instanceOf: XglmError });
+  const err = await t.throwsAsync(openEngineModel(file), { instanceOf: XglmError });
   t.is(err!.code, 'ERR_XGLM_MODEL_LOAD');
   t.regex(err!.message, /starts at byte \d+, not a multiple of 4 \(general.alignment is too small\)/);
 });

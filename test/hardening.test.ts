@@ -7,7 +7,8 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { loadModel as loadEngineModel } from '../src/engine.js';
+import { SAMPLER_OFF } from '../src/sampler.js';
+import { openEngineModel } from '../src/engine/model.js';
 import { Generation, loadModel, XglmError, type XglmContext, type XglmModel } from '../src/index.js';
 import { native } from '../src/native.js';
 import { packageRoot } from '../src/paths.js';
@@ -56,7 +57,7 @@ test('token ids outside the vocabulary are refused (TS and native), and the cont
   t.is(await codeOf(() => ctx.generate('x', { logitBias: { [N_VOCAB]: 1 } })), 'ERR_XGLM_INVALID_ARGUMENT');
   t.is(await codeOf(() => ctx.generate('x', { logitBias: { [-1]: 1 } })), 'ERR_XGLM_INVALID_ARGUMENT');
   // below the TS checks: the native evaluate checks every id itself
-  const engine = await loadEngineModel(await fixtureGguf('tiny-a', 'f32'));
+  const engine = await openEngineModel(await fixtureGguf('tiny-a', 'f32'));
   const nctx = await native().Context.create(engine.native, { contextSize: 16, threads: 1 });
   for (const bad of [N_VOCAB, -1, 0x7fffffff]) {
     const err = await t.throwsAsync(nctx.evaluate(Int32Array.of(2, bad), Int32Array.of(0, 1), Int32Array.of(0, 0), Uint8Array.of(0, 1)));
@@ -79,7 +80,7 @@ test('positions beyond the context are refused; generation at the end of the con
   // every evaluated token had a position; the last sampled token is returned, never evaluated
   t.is(r.usage.promptTokens + r.usage.completionTokens - 1, N_CTX);
   // native: positions outside [0, n_ctx_train) and sequence ids outside [0, 64)
-  const engine = await loadEngineModel(await fixtureGguf('tiny-a', 'f32'));
+  const engine = await openEngineModel(await fixtureGguf('tiny-a', 'f32'));
   const nctx = await native().Context.create(engine.native, { contextSize: 16, threads: 1 });
   for (const [pos, seq] of [[N_CTX, 0], [-1, 0], [0x7fffffff, 0], [0, 64], [0, -1]] as const) {
     const err = await t.throwsAsync(nctx.evaluate(Int32Array.of(2), Int32Array.of(pos), Int32Array.of(seq), Uint8Array.of(1)));
@@ -109,13 +110,13 @@ test('every call after dispose rejects with ERR_XGLM_DISPOSED; dispose twice is 
   await t.throwsAsync(m.createContext(), { code: 'ERR_XGLM_DISPOSED' });
   t.throws(() => m.info, { code: 'ERR_XGLM_DISPOSED' });
   // the native objects themselves
-  const engine = await loadEngineModel(await fixtureGguf('tiny-a', 'f32'));
+  const engine = await openEngineModel(await fixtureGguf('tiny-a', 'f32'));
   const nctx = await native().Context.create(engine.native, { contextSize: 8, threads: 1 });
   await nctx.dispose();
   await nctx.dispose();
   for (const call of [
     () => nctx.evaluate(Int32Array.of(2), Int32Array.of(0), Int32Array.of(0), Uint8Array.of(1)),
-    () => nctx.sample(0, {}),
+    () => nctx.sample(0, SAMPLER_OFF),
     () => nctx.getLogits(0),
     () => nctx.kvClear(),
   ]) {

@@ -11,7 +11,8 @@
  * the measured error (+ the F32 tolerance) must match.
  */
 import test from 'ava';
-import { loadModel as loadEngineModel, type EngineContext } from '../src/engine.js';
+import type { EngineContext } from '../src/engine/context.js';
+import { openEngineModel } from '../src/engine/model.js';
 import { loadModel } from '../src/index.js';
 import { F16_TOLERANCE, F32_TOLERANCE, stepErrors, teacherForced, type StepErrors } from './helpers/greedy-steps.js';
 import { allLogits } from './helpers/dequantized-twin.js';
@@ -25,7 +26,7 @@ interface CopaItem {
 const range = (n: number, start = 0) => Array.from({ length: n }, (_, i) => start + i);
 
 async function withEngine<T>(name: FixtureName, kvType: 'f16' | 'f32', fn: (ctx: EngineContext) => Promise<T>): Promise<T> {
-  const model = await loadEngineModel(await fixtureGguf(name, 'f32'));
+  const model = await openEngineModel(await fixtureGguf(name, 'f32'));
   const ctx = await model.createContext({ kvType, threads: 1 });
   try {
     return await fn(ctx);

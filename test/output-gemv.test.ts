@@ -43,12 +43,12 @@ process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 // logits row (prompt's last, then each step's) to `out` as float32.
 const childSource = `
 import fs from 'node:fs';
-import { loadModel } from ${JSON.stringify(path.join(root, 'src', 'engine.js'))};
+import { openEngineModel } from ${JSON.stringify(path.join(root, 'src', 'engine', 'model.js'))};
 const [file, threads, out] = process.argv.slice(2);
 const prompt = ${JSON.stringify(prompt)};
 const steps = ${JSON.stringify(steps)};
 (async () => {
-  const model = await loadModel(file!);
+  const model = await openEngineModel(file!);
   const ctx = await model.createContext({ threads: Number(threads), contextSize: 64 });
   const rows: Float32Array[] = [];
   await ctx.evaluate({ tokens: prompt, positions: prompt.map((_, i) => i) });

@@ -11,10 +11,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { SAMPLER_OFF } from '../../src/sampler.js';
 import { convert, writeRandomCheckpoint } from '../../src/convert/index.js';
 import { openWeights } from '../../src/convert/convert.js';
 import { unpickleStateDict } from '../../src/convert/pickle.js';
-import { loadModel as loadEngineModel } from '../../src/engine.js';
+import { openEngineModel } from '../../src/engine/model.js';
 import { XglmError } from '../../src/errors.js';
 import { GgufReader } from '../../src/gguf/index.js';
 import { describeModelFile } from '../../src/model-info.js';
@@ -229,13 +230,13 @@ export function makeTarget(format: FormatName, seedsDir: string): Target {
             await model.dispose();
             return 'ok';
           }
-          const model = await loadEngineModel(file, { useRepack: variant % 3 !== 0 });
+          const model = await openEngineModel(file, { useRepack: variant % 3 !== 0 });
           try {
             const c = await model.createContext({ contextSize: 8, batchSize: 8, threads: 1 });
             try {
               const last = model.hparams.nVocab - 1;
               await c.evaluate({ tokens: [2, Math.min(5, last)], positions: [0, 1] });
-              await c.sample(1, { temperature: 0 });
+              await c.sample(1, { ...SAMPLER_OFF, temperature: 0 });
             } finally {
               await c.dispose();
             }

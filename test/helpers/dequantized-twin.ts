@@ -91,8 +91,8 @@ async function writeTwin(file: string, out: string, options: TwinOptions): Promi
 
 /** Every position's logits of every prompt, with an F32 KV cache and one thread. */
 export async function allLogits(file: string, prompts: ReadonlyArray<{ ids: number[] }>): Promise<Float32Array[][]> {
-  const { loadModel } = await import('../../src/engine.js');
-  const model = await loadModel(file);
+  const { openEngineModel } = await import('../../src/engine/model.js');
+  const model = await openEngineModel(file);
   const ctx = await model.createContext({ kvType: 'f32', threads: 1 });
   try {
     const out: Float32Array[][] = [];

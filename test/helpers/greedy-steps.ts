@@ -5,7 +5,7 @@
  * on the machine running the test. A step is decided when PyTorch's top1-top2 margin exceeds
  * twice that error: no rounding within it can swap the top two.
  */
-import type { EngineContext } from '../../src/engine.js';
+import type { EngineContext } from '../../src/engine/context.js';
 import { maxDiff } from './fixture-gguf.js';
 
 export const F32_TOLERANCE = 1e-4;
