@@ -5,7 +5,7 @@
 import { randomInt } from 'node:crypto';
 import { MAX_SEQUENCES } from './engine/checks.js';
 import { XglmError } from './errors.js';
-import type { EvalItem, XglmContext } from './context.js';
+import type { ContextCore, EvalItem } from './runtime/core.js';
 import { resolveSampler, type SamplerOptions } from './sampler.js';
 import { StopStringMatcher } from './stop-strings.js';
 
@@ -131,7 +131,7 @@ function checkInt(name: string, v: unknown, min: number, max = Number.MAX_SAFE_I
   return v;
 }
 
-export function runGeneration(core: XglmContext, prompt: string | readonly number[], options: GenerateOptions): Generation {
+export function runGeneration(core: ContextCore, prompt: string | readonly number[], options: GenerateOptions): Generation {
   // Validate synchronously: a bad option throws at the call, not later.
   const tokenizer = core.model.tokenizer;
   let promptIds: number[];

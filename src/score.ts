@@ -4,9 +4,9 @@
  * top-k, and sliding-window perplexity. Log-softmax and top-k run natively; only the
  * numbers asked for cross to JS.
  */
-import type { EvalItem, XglmContext } from './context.js';
-import { XglmError } from './errors.js';
 import { MAX_SEQUENCES } from './engine/checks.js';
+import { XglmError } from './errors.js';
+import type { ContextCore, EvalItem } from './runtime/core.js';
 
 export interface ScoreOptions {
   signal?: AbortSignal;
@@ -82,9 +82,9 @@ function checkTexts(texts: unknown, what: string): asserts texts is string[] {
   }
 }
 
-function checkFits(ctx: XglmContext, ids: readonly number[], what: string): void {
-  if (ids.length > ctx.contextSize) {
-    throw new XglmError('ERR_XGLM_CONTEXT_OVERFLOW', `${what} has ${ids.length} tokens, more than the context's ${ctx.contextSize}`, {
+function checkFits(core: ContextCore, ids: readonly number[], what: string): void {
+  if (ids.length > core.contextSize) {
+    throw new XglmError('ERR_XGLM_CONTEXT_OVERFLOW', `${what} has ${ids.length} tokens, more than the context's ${core.contextSize}`, {
       hint: 'shorten it, or create a context with a larger contextSize (at most the model context length)',
     });
   }
@@ -126,14 +126,14 @@ function pack(sizes: readonly number[], budget: number, maxCount: number): numbe
   return groups;
 }
 
-export async function scoreTexts(ctx: XglmContext, texts: readonly string[], options: ScoreOptions, signal: AbortSignal): Promise<ScoreResult[]> {
+export async function scoreTexts(core: ContextCore, texts: readonly string[], options: ScoreOptions, signal: AbortSignal): Promise<ScoreResult[]> {
   checkTexts(texts, 'texts');
-  const all = texts.map((t) => ctx.model.tokenizer.encode(t));
-  all.forEach((ids, i) => checkFits(ctx, ids, `texts[${i}]`));
+  const all = texts.map((t) => core.model.tokenizer.encode(t));
+  all.forEach((ids, i) => checkFits(core, ids, `texts[${i}]`));
   const results: ScoreResult[] = new Array(texts.length);
-  await ctx.forget();
+  await core.forget();
   // Several texts per batch, one sequence each: fewer, fuller native calls.
-  for (const group of pack(all.map((ids) => ids.length), ctx.contextSize, MAX_SEQUENCES)) {
+  for (const group of pack(all.map((ids) => ids.length), core.contextSize, MAX_SEQUENCES)) {
     const items: EvalItem[] = [];
     const spans: Array<[number, number]> = [];
     group.forEach((t, s) => {
@@ -141,19 +141,19 @@ export async function scoreTexts(ctx: XglmContext, texts: readonly string[], opt
       spans.push([items.length, items.length + its.length]);
       items.push(...its);
     });
-    const out = await ctx.evaluateItems(items, 0, signal);
+    const out = await core.evaluateItems(items, 0, signal);
     group.forEach((t, s) => {
       const [a, b] = spans[s]!;
       const lps = Array.from(out.logprobs.subarray(a, b - 1));
       results[t] = { logprob: sum(lps), tokens: lps.length, ...(options.tokenLogprobs ? { tokenLogprobs: lps } : {}) };
     });
-    await ctx.forget();
+    await core.forget();
   }
   return results;
 }
 
 export async function scoreContinuationsOf(
-  ctx: XglmContext,
+  core: ContextCore,
   prefix: string,
   continuations: readonly string[],
   options: ContinuationOptions,
@@ -162,9 +162,9 @@ export async function scoreContinuationsOf(
   if (typeof prefix !== 'string') throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', 'prefix must be a string');
   checkTexts(continuations, 'continuations');
   if (continuations.length === 0) return [];
-  const tok = ctx.model.tokenizer;
+  const tok = core.model.tokenizer;
   const full = continuations.map((c) => tok.encode(prefix + c));
-  full.forEach((ids, i) => checkFits(ctx, ids, `prefix + continuations[${i}]`));
+  full.forEach((ids, i) => checkFits(core, ids, `prefix + continuations[${i}]`));
   const prefixIds = tok.encode(prefix);
   // The token prefix all full texts share; its last token is evaluated per candidate,
   // because the row after it predicts each candidate's own next token.
@@ -180,24 +180,24 @@ export async function scoreContinuationsOf(
   const prefixIsTokenPrefix = (ids: readonly number[]) => prefixIds.length <= ids.length && prefixIds.every((id, i) => ids[i] === id);
   // Without prefix scores, rows start where the earliest candidate's continuation does.
   const firstScored = scorePrefix ? 0 : Math.min(...full.map((ids) => (prefixIsTokenPrefix(ids) ? prefixIds.length : common) - 1));
-  await ctx.forget();
+  await core.forget();
   const sharedItems = scoringItems(full[0]!.slice(0, shared + 1), 0, 0).slice(0, shared);
   for (const it of sharedItems) if (it.pos < firstScored) delete it.target;
-  const sharedOut = sharedItems.length ? await ctx.evaluateItems(sharedItems, 0, signal) : undefined;
+  const sharedOut = sharedItems.length ? await core.evaluateItems(sharedItems, 0, signal) : undefined;
   const sharedLogprobs = sharedOut ? Array.from(sharedOut.logprobs) : [];
 
   const results: ContinuationScore[] = new Array(continuations.length);
   const rest = full.map((ids) => ids.length - shared);
-  for (const group of pack(rest, ctx.contextSize - shared, MAX_SEQUENCES - 1)) {
+  for (const group of pack(rest, core.contextSize - shared, MAX_SEQUENCES - 1)) {
     const items: EvalItem[] = [];
     const spans: Array<[number, number]> = [];
     for (let s = 0; s < group.length; s++) {
-      if (shared > 0) await ctx.engine().kvCopy(0, s + 1, 0, shared);
+      if (shared > 0) await core.sharePrefix(0, s + 1, shared);
       const its = scoringItems(full[group[s]!]!, shared, s + 1);
       spans.push([items.length, items.length + its.length]);
       items.push(...its);
     }
-    const out = await ctx.evaluateItems(items, 0, signal);
+    const out = await core.evaluateItems(items, 0, signal);
     group.forEach((c, s) => {
       const ids = full[c]!;
       const [a, b] = spans[s]!;
@@ -211,14 +211,14 @@ export async function scoreContinuationsOf(
         ...(options.tokenLogprobs ? { tokenLogprobs: lps } : {}),
       };
     });
-    for (let s = 0; s < group.length; s++) await ctx.forget(s + 1);
+    for (let s = 0; s < group.length; s++) await core.forget(s + 1);
   }
-  await ctx.forget();
+  await core.forget();
   return results;
 }
 
 export async function logprobsOf(
-  ctx: XglmContext,
+  core: ContextCore,
   text: string | readonly number[],
   options: LogprobsOptions,
   signal: AbortSignal,
@@ -226,16 +226,16 @@ export async function logprobsOf(
   const top = options.top ?? 5;
   if (!Number.isInteger(top) || top < 0 || top > 1000) throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', `top must be an integer from 0 to 1000, got ${String(top)}`);
   let ids: number[];
-  if (typeof text === 'string') ids = ctx.model.tokenizer.encode(text);
+  if (typeof text === 'string') ids = core.model.tokenizer.encode(text);
   else if (Array.isArray(text) || ArrayBuffer.isView(text)) {
     ids = Array.from(text);
-    ids.forEach((id) => ctx.model.tokenizer.checkId(id));
+    ids.forEach((id) => core.model.tokenizer.checkId(id));
   } else throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', 'text must be a string or an array of token ids');
   if (ids.length === 0) throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', 'no tokens to score');
-  checkFits(ctx, ids, 'the text');
-  await ctx.forget();
-  const out = await ctx.evaluateItems(scoringItems(ids, 0, 0, top > 0), top, signal);
-  await ctx.forget();
+  checkFits(core, ids, 'the text');
+  await core.forget();
+  const out = await core.evaluateItems(scoringItems(ids, 0, 0, top > 0), top, signal);
+  await core.forget();
   return {
     ids,
     logprobs: Array.from(out.logprobs.subarray(0, ids.length - 1)),
@@ -243,17 +243,17 @@ export async function logprobsOf(
   };
 }
 
-export async function perplexityOf(ctx: XglmContext, text: string, options: PerplexityOptions, signal: AbortSignal): Promise<PerplexityResult> {
+export async function perplexityOf(core: ContextCore, text: string, options: PerplexityOptions, signal: AbortSignal): Promise<PerplexityResult> {
   if (typeof text !== 'string') throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', 'text must be a string');
-  const window = options.window ?? ctx.contextSize;
-  if (!Number.isInteger(window) || window < 2 || window > ctx.contextSize) {
-    throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', `window must be an integer from 2 to the context size ${ctx.contextSize}`);
+  const window = options.window ?? core.contextSize;
+  if (!Number.isInteger(window) || window < 2 || window > core.contextSize) {
+    throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', `window must be an integer from 2 to the context size ${core.contextSize}`);
   }
   const stride = options.stride ?? Math.max(1, Math.floor(window / 2));
   if (!Number.isInteger(stride) || stride < 1 || stride > window - 1) {
     throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', `stride must be an integer from 1 to window - 1 (${window - 1})`);
   }
-  const ids = ctx.model.tokenizer.encode(text);
+  const ids = core.model.tokenizer.encode(text);
   const total = ids.length - 1;
   if (total < 1) throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', 'the text has no tokens to score');
   let nllSum = 0;
@@ -265,9 +265,9 @@ export async function perplexityOf(ctx: XglmContext, text: string, options: Perp
     const end = Math.min(begin + window - 1, ids.length);
     const win = [ids[0]!, ...ids.slice(begin, end)];
     const firstScored = Math.max(prevEnd, begin); // index into ids
-    await ctx.forget();
+    await core.forget();
     const items = scoringItems(win, 0, 0);
-    const out = await ctx.evaluateItems(items, 0, signal);
+    const out = await core.evaluateItems(items, 0, signal);
     // window row r predicts win[r+1] = ids[begin + r]
     for (let j = firstScored; j < end; j++) {
       nllSum -= out.logprobs[j - begin]!;
@@ -277,7 +277,7 @@ export async function perplexityOf(ctx: XglmContext, text: string, options: Perp
     prevEnd = end;
     options.onProgress?.(scored, total);
   }
-  await ctx.forget();
+  await core.forget();
   const nll = nllSum / scored;
   return { perplexity: Math.exp(nll), nll, tokens: scored, windows };
 }

@@ -2,6 +2,7 @@ import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { measureTimerLag } from '../bench/timer-lag.js';
+import { coreOf } from '../src/runtime/core.js';
 import { loadModel, type XglmModel } from '../src/index.js';
 import { fixtureGguf, goldenOf, relDiff, type Fixture } from './helpers/models.js';
 
@@ -207,7 +208,7 @@ test('after a stop the cached tokens are what the KV cache holds: the prompt and
   const r = await ctx.generate(p.ids, { temperature: 0, maxTokens: p.greedy.ids.length, stopAtEos: false, onToken: () => void n++, stop: [m.detokenize(p.greedy.ids.slice(2, 4)).trim()] });
   t.is(r.finishReason, 'stop');
   const cached = [...ctx.cachedTokens(0)];
-  t.is(await ctx.engine().kvSeqPosMax(0), cached.length - 1);
+  t.is(await coreOf(ctx).engine().kvSeqPosMax(0), cached.length - 1);
   t.deepEqual(cached.slice(0, p.ids.length), p.ids);
   t.deepEqual(cached.slice(p.ids.length), p.greedy.ids.slice(0, cached.length - p.ids.length));
   // and the cache is usable: continuing from it gives PyTorch's greedy continuation
