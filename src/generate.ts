@@ -131,6 +131,7 @@ function checkInt(name: string, v: unknown, min: number, max = Number.MAX_SAFE_I
   return v;
 }
 
+/** XglmContext.generate, on the context's core: validates synchronously, then queues the run. @internal */
 export function runGeneration(core: ContextCore, prompt: string | readonly number[], options: GenerateOptions): Generation {
   // Validate synchronously: a bad option throws at the call, not later.
   const tokenizer = core.model.tokenizer;

@@ -126,6 +126,7 @@ function pack(sizes: readonly number[], budget: number, maxCount: number): numbe
   return groups;
 }
 
+/** XglmContext.score, run on the context's core (queued by the caller). @internal */
 export async function scoreTexts(core: ContextCore, texts: readonly string[], options: ScoreOptions, signal: AbortSignal): Promise<ScoreResult[]> {
   checkTexts(texts, 'texts');
   const all = texts.map((t) => core.model.tokenizer.encode(t));
@@ -152,6 +153,7 @@ export async function scoreTexts(core: ContextCore, texts: readonly string[], op
   return results;
 }
 
+/** XglmContext.scoreContinuations on the core. @internal */
 export async function scoreContinuationsOf(
   core: ContextCore,
   prefix: string,
@@ -217,6 +219,7 @@ export async function scoreContinuationsOf(
   return results;
 }
 
+/** XglmContext.logprobs on the core. @internal */
 export async function logprobsOf(
   core: ContextCore,
   text: string | readonly number[],
@@ -243,6 +246,7 @@ export async function logprobsOf(
   };
 }
 
+/** XglmContext.perplexity on the core. @internal */
 export async function perplexityOf(core: ContextCore, text: string, options: PerplexityOptions, signal: AbortSignal): Promise<PerplexityResult> {
   if (typeof text !== 'string') throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', 'text must be a string');
   const window = options.window ?? core.contextSize;

@@ -65,3 +65,44 @@ test('nothing in the repository points at files a clone does not have (the desig
   walk(root);
   t.deepEqual(hits, []);
 });
+
+/** The .d.ts files a consumer's compiler reads: dist/index.d.ts and every declaration file it imports, transitively. */
+function publicDeclarations(): Map<string, string> {
+  const dist = path.join(root, 'dist');
+  const seen = new Map<string, string>();
+  const queue = [path.join(dist, 'index.d.ts')];
+  while (queue.length > 0) {
+    const file = queue.pop()!;
+    if (seen.has(file)) continue;
+    const text = fs.readFileSync(file, 'utf8');
+    seen.set(file, text);
+    for (const m of text.matchAll(/(?:from\s+|import\()\s*['"](\.{1,2}\/[^'"]+)['"]/g)) {
+      queue.push(path.resolve(path.dirname(file), m[1]!.replace(/\.js$/, '.d.ts')));
+    }
+  }
+  return seen;
+}
+
+test('the published declarations hold the public API and none of the internals (stripInternal)', (t) => {
+  const decls = publicDeclarations();
+  // every name src/index.ts exports is declared by dist/index.d.ts
+  const src = fs.readFileSync(path.join(root, 'src', 'index.ts'), 'utf8');
+  const exported = [...src.matchAll(/^export (?:type )?\{([^}]*)\}/gm)].flatMap((m) => m[1]!.split(',').map((n) => n.trim().split(/\s+as\s+/).pop()!).filter(Boolean));
+  exported.push(...[...src.matchAll(/^export (?:async )?function (\w+)/gm)].map((m) => m[1]!));
+  t.true(exported.length > 40, `only ${exported.length} exports found in src/index.ts`);
+  const index = decls.get(path.join(root, 'dist', 'index.d.ts'))!;
+  for (const name of exported) t.regex(index, new RegExp(`\\b${name}\\b`), `dist/index.d.ts lacks ${name}`);
+  // the public context's whole surface
+  const context = decls.get(path.join(root, 'dist', 'context.d.ts'))!;
+  for (const member of ['generate(', 'score(', 'scoreContinuations(', 'logprobs(', 'perplexity(', 'clear(', 'dispose(', 'cachedTokens(', 'stats:', 'contextSize:', 'threads()', 'disposed()']) {
+    t.true(context.includes(member), `XglmContext lacks ${member}`);
+  }
+  // and nothing a consumer must not see
+  const internals = [/@internal/, /\bContextCore\b/, /\bcoreOf\b/, /runtime\/core/, /\benqueue\b/, /\bevaluateItems\b/, /\breusePrefix\b/, /\bgenerateTokens\b/, /\bforget\(/, /\bengine\(\)/, /\bEngine(Context|Model)\b/, /\bSAMPLER_OFF\b/];
+  const hits: string[] = [];
+  for (const [file, text] of decls) {
+    for (const re of internals) if (re.test(text)) hits.push(`${path.relative(root, file)}: ${re}`);
+  }
+  t.deepEqual(hits, []);
+  t.true(decls.size > 10, `only ${decls.size} declaration files reached`);
+});
