@@ -67,7 +67,7 @@ export class XglmContext {
   readonly contextSize: number;
   readonly batchSize: number;
   readonly outputsPerBatch: number;
-  readonly contextOverflow: 'error' | 'truncate-left';
+  readonly contextOverflow: NonNullable<ContextOptions['contextOverflow']>;
 
   private constructor(core: ContextCore) {
     this.#core = core;

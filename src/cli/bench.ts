@@ -4,9 +4,9 @@
  * benchPromptIds and peakRssMb too).
  */
 import fs from 'node:fs';
-import { XglmError, loadModel, type KvType } from '../index.js';
+import { XglmError, loadModel, type ContextOptions } from '../index.js';
 
-export interface BenchOptions {
+export interface BenchOptions extends Pick<ContextOptions, 'threads' | 'kvType'> {
   /** Prompt tokens for the prefill measurement. @default 512 */
   prompt?: number;
   /** Tokens to generate for the decode measurement. @default 128 */
@@ -18,8 +18,6 @@ export interface BenchOptions {
    * time-to-first-token prompt plus the generated tokens, at most the model's context length.
    */
   contextSize?: number;
-  threads?: number;
-  kvType?: KvType;
   /**
    * Called with a one-line message when a measurement is shortened to fit the context
    * (a prompt longer than the context allows is clamped, not an error).

@@ -23,11 +23,9 @@ export interface Batch {
  * The sampler as this layer takes it: every knob given (this layer has no defaults: callers
  * resolve SamplerOptions with src/sampler.ts first, tests spell out SAMPLER_OFF).
  */
-export interface EngineSampler extends Omit<SamplerSettings, 'penaltyWindow'> {
+export interface EngineSampler extends Omit<SamplerSettings, 'penaltyWindow'>, Pick<NativeSamplerParams, 'seed'> {
   /** Recent tokens the penalties look at (absent: none). */
   penaltyTokens?: ArrayLike<number>;
-  /** Reseeds the context's generator before this draw (sample() only; generate() seeds each draw from its loop options). */
-  seed?: number;
 }
 
 export class EngineContext {
@@ -88,7 +86,10 @@ export class EngineContext {
     return checkInt(name, i, 0, Math.max(0, this.lastBatchSize - 1));
   }
 
-  /** Picks the next token from the logits of batch token `batchIndex`; -1 if every token is banned. */
+  /**
+   * Picks the next token from the logits of batch token `batchIndex`; -1 if every token is banned.
+   * `options.seed` reseeds the context's generator first (generate() seeds each draw from its loop options).
+   */
   sample(batchIndex: number, options: EngineSampler): Promise<number> {
     const p = this.samplerParams(options);
     if (options.seed !== undefined) p.seed = checkInt('seed', options.seed, 0, Number.MAX_SAFE_INTEGER);
