@@ -11,7 +11,7 @@ const { performance } = require('node:perf_hooks');
 const { openEngineModel: loadModel } = require('../src/engine/model');
 const { SAMPLER_OFF } = require('../src/sampler');
 const { native } = require('../src/native');
-const { fixtureGguf, golden } = require('../test/helpers/fixture-gguf');
+const { fixtureGguf, golden } = require('../test/helpers/fixtures');
 
 const N_TOKENS = Number(process.argv[2] || 16);
 const CASES = [

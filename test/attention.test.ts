@@ -23,7 +23,7 @@ import { convert } from '../src/convert/index.js';
 import type { EngineContext } from '../src/engine/context.js';
 import { openEngineModel } from '../src/engine/model.js';
 import { backendInfo } from '../src/index.js';
-import { FIXTURE_NAMES, argmax, fixtureGguf, golden, maxDiff, readF32, type FixtureName } from './helpers/fixture-gguf.js';
+import { FIXTURE_NAMES, argmax, fixtureGguf, golden, maxDiff, readF32, type FixtureName } from './helpers/fixtures.js';
 import { runIf } from './helpers/skip.js';
 
 const F16_CACHE_TOLERANCE = 1e-2; // as test/engine.test.ts allows an F16 file

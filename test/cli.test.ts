@@ -11,7 +11,7 @@ import path from 'node:path';
 import { planBenchmark } from '../src/cli/bench.js';
 import { backendInfo } from '../src/index.js';
 import { startFakeHub } from './helpers/fake-hub.js';
-import { FIXTURES_DIR, fixtureGguf, goldenOf, relDiff } from './helpers/models.js';
+import { FIXTURES_DIR, fixtureGguf, golden, relDiff } from './helpers/fixtures.js';
 
 const BIN = path.join(__dirname, '..', 'bin', 'xglm.js');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-cli-'));
@@ -49,7 +49,7 @@ function assertCleanError(t: import('ava').ExecutionContext, r: Run, code: numbe
 }
 
 test('tokenize --jsonl gives the fixture ids', async (t) => {
-  const g = goldenOf('tiny-b');
+  const g = golden('tiny-b');
   const cases = g.tokenizer.cases.filter((c: { category: string }) => c.category !== 'special_literal').slice(0, 60);
   const r = await xglm(['tokenize', '-m', await fixtureGguf('tiny-b'), '--jsonl'], jsonl(cases.map((c: { text: string }) => c.text)));
   t.is(r.code, 0, r.stderr);
@@ -57,7 +57,7 @@ test('tokenize --jsonl gives the fixture ids', async (t) => {
 });
 
 test('logprobs --jsonl: shapes and values equal the fixture (F32 KV)', async (t) => {
-  const g = goldenOf('tiny-a');
+  const g = golden('tiny-a');
   const p = g.prompts[0];
   const r = await xglm(['logprobs', '-m', await fixtureGguf('tiny-a'), '--top', '5', '--kv-type', 'f32', '--jsonl'], jsonl([p.text]));
   t.is(r.code, 0, r.stderr);
@@ -72,7 +72,7 @@ test('logprobs --jsonl: shapes and values equal the fixture (F32 KV)', async (t)
 });
 
 test('generate --temp 0 equals the fixture greedy continuation; --json shape', async (t) => {
-  const g = goldenOf('tiny-b');
+  const g = golden('tiny-b');
   const p = g.prompts[1];
   const model = await fixtureGguf('tiny-b');
   const n = String(p.greedy.eos_index ?? p.greedy.ids.length);
@@ -87,7 +87,7 @@ test('generate --temp 0 equals the fixture greedy continuation; --json shape', a
 });
 
 test('score --jsonl sums log-probabilities as the model card does', async (t) => {
-  const g = goldenOf('tiny-a');
+  const g = golden('tiny-a');
   const items = g.copa.map((c: { results: Array<{ text: string }> }) => ({ texts: c.results.map((r) => r.text) }));
   const r = await xglm(['score', '-m', await fixtureGguf('tiny-a'), '--kv-type', 'f32', '--jsonl'], jsonl(items));
   t.is(r.code, 0, r.stderr);
@@ -124,7 +124,7 @@ test('convert, quantize and info: files that load and describe themselves', asyn
 
 test('perplexity and bench run and print their JSON shapes', async (t) => {
   const file = path.join(tmp, 'text.txt');
-  fs.writeFileSync(file, goldenOf('tiny-a').prompts[6].text);
+  fs.writeFileSync(file, golden('tiny-a').prompts[6].text);
   const model = await fixtureGguf('tiny-a');
   const p = await xglm(['perplexity', '-m', model, '-c', '32', '--json', file]);
   t.is(p.code, 0, p.stderr);

@@ -8,7 +8,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { openEngineModel } from '../src/engine/model.js';
-import { fixtureGguf } from './helpers/models.js';
+import { fixtureGguf } from './helpers/fixtures.js';
 
 test('the native sources create no external ArrayBuffer or Buffer', (t) => {
   const dir = path.join(__dirname, '..', 'native');

@@ -8,7 +8,7 @@ import { SAMPLER_OFF } from '../src/sampler.js';
 import type { EngineContext } from '../src/engine/context.js';
 import { openEngineModel } from '../src/engine/model.js';
 import { XglmError } from '../src/errors.js';
-import { FIXTURE_NAMES, fixtureGguf, golden, maxDiff, type FixtureName } from './helpers/fixture-gguf.js';
+import { FIXTURE_NAMES, fixtureGguf, golden, maxDiff, type FixtureName } from './helpers/fixtures.js';
 
 const TOL = 1e-4;
 const range = (n: number, start = 0) => Array.from({ length: n }, (_, i) => start + i);

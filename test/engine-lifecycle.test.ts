@@ -13,12 +13,11 @@ import { XglmError } from '../src/errors.js';
 import { GgufWriter, kv } from '../src/gguf/index.js';
 import { native } from '../src/native.js';
 import { packageRoot } from '../src/paths.js';
-import { argmax, fixtureGguf, maxDiff, randomGguf, tmpPath } from './helpers/fixture-gguf.js';
+import { argmax, fixtureGguf, maxDiff, randomGguf, tmpPath } from './helpers/fixtures.js';
 
 const range = (n: number, start = 0) => Array.from({ length: n }, (_, i) => start + i);
-const SHAPE = { d_model: 256, num_layers: 4, attention_heads: 4, ffn_dim: 1024, max_position_embeddings: 2048, vocab_size: 2008 };
-let longModel: Promise<string> | undefined;
-const longModelFile = () => (longModel ??= randomGguf(tmpPath('long-f32.gguf'), SHAPE, 'f32'));
+const SHAPE = { dModel: 256, nLayers: 4, nHeads: 4, ffnDim: 1024, maxPositions: 2048, vocabSize: 2008 };
+const longModelFile = () => randomGguf(SHAPE, 'f32');
 const prompt = (n: number) => range(n).map((i) => 4 + ((i * 7919) % 2000));
 
 test('abort during a 1,024-token prompt rejects with ERR_XGLM_ABORTED, and the context stays usable', async (t) => {
@@ -29,7 +28,7 @@ test('abort during a 1,024-token prompt rejects with ERR_XGLM_ABORTED, and the c
   let start = performance.now();
   await ctx.evaluate({ tokens, positions: range(1024) });
   const full = performance.now() - start;
-  t.log(`full 1,024-token prompt: ${full.toFixed(0)} ms (${(full / SHAPE.num_layers).toFixed(0)} ms per layer on average)`);
+  t.log(`full 1,024-token prompt: ${full.toFixed(0)} ms (${(full / SHAPE.nLayers).toFixed(0)} ms per layer on average)`);
   await ctx.kvClear();
 
   const controller = new AbortController();
@@ -45,7 +44,7 @@ test('abort during a 1,024-token prompt rejects with ERR_XGLM_ABORTED, and the c
   const kept = await ctx.kvSeqPosMax(0);
   t.true(kept === -1 || (kept + 1) % 512 === 0, `positions kept: ${kept + 1}`);
   await ctx.evaluate({ tokens: tokens.slice(0, 8), positions: range(8), seqIds: Array(8).fill(1) });
-  t.is((await ctx.getLogits(7)).length, SHAPE.vocab_size);
+  t.is((await ctx.getLogits(7)).length, SHAPE.vocabSize);
 
   // an already-aborted signal never starts
   const err2 = await t.throwsAsync(ctx.evaluate({ tokens: [5], positions: [9], seqIds: [1] }, { signal: AbortSignal.abort() }));

@@ -19,7 +19,7 @@ import test from 'ava';
 import { openEngineModel } from '../src/engine/model.js';
 import { XglmError } from '../src/errors.js';
 import { allLogits, assertMatchesTwin, calibrateF16, dequantizedTwin } from './helpers/dequantized-twin.js';
-import { FIXTURE_NAMES, argmax, fixtureGguf, golden, type FixtureName } from './helpers/fixture-gguf.js';
+import { FIXTURE_NAMES, argmax, fixtureGguf, golden, type FixtureName } from './helpers/fixtures.js';
 
 for (const name of FIXTURE_NAMES) {
   test(`${name}: q8_0 and q4_0 logits equal their dequantized twins' within the activation rounding, and their top-1 where the margin is clear`, async (t) => {

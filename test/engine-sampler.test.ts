@@ -9,7 +9,7 @@ import { SAMPLER_OFF } from '../src/sampler.js';
 import type { EngineContext } from '../src/engine/context.js';
 import { openEngineModel } from '../src/engine/model.js';
 import { XglmError } from '../src/errors.js';
-import { argmax, fixtureGguf, golden } from './helpers/fixture-gguf.js';
+import { argmax, fixtureGguf, golden } from './helpers/fixtures.js';
 
 const g = golden('tiny-b');
 const p = g.prompts[0]!;

@@ -10,7 +10,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import { convert, writeRandomCheckpoint } from '../src/convert/index.js';
 import { openEngineModel } from '../src/engine/model.js';
-import { argmax, maxDiff, tmpPath } from './helpers/fixture-gguf.js';
+import { argmax, maxDiff, tmpPath } from './helpers/fixtures.js';
 
 const SHAPE = { dModel: 256, nLayers: 2, nHeads: 4, ffnDim: 1024, vocabSize: 2008, maxPositions: 256 };
 // about twice the measured error (f16 8e-4, bf16 5e-3, q8_0 2e-2, q6_k 5e-2, q5 5–6e-2, q4 0.10–0.13)

@@ -12,7 +12,7 @@ import { openEngineModel } from '../src/engine/model.js';
 import { Generation, loadModel, XglmError, type XglmContext, type XglmModel } from '../src/index.js';
 import { native } from '../src/native.js';
 import { packageRoot } from '../src/paths.js';
-import { fixtureGguf, goldenOf } from './helpers/models.js';
+import { fixtureGguf, golden as goldenOf } from './helpers/fixtures.js';
 
 const golden = goldenOf('tiny-a');
 /** A prompt of the fixture and PyTorch's greedy continuation of it. */

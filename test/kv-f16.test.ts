@@ -16,12 +16,7 @@ import { openEngineModel } from '../src/engine/model.js';
 import { loadModel } from '../src/index.js';
 import { F16_TOLERANCE, F32_TOLERANCE, stepErrors, teacherForced, type StepErrors } from './helpers/greedy-steps.js';
 import { allLogits } from './helpers/dequantized-twin.js';
-import { goldenOf } from './helpers/models.js';
-import { FIXTURE_NAMES, argmax, fixtureGguf, golden, maxDiff, readF32, type FixtureName } from './helpers/fixture-gguf.js';
-
-interface CopaItem {
-  results: Array<{ text: string; ids: number[]; token_logprobs: number[] }>;
-}
+import { FIXTURE_NAMES, argmax, fixtureGguf, golden, maxDiff, readF32, type FixtureName } from './helpers/fixtures.js';
 
 const range = (n: number, start = 0) => Array.from({ length: n }, (_, i) => start + i);
 
@@ -74,7 +69,7 @@ for (const name of FIXTURE_NAMES) {
     const model = await loadModel(await fixtureGguf(name, 'f32'));
     t.teardown(() => model.dispose());
     await using ctx = await model.createContext();
-    const items = goldenOf(name).copa as CopaItem[];
+    const items = g.copa;
     // the F32 file's rows with an F32 cache (PyTorch's within 1e-4) give each position's logit scale
     const f32Rows = await allLogits(await fixtureGguf(name, 'f32'), items.flatMap((item) => item.results));
     let worst = 0;

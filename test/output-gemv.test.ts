@@ -25,7 +25,7 @@ import path from 'node:path';
 import { convert, writeRandomCheckpoint } from '../src/convert/index.js';
 import { GgmlType, GgufReader } from '../src/gguf/index.js';
 import { backendInfo } from '../src/index.js';
-import { maxDiff } from './helpers/fixture-gguf.js';
+import { maxDiff } from './helpers/fixtures.js';
 import { runIf } from './helpers/skip.js';
 
 const root = path.join(__dirname, '..');

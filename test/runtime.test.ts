@@ -2,13 +2,13 @@ import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { measureTimerLag } from '../bench/timer-lag.js';
+import type { OutputTypeName } from '../src/convert/index.js';
 import { coreOf } from '../src/runtime/core.js';
 import { loadModel, type XglmModel } from '../src/index.js';
-import { fixtureGguf, goldenOf, relDiff, type Fixture } from './helpers/models.js';
+import { FIXTURE_NAMES, fixtureGguf, golden, relDiff, type FixtureName } from './helpers/fixtures.js';
 
-const FIXTURES: Fixture[] = ['tiny-a', 'tiny-b'];
 const models = new Map<string, Promise<XglmModel>>();
-function model(name: Fixture, type = 'f32'): Promise<XglmModel> {
+function model(name: FixtureName, type: OutputTypeName = 'f32'): Promise<XglmModel> {
   const key = `${name}-${type}`;
   if (!models.has(key)) models.set(key, fixtureGguf(name, type).then((f) => loadModel(f)));
   return models.get(key)!;
@@ -17,9 +17,9 @@ test.after.always(async () => {
   for (const m of models.values()) await (await m).dispose();
 });
 
-for (const name of FIXTURES) {
+for (const name of FIXTURE_NAMES) {
   test(`${name}: greedy generation equals PyTorch's greedy continuation for every prompt`, async (t) => {
-    const g = goldenOf(name);
+    const g = golden(name);
     const m = await model(name);
     await using ctx = await m.createContext({ kvType: 'f32' });
     for (const p of g.prompts) {
@@ -32,7 +32,7 @@ for (const name of FIXTURES) {
   });
 
   test(`${name}: generate() stops at </s> where PyTorch's generate() would`, async (t) => {
-    const g = goldenOf(name);
+    const g = golden(name);
     const m = await model(name);
     await using ctx = await m.createContext({ kvType: 'f32' });
     let checked = 0;
@@ -50,7 +50,7 @@ for (const name of FIXTURES) {
   });
 
   test(`${name}: score() and logprobs() equal the fixture (F32, 1e-4 of the largest |logprob|)`, async (t) => {
-    const g = goldenOf(name);
+    const g = golden(name);
     const m = await model(name);
     await using ctx = await m.createContext({ kvType: 'f32' });
     for (const item of g.copa) {
@@ -85,7 +85,7 @@ for (const name of FIXTURES) {
   });
 
   test(`${name}: scoreContinuations equals scoring each full text, evaluating the shared prefix once`, async (t) => {
-    const g = goldenOf(name);
+    const g = golden(name);
     const m = await model(name);
     await using ctx = await m.createContext({ kvType: 'f32' });
     for (const item of g.copa) {
@@ -138,7 +138,7 @@ for (const name of FIXTURES) {
 test('a new call reuses the cached token prefix and evaluates only the rest', async (t) => {
   const m = await model('tiny-b');
   await using ctx = await m.createContext({ kvType: 'f32' });
-  const g = goldenOf('tiny-b');
+  const g = golden('tiny-b');
   const p = g.prompts[0];
   const first = await ctx.generate(p.text, { temperature: 0, maxTokens: 4, stopAtEos: false });
   t.is(first.usage.cachedPromptTokens, 0);
@@ -182,7 +182,7 @@ test('the same seed gives the same tokens, in another process too; sampling opti
 
 test('stop strings cut the text exactly before the stop string', async (t) => {
   const m = await model('tiny-a');
-  const g = goldenOf('tiny-a');
+  const g = golden('tiny-a');
   await using ctx = await m.createContext({ kvType: 'f32' });
   const p = g.prompts[0];
   const full = await ctx.generate(p.text, { temperature: 0, maxTokens: 20, stopAtEos: false });
@@ -202,7 +202,7 @@ test('after a stop the cached tokens are what the KV cache holds: the prompt and
   // The native loop may evaluate a token or two past the stop before it sees it; the
   // bookkeeping must follow (a later call's prefix reuse depends on it).
   const m = await model('tiny-b');
-  const p = goldenOf('tiny-b').prompts[1];
+  const p = golden('tiny-b').prompts[1];
   await using ctx = await m.createContext({ kvType: 'f32' });
   let n = 0;
   const r = await ctx.generate(p.ids, { temperature: 0, maxTokens: p.greedy.ids.length, stopAtEos: false, onToken: () => void n++, stop: [m.detokenize(p.greedy.ids.slice(2, 4)).trim()] });
@@ -220,7 +220,7 @@ test('after a stop the cached tokens are what the KV cache holds: the prompt and
 
 test('an exception thrown by onToken rejects the generation; the context keeps working', async (t) => {
   const m = await model('tiny-a');
-  const p = goldenOf('tiny-a').prompts[0];
+  const p = golden('tiny-a').prompts[0];
   await using ctx = await m.createContext({ kvType: 'f32' });
   const boom = new Error('boom');
   await t.throwsAsync(
@@ -254,7 +254,7 @@ test('streamed chunks, callbacks and the result agree', async (t) => {
 
 test('abort during the prompt and during generation ends with finishReason abort', async (t) => {
   const m = await model('tiny-b');
-  const g = goldenOf('tiny-b');
+  const g = golden('tiny-b');
   await using ctx = await m.createContext({ batchSize: 4 });
   const long = g.prompts[6].ids.concat(g.prompts[6].ids).slice(0, 200);
   const ac = new AbortController();
@@ -276,7 +276,7 @@ let r2tokens = 0;
 
 test('context overflow: an error by default; truncate-left keeps generating', async (t) => {
   const m = await model('tiny-a');
-  const g = goldenOf('tiny-a');
+  const g = golden('tiny-a');
   const limit = g.model.config.max_position_embeddings;
   await using ctx = await m.createContext();
   const err = t.throws(() => ctx.generate(g.prompts[6].ids, { maxTokens: limit }));
@@ -403,7 +403,7 @@ test('the JS thread stays responsive during generation (1 ms timer lag reported)
 
 test('perplexity over a sliding window equals exp(mean NLL) of the same tokens scored directly', async (t) => {
   const m = await model('tiny-a');
-  const g = goldenOf('tiny-a');
+  const g = golden('tiny-a');
   await using ctx = await m.createContext({ kvType: 'f32' });
   const text = g.prompts[6].text;
   const n = m.tokenize(text).length;

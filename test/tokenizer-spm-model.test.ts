@@ -3,14 +3,14 @@ import { execFileSync } from 'node:child_process';
 import { XglmError } from '../src/errors.js';
 import { parseSentencePieceModel, SpmPieceType } from '../src/tokenizer/spm-model.js';
 import { GgufTokenType, xglmVocabularyFromSentencePiece } from '../src/tokenizer/xglm-vocab.js';
-import { FIXTURE_NAMES, readGoldenTokenizer, readSpmModel, spmModelPath } from './helpers/spm-fixtures.js';
+import { FIXTURE_NAMES, golden as goldenOf, readSpmModel, spmModelPath } from './helpers/fixtures.js';
 import { SPM_INSTALL, tools } from './helpers/external-tools.js';
 
 const spm = tools(['spm_export_vocab'], SPM_INSTALL);
 
 for (const name of FIXTURE_NAMES) {
   test(`${name}: pieces, settings and XGLM vocabulary match golden.json`, (t) => {
-    const golden = readGoldenTokenizer(name);
+    const golden = goldenOf(name).tokenizer;
     const model = parseSentencePieceModel(readSpmModel(name));
     t.is(model.pieces.length, golden.sp_piece_count);
     t.deepEqual(model.trainerSpec, { modelType: 1, unkId: 0, bosId: 1, eosId: 2, padId: -1, byteFallback: false });

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tokenizer } from '../src/tokenizer/index.js';
 import { spmIdToXglmId } from '../src/tokenizer/xglm-vocab.js';
-import { FIXTURE_NAMES, readSpmModel, spmModelPath } from './helpers/spm-fixtures.js';
+import { FIXTURE_NAMES, readSpmModel, spmModelPath } from './helpers/fixtures.js';
 import { randomText, seededRandom } from './helpers/spm-random-text.js';
 import { SPM_INSTALL, tools } from './helpers/external-tools.js';
 

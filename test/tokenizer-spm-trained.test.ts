@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tokenizer } from '../src/tokenizer/index.js';
 import { spmIdToXglmId } from '../src/tokenizer/xglm-vocab.js';
-import { readGoldenTokenizer } from './helpers/spm-fixtures.js';
+import { golden } from './helpers/fixtures.js';
 import { randomText, seededRandom } from './helpers/spm-random-text.js';
 import { SPM_INSTALL, tools } from './helpers/external-tools.js';
 
@@ -28,7 +28,7 @@ for (const [index, variant] of variants.entries()) {
     const dir = mkdtempSync(join(tmpdir(), 'xglm-spm-train-'));
     try {
       const corpus = join(dir, 'corpus.txt');
-      const texts = readGoldenTokenizer('tiny-b').cases.map((c) => c.text.replace(/[\n\r]/g, ' '));
+      const texts = golden('tiny-b').tokenizer.cases.map((c) => c.text.replace(/[\n\r]/g, ' '));
       writeFileSync(corpus, texts.join('\n') + '\n');
       execFileSync(spm.path.spm_train!, [
         `--input=${corpus}`,

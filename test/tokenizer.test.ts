@@ -5,7 +5,7 @@
 import test from 'ava';
 import { XglmError } from '../src/errors.js';
 import { GgufTokenType, Tokenizer, xglmVocabularyFromSentencePiece, parseSentencePieceModel } from '../src/tokenizer/index.js';
-import { FIXTURE_NAMES, readGoldenTokenizer, readSpmModel, type FixtureName, type GoldenTokenizerCase } from './helpers/spm-fixtures.js';
+import { FIXTURE_NAMES, golden as goldenOf, readSpmModel, type FixtureName, type GoldenTokenizerCase } from './helpers/fixtures.js';
 import { tokenizerJsonFromSentencePiece } from './helpers/spm-tokenizer-json.js';
 
 function ggufMetadataFor(name: FixtureName): Map<string, unknown> {
@@ -46,7 +46,7 @@ const loaders: Record<string, (name: FixtureName) => Tokenizer> = {
 const isSpecialLiteral = (c: GoldenTokenizerCase) => c.category === 'special_literal';
 
 for (const name of FIXTURE_NAMES) {
-  const golden = readGoldenTokenizer(name);
+  const golden = goldenOf(name).tokenizer;
 
   for (const [loaderName, load] of Object.entries(loaders)) {
     test(`${name} via ${loaderName}: ids of all ${golden.cases.length} golden cases`, (t) => {
@@ -115,7 +115,7 @@ for (const name of FIXTURE_NAMES) {
 
 test('decode keeps special-token text when skipSpecialTokens is false', (t) => {
   const tokenizer = loaders['sentencepiece.bpe.model']!('tiny-a');
-  const golden = readGoldenTokenizer('tiny-a');
+  const golden = goldenOf('tiny-a').tokenizer;
   const c = golden.cases.find((x) => x.text === 'Hello </s> world')!;
   t.is(tokenizer.decode(c.ids), 'Hello world');
   t.is(tokenizer.decode(c.ids, { skipSpecialTokens: false }), '</s> Hello</s> world');

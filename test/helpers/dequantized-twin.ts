@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { GgmlType, GgufReader, GgufWriter, ggmlTypeName, type GgufTensorSpec } from '../../src/gguf/index.js';
 import { native } from '../../src/native.js';
-import { argmax, maxDiff } from './fixture-gguf.js';
+import { argmax, maxDiff } from './fixtures.js';
 
 export interface DequantizedTwin {
   file: string;

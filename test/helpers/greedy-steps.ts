@@ -6,7 +6,7 @@
  * twice that error: no rounding within it can swap the top two.
  */
 import type { EngineContext } from '../../src/engine/context.js';
-import { maxDiff } from './fixture-gguf.js';
+import { maxDiff } from './fixtures.js';
 
 export const F32_TOLERANCE = 1e-4;
 export const F16_TOLERANCE = 1e-2;
