@@ -7,15 +7,13 @@
  * k-quants, to BF16 for BF16 weights, to F16 for F16 weights) — and nothing else may differ.
  *
  * Written once per (file, choice) and process with the project's GGUF reader and writer
- * (src/gguf), into a temporary folder removed at exit.
+ * (src/gguf), into the tests' temporary folder (fixtures.ts's tmpPath, removed at exit).
  */
 import type { ExecutionContext } from 'ava';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { GgmlType, GgufReader, GgufWriter, ggmlTypeName, type GgufTensorSpec } from '../../src/gguf/index.js';
 import { native } from '../../src/native.js';
-import { argmax, maxDiff } from './fixtures.js';
+import { argmax, maxDiff, tmpPath } from './fixtures.js';
 
 export interface DequantizedTwin {
   file: string;
@@ -32,19 +30,13 @@ export interface TwinOptions {
   f16?: boolean;
 }
 
-let dir: string | undefined;
 const made = new Map<string, Promise<DequantizedTwin>>();
 
 export function dequantizedTwin(file: string, options: TwinOptions = {}): Promise<DequantizedTwin> {
   const key = `${file}\0${options.f16 ? 'f16' : ''}`;
   let p = made.get(key);
   if (!p) {
-    if (!dir) {
-      const d = fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-twin-'));
-      process.on('exit', () => fs.rmSync(d, { recursive: true, force: true }));
-      dir = d;
-    }
-    const out = path.join(dir, `${made.size}-${path.basename(file, '.gguf')}-twin.gguf`);
+    const out = tmpPath(`twin-${made.size}-${path.basename(file, '.gguf')}.gguf`);
     p = writeTwin(file, out, options);
     made.set(key, p);
   }
