@@ -7,10 +7,9 @@
  * (relative maxdiff ≈ 1) and fails.
  */
 import test from 'ava';
-import fs from 'node:fs';
-import { convert, writeRandomCheckpoint } from '../src/convert/index.js';
+import type { OutputTypeName } from '../src/convert/index.js';
 import { openEngineModel } from '../src/engine/model.js';
-import { argmax, maxDiff, tmpPath } from './helpers/fixtures.js';
+import { argmax, maxDiff, randomGguf } from './helpers/fixtures.js';
 
 const SHAPE = { dModel: 256, nLayers: 2, nHeads: 4, ffnDim: 1024, vocabSize: 2008, maxPositions: 256 };
 // about twice the measured error (f16 8e-4, bf16 5e-3, q8_0 2e-2, q6_k 5e-2, q5 5–6e-2, q4 0.10–0.13)
@@ -29,17 +28,11 @@ async function logitsOf(file: string, tokens: number[]): Promise<{ rows: Float32
 }
 
 test('every converter output type loads and stays close to the f32 file', async (t) => {
-  const dir = tmpPath('random-256');
-  fs.mkdirSync(dir, { recursive: true });
-  await writeRandomCheckpoint(dir, { ...SHAPE, seed: 5, std: 0.08 });
+  const checkpoint = { ...SHAPE, seed: 5, std: 0.08 };
   const tokens = Array.from({ length: 48 }, (_, i) => 4 + ((i * 131) % 2000));
-  const f32 = tmpPath('random-256-f32.gguf');
-  await convert(dir, f32, { type: 'f32' });
-  const ref = await logitsOf(f32, tokens);
+  const ref = await logitsOf(await randomGguf(checkpoint, 'f32'), tokens);
   for (const [type, bound] of Object.entries(BOUNDS)) {
-    const file = tmpPath(`random-256-${type}.gguf`);
-    await convert(dir, file, { type });
-    const got = await logitsOf(file, tokens);
+    const got = await logitsOf(await randomGguf(checkpoint, type as OutputTypeName), tokens);
     let worst = 0;
     let same = 0;
     got.rows.forEach((row, i) => {
