@@ -6,21 +6,11 @@ import { OUTPUT_TYPES, type OutputTypeName, convert, quantize } from '../src/con
 import { tokenizerJsonFromSentencePiece } from './helpers/spm-tokenizer-json.js';
 import { GgmlType, type GgufArray, GgufReader, type GgufValue, GgufValueType, ggmlTypeName } from '../src/gguf/index.js';
 import { halfToFloat } from './helpers/half.js';
+import { FIXTURE_NAMES, fixtureDir, golden as goldenOf, type FixtureName, type XglmConfig } from './helpers/fixtures.js';
 
-const FIXTURES = ['tiny-a', 'tiny-b'] as const;
-const fixtureDir = (name: string) => path.join(__dirname, 'fixtures', name);
 const ALL_TYPES = Object.keys(OUTPUT_TYPES) as OutputTypeName[];
 
-interface HfConfig {
-  d_model: number;
-  num_layers: number;
-  attention_heads: number;
-  ffn_dim: number;
-  max_position_embeddings: number;
-  vocab_size: number;
-}
-const configOf = (name: string): HfConfig => JSON.parse(fs.readFileSync(path.join(fixtureDir(name), 'config.json'), 'utf8'));
-const goldenOf = (name: string) => JSON.parse(fs.readFileSync(path.join(fixtureDir(name), 'golden.json'), 'utf8'));
+const configOf = (name: FixtureName): XglmConfig => JSON.parse(fs.readFileSync(path.join(fixtureDir(name), 'config.json'), 'utf8')) as XglmConfig;
 
 function tmpDir(t: { teardown(fn: () => void): void }): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-convert-'));
@@ -54,7 +44,7 @@ function f32Tensor(reader: GgufReader, name: string): Float32Array {
 
 const converted = new Map<string, Promise<string>>();
 /** Converts once per (fixture, source, type) and shares the file among tests. */
-function convertOnce(fixture: string, weights: 'safetensors' | 'pytorch', type: OutputTypeName): Promise<string> {
+function convertOnce(fixture: FixtureName, weights: 'safetensors' | 'pytorch', type: OutputTypeName): Promise<string> {
   const key = `${fixture}-${weights}-${type}`;
   if (!converted.has(key)) {
     const out = path.join(sharedDir, `${key}.gguf`);
@@ -65,7 +55,7 @@ function convertOnce(fixture: string, weights: 'safetensors' | 'pytorch', type: 
 const sharedDir = fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-convert-shared-'));
 test.after.always(() => fs.rmSync(sharedDir, { recursive: true, force: true }));
 
-for (const fixture of FIXTURES) {
+for (const fixture of FIXTURE_NAMES) {
   test(`${fixture}: safetensors and pytorch_model.bin give byte-identical GGUF files for every type`, async (t) => {
     for (const type of ALL_TYPES) {
       const [a, b] = await Promise.all([convertOnce(fixture, 'safetensors', type), convertOnce(fixture, 'pytorch', type)]);
@@ -242,7 +232,7 @@ for (const fixture of FIXTURES) {
     // position_embd row t = table row t + 2; compare with PyTorch's float32 table. Sine and cosine
     // implementations differ by an ulp, and an ulp of the argument p·freq is ~p·6e-8.
     const pos = f32Tensor(r, 'position_embd.weight');
-    const { rows, values } = golden.sinusoid_check as { rows: number[]; values: number[][] };
+    const { rows, values } = golden.sinusoid_check;
     let maxdiff = 0;
     for (let j = 0; j < rows.length; j++) {
       if (rows[j]! < 2) continue;
@@ -347,7 +337,7 @@ test('progress reports bytes and tensors up to the file size', async (t) => {
 
 test('a folder with tokenizer.json instead of sentencepiece.bpe.model converts to the same file', async (t) => {
   const dir = tmpDir(t);
-  for (const fixture of FIXTURES) {
+  for (const fixture of FIXTURE_NAMES) {
     const ckpt = path.join(dir, fixture);
     fs.mkdirSync(ckpt);
     for (const f of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(fixtureDir(fixture), f), path.join(ckpt, f));
@@ -374,8 +364,8 @@ test('a folder with tokenizer.json instead of sentencepiece.bpe.model converts t
 //   against q5_0, bf16 against q8_0 …) are not ordered: nothing makes that principled.
 test('every output type loads in the engine (ggml gguf.cpp) and its logits track PyTorch', async (t) => {
   const { allLogits, assertMatchesTwin, calibrateF16 } = await import('./helpers/dequantized-twin.js');
-  for (const fixture of FIXTURES) {
-    const prompts = goldenOf(fixture).prompts as Array<{ id: string; ids: number[]; last_logits: { file: string; argmax: number } }>;
+  for (const fixture of FIXTURE_NAMES) {
+    const prompts = goldenOf(fixture).prompts;
     const reference = prompts.map((p) => {
       const ref = fs.readFileSync(path.join(fixtureDir(fixture), p.last_logits.file));
       return new Float32Array(ref.buffer.slice(ref.byteOffset, ref.byteOffset + ref.length));
