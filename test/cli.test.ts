@@ -50,10 +50,10 @@ function assertCleanError(t: import('ava').ExecutionContext, r: Run, code: numbe
 
 test('tokenize --jsonl gives the fixture ids', async (t) => {
   const g = golden('tiny-b');
-  const cases = g.tokenizer.cases.filter((c: { category: string }) => c.category !== 'special_literal').slice(0, 60);
-  const r = await xglm(['tokenize', '-m', await fixtureGguf('tiny-b'), '--jsonl'], jsonl(cases.map((c: { text: string }) => c.text)));
+  const cases = g.tokenizer.cases.filter((c) => c.category !== 'special_literal').slice(0, 60);
+  const r = await xglm(['tokenize', '-m', await fixtureGguf('tiny-b'), '--jsonl'], jsonl(cases.map((c) => c.text)));
   t.is(r.code, 0, r.stderr);
-  t.deepEqual(parseLines(r.stdout).map((l) => l.ids), cases.map((c: { ids: number[] }) => c.ids));
+  t.deepEqual(parseLines(r.stdout).map((l) => l.ids), cases.map((c) => c.ids));
 });
 
 test('logprobs --jsonl: shapes and values equal the fixture (F32 KV)', async (t) => {
@@ -88,13 +88,13 @@ test('generate --temp 0 equals the fixture greedy continuation; --json shape', a
 
 test('score --jsonl sums log-probabilities as the model card does', async (t) => {
   const g = golden('tiny-a');
-  const items = g.copa.map((c: { results: Array<{ text: string }> }) => ({ texts: c.results.map((r) => r.text) }));
+  const items = g.copa.map((c) => ({ texts: c.results.map((r) => r.text) }));
   const r = await xglm(['score', '-m', await fixtureGguf('tiny-a'), '--kv-type', 'f32', '--jsonl'], jsonl(items));
   t.is(r.code, 0, r.stderr);
   const lines = parseLines(r.stdout);
   lines.forEach((l, i) => {
     const ref = g.copa[i].results;
-    t.deepEqual(l.tokens, ref.map((x: { ids: number[] }) => x.ids.length - 1));
+    t.deepEqual(l.tokens, ref.map((x) => x.ids.length - 1));
     l.logprobs.forEach((v: number, k: number) => t.true(Math.abs(v - ref[k].sum_all) <= 1e-4 * Math.abs(ref[k].sum_all)));
   });
 });

@@ -16,9 +16,9 @@ import { fixtureGguf, golden as goldenOf } from './helpers/fixtures.js';
 
 const golden = goldenOf('tiny-a');
 /** A prompt of the fixture and PyTorch's greedy continuation of it. */
-const prompt = golden.prompts[0] as { text: string; ids: number[]; greedy: { ids: number[] } };
-const N_VOCAB = golden.model.config.vocab_size as number;
-const N_CTX = golden.model.config.max_position_embeddings as number;
+const prompt = golden.prompts[0];
+const N_VOCAB = golden.model.config.vocab_size;
+const N_CTX = golden.model.config.max_position_embeddings;
 
 let shared: Promise<XglmModel> | undefined;
 function model(): Promise<XglmModel> {

@@ -54,9 +54,9 @@ for (const name of FIXTURE_NAMES) {
     const m = await model(name);
     await using ctx = await m.createContext({ kvType: 'f32' });
     for (const item of g.copa) {
-      const texts = item.results.map((r: { text: string }) => r.text);
+      const texts = item.results.map((r) => r.text);
       const scores = await ctx.score(texts, { tokenLogprobs: true });
-      item.results.forEach((r: { sum_all: number; token_logprobs: number[]; ids: number[] }, i: number) => {
+      item.results.forEach((r, i) => {
         const s = scores[i]!;
         t.is(s.tokens, r.ids.length - 1);
         const d = relDiff(s.tokenLogprobs!, r.token_logprobs);
@@ -101,7 +101,7 @@ for (const name of FIXTURE_NAMES) {
         t.true(Math.abs(s.continuationLogprob - ref.sum_continuation) <= 1e-4 * Math.abs(ref.sum_continuation));
       });
       // shared tokens once: (common - 1) + Σ (n_i - common + 1)
-      const ids = item.results.map((r: { ids: number[] }) => r.ids);
+      const ids = item.results.map((r) => r.ids);
       let common = 0;
       while (ids.every((x: number[]) => x[common] === ids[0][common])) common++;
       const expected = common - 1 + ids.reduce((s: number, x: number[]) => s + x.length - common + 1, 0);
@@ -128,7 +128,7 @@ for (const name of FIXTURE_NAMES) {
       // rows: (common - 1) + Σ (n_i - common) with the prefix scored; without, only from the
       // prefix's last token on
       const candidateRows = ids.reduce((s: number, x: number[]) => s + x.length - common, 0);
-      const minPrefix = Math.min(...item.results.map((r: { n_premise_tokens: number }) => r.n_premise_tokens));
+      const minPrefix = Math.min(...item.results.map((r) => r.n_premise_tokens));
       t.is(rowsFull, common - 1 + candidateRows);
       t.is(rowsCont, Math.max(0, common - minPrefix) + candidateRows);
     }
