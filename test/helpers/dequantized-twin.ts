@@ -7,13 +7,14 @@
  * k-quants, to BF16 for BF16 weights, to F16 for F16 weights) — and nothing else may differ.
  *
  * Written once per (file, choice) and process with the project's GGUF reader and writer
- * (src/gguf), into the tests' temporary folder (fixtures.ts's tmpPath, removed at exit).
+ * (src/gguf, through fixtures.ts's rewriteGguf), into the tests' temporary folder (tmpPath,
+ * removed at exit).
  */
 import type { ExecutionContext } from 'ava';
 import path from 'node:path';
-import { GgmlType, GgufReader, GgufWriter, ggmlTypeName, type GgufTensorSpec } from '../../src/gguf/index.js';
+import { GgmlType, ggmlTypeName } from '../../src/gguf/index.js';
 import { native } from '../../src/native.js';
-import { argmax, maxDiff, tmpPath } from './fixtures.js';
+import { argmax, maxDiff, rewriteGguf, tmpPath } from './fixtures.js';
 
 export interface DequantizedTwin {
   file: string;
@@ -50,33 +51,21 @@ function decodes(type: number, options: TwinOptions): boolean {
 }
 
 async function writeTwin(file: string, out: string, options: TwinOptions): Promise<DequantizedTwin> {
-  const reader = GgufReader.open(file);
-  try {
-    const specs: GgufTensorSpec[] = reader.tensors.map((t) => ({ name: t.name, dims: t.dims, type: decodes(t.type, options) ? GgmlType.F32 : t.type }));
-    const decoded: DequantizedTwin['decoded'] = [];
-    const w = await GgufWriter.create(out, reader.kv, specs);
-    try {
-      for (const t of reader.tensors) {
-        const bytes = reader.readTensorBytes(t);
-        if (!decodes(t.type, options)) {
-          await w.write(bytes);
-          continue;
-        }
-        const nPerRow = t.dims[0]!;
-        const nRows = t.dims.slice(1).reduce((a, b) => a * b, 1);
-        const values = native().dequantizeRows(t.type, new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), nRows, nPerRow);
-        await w.write(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
-        decoded.push({ name: t.name, type: ggmlTypeName(t.type) });
-      }
-      await w.finish();
-    } catch (err) {
-      await w.abort();
-      throw err;
-    }
-    return { file: out, decoded };
-  } finally {
-    reader.close();
-  }
+  const decoded: DequantizedTwin['decoded'] = [];
+  await rewriteGguf(
+    file,
+    out,
+    (t) => (decodes(t.type, options) ? GgmlType.F32 : t.type),
+    (t, bytes) => {
+      if (!decodes(t.type, options)) return bytes;
+      const nPerRow = t.dims[0]!;
+      const nRows = t.dims.slice(1).reduce((a, b) => a * b, 1);
+      const values = native().dequantizeRows(t.type, new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), nRows, nPerRow);
+      decoded.push({ name: t.name, type: ggmlTypeName(t.type) });
+      return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+    },
+  );
+  return { file: out, decoded };
 }
 
 // ---- comparing a file with its twin ---------------------------------------------------------

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { convert, writeRandomCheckpoint, type OutputTypeName, type RandomCheckpointOptions } from '../../src/convert/index.js';
-import { GgufReader, GgufWriter, type GgufTensorSpec } from '../../src/gguf/index.js';
+import { GgufReader, GgufWriter, type GgufTensorInfo, type GgufTensorSpec } from '../../src/gguf/index.js';
 
 // ---- the fixtures ---------------------------------------------------------------------------
 
@@ -243,22 +243,44 @@ export function randomGguf(options: RandomCheckpointOptions, type: OutputTypeNam
 export function withoutTensors(file: string, names: readonly string[]): Promise<string> {
   const out = tmpPath(`${path.basename(file, '.gguf')}-without-${names.join('-')}.gguf`);
   return once(out, async () => {
-    const reader = GgufReader.open(file);
-    try {
-      for (const name of names) if (!reader.tensor(name)) throw new Error(`${file} has no tensor ${name}`);
-      const kept = reader.tensors.filter((t) => !names.includes(t.name));
-      const specs: GgufTensorSpec[] = kept.map((t) => ({ name: t.name, dims: t.dims, type: t.type }));
-      const w = await GgufWriter.create(out, reader.kv, specs);
-      try {
-        for (const t of kept) await w.write(reader.readTensorBytes(t));
-        await w.finish();
-      } catch (err) {
-        await w.abort();
-        throw err;
-      }
-    } finally {
-      reader.close();
-    }
+    const dropped: string[] = [];
+    await rewriteGguf(file, out, (t) => {
+      if (!names.includes(t.name)) return t.type;
+      dropped.push(t.name);
+      return undefined;
+    });
+    const missing = names.filter((name) => !dropped.includes(name));
+    if (missing.length > 0) throw new Error(`${file} has no tensor ${missing.join(', ')}`);
     return out;
   });
+}
+
+/**
+ * Writes `out` with the metadata of the GGUF `file` and its tensors in order: each with the
+ * type `typeOf` gives it (undefined: left out) and the bytes `data` makes of its own (default:
+ * unchanged).
+ */
+export async function rewriteGguf(
+  file: string,
+  out: string,
+  typeOf: (t: GgufTensorInfo) => number | undefined,
+  data: (t: GgufTensorInfo, bytes: Buffer) => Uint8Array = (_, bytes) => bytes,
+): Promise<void> {
+  const reader = GgufReader.open(file);
+  try {
+    const kept = reader.tensors.flatMap((t) => {
+      const type = typeOf(t);
+      return type === undefined ? [] : [{ t, spec: { name: t.name, dims: t.dims, type } satisfies GgufTensorSpec }];
+    });
+    const w = await GgufWriter.create(out, reader.kv, kept.map((k) => k.spec));
+    try {
+      for (const { t } of kept) await w.write(data(t, reader.readTensorBytes(t)));
+      await w.finish();
+    } catch (err) {
+      await w.abort();
+      throw err;
+    }
+  } finally {
+    reader.close();
+  }
 }
