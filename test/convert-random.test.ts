@@ -8,8 +8,9 @@ import { GgmlType, GgufReader, ggmlTypeName } from '../src/gguf/index.js';
 import { native } from '../src/native.js';
 import { parseSentencePieceModel } from '../src/tokenizer/spm-model.js';
 import { halfToFloat } from './helpers/half.js';
+import { spmModelPath } from './helpers/fixtures.js';
 
-const tinyASpm = path.join(__dirname, 'fixtures', 'tiny-a', 'sentencepiece.bpe.model');
+const tinyASpm = spmModelPath('tiny-a');
 const shape = { dModel: 256, nLayers: 8, nHeads: 4, ffnDim: 512, vocabSize: 2600, maxPositions: 64 };
 
 function tmpDir(t: { teardown(fn: () => void): void }): string {

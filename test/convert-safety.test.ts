@@ -8,8 +8,9 @@ import { unpickle, unpickleStateDict } from '../src/convert/pickle.js';
 import { openPytorchCheckpoint } from '../src/convert/pytorch.js';
 import { ZipReader } from '../src/convert/zip.js';
 import { XglmError, type XglmErrorCode } from '../src/errors.js';
+import { fixtureDir } from './helpers/fixtures.js';
 
-const tinyA = path.join(__dirname, 'fixtures', 'tiny-a');
+const tinyA = fixtureDir('tiny-a');
 
 function tmpDir(t: { teardown(fn: () => void): void }): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-safety-'));

@@ -13,7 +13,7 @@ import { XglmError } from '../src/errors.js';
 import { GgufWriter, kv } from '../src/gguf/index.js';
 import { native } from '../src/native.js';
 import { packageRoot } from '../src/paths.js';
-import { argmax, fixtureGguf, maxDiff, randomGguf, tmpPath } from './helpers/fixtures.js';
+import { FIXTURE_NAMES, argmax, fixtureGguf, maxDiff, randomGguf, tmpPath } from './helpers/fixtures.js';
 
 const range = (n: number, start = 0) => Array.from({ length: n }, (_, i) => start + i);
 const SHAPE = { dModel: 256, nLayers: 4, nHeads: 4, ffnDim: 1024, maxPositions: 2048, vocabSize: 2008 };
@@ -216,7 +216,7 @@ runIf('rowMultiple' in rule, 'skip' in rule ? rule.skip : '')(
   `q4_0 files: exactly the q4_0 layer product weights ggml's rule picks are repacked (${'why' in rule ? rule.why : 'rule unknown here'})`,
   async (t) => {
     if (!('rowMultiple' in rule)) return;
-    for (const name of ['tiny-a', 'tiny-b'] as const) {
+    for (const name of FIXTURE_NAMES) {
       const model = await openEngineModel(await fixtureGguf(name, 'q4_0'));
       const tensors = model.tensors();
       const expected = tensors

@@ -15,10 +15,10 @@ import {
   kv,
 } from '../src/gguf/index.js';
 import { native } from '../src/native.js';
+import { FIXTURES_DIR } from './helpers/fixtures.js';
 
-const fixtures = path.join(__dirname, 'fixtures');
 // Written by llama.cpp's gguf-py (see fixtures/gguf/make-reference.py): an independent writer.
-const reference = path.join(fixtures, 'gguf', 'reference.gguf');
+const reference = path.join(FIXTURES_DIR, 'gguf', 'reference.gguf');
 
 function tmpDir(t: { teardown(fn: () => void): void }): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-gguf-'));

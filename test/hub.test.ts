@@ -10,8 +10,9 @@ import { XglmError } from '../src/errors.js';
 import { GgufReader } from '../src/gguf/index.js';
 import { HubError, pull, pullFiles, type PullFilesOptions, type PullProgress } from '../src/hub/index.js';
 import { startFakeHub, type FakeHub, type FakeHubFaults, type FakeRepo } from './helpers/fake-hub.js';
+import { fixtureDir } from './helpers/fixtures.js';
 
-const FIXTURE = path.join(__dirname, 'fixtures', 'tiny-a');
+const FIXTURE = fixtureDir('tiny-a');
 const FIXTURE_FILES = [
   'config.json',
   'model.safetensors',

@@ -22,6 +22,7 @@ import { describeModelFile } from '../../src/model-info.js';
 import { loadModel, loadTokenizer } from '../../src/model.js';
 import { Tokenizer, parseSentencePieceModel, xglmVocabularyFromSentencePiece } from '../../src/tokenizer/index.js';
 import { tokenizerJsonFromSentencePiece } from '../helpers/spm-tokenizer-json.js';
+import { fixtureDir } from '../helpers/fixtures.js';
 import { decodeGguf, encodeGguf, mutateGgufModel, type RawGguf } from './gguf-codec.js';
 import { type Rng, type Structured, mutateBlind, mutateStructured } from './mutate.js';
 import {
@@ -41,7 +42,7 @@ import {
 export const FORMATS = ['gguf', 'gguf-native', 'safetensors', 'pytorch-zip', 'pickle', 'spm', 'tokenizer-json'] as const;
 export type FormatName = (typeof FORMATS)[number];
 
-const FIXTURE_A = path.join(__dirname, '..', 'fixtures', 'tiny-a');
+const FIXTURE_A = fixtureDir('tiny-a');
 /** The seeded checkpoint every format's seeds come from: small enough for thousands of cases a second. */
 const SMALL_SHAPE = { dModel: 32, nLayers: 1, nHeads: 2, ffnDim: 64, vocabSize: 300, maxPositions: 16, seed: 7 };
 
