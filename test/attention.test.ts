@@ -16,14 +16,11 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { writeRandomCheckpoint } from '../src/convert/random-checkpoint.js';
-import { convert } from '../src/convert/index.js';
 import type { EngineContext } from '../src/engine/context.js';
 import { openEngineModel } from '../src/engine/model.js';
 import { backendInfo } from '../src/index.js';
-import { FIXTURE_NAMES, argmax, fixtureGguf, golden, maxDiff, readF32, type FixtureName } from './helpers/fixtures.js';
+import { FIXTURE_NAMES, argmax, fixtureGguf, golden, maxDiff, randomGguf, readF32, tmpPath, type FixtureName } from './helpers/fixtures.js';
 import { runIf } from './helpers/skip.js';
 
 const F16_CACHE_TOLERANCE = 1e-2; // as test/engine.test.ts allows an F16 file
@@ -141,8 +138,7 @@ for (const name of FIXTURE_NAMES) {
 
 test.serial('XGLM_LOG says when the op runs; XGLM_NO_CUSTOM_ATTN=1 and an F32 cache keep ggml flash attention', async (t) => {
   const file = await fixtureGguf('tiny-a', 'f32');
-  const script = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-attn-')), 'attend.ts');
-  t.teardown(() => fs.rmSync(path.dirname(script), { recursive: true, force: true }));
+  const script = tmpPath('attend.ts');
   fs.writeFileSync(
     script,
     `import { openEngineModel } from ${JSON.stringify(path.join(root, 'src', 'engine', 'model.js'))};
@@ -176,38 +172,31 @@ test.serial('XGLM_LOG says when the op runs; XGLM_NO_CUSTOM_ATTN=1 and an F32 ca
 // blocks of the cache. The reference is the same model with an F32 cache (ggml, exact cells).
 for (const headDim of [64, 128]) {
   const runs = once(async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `xglm-attn-${headDim}-`));
-    try {
-      const shape = { dModel: 4 * headDim, nLayers: 2, nHeads: 4, ffnDim: 8 * headDim, vocabSize: 512, maxPositions: 320, seed: headDim, std: 0.08 };
-      await writeRandomCheckpoint(path.join(dir, 'ckpt'), shape);
-      const file = path.join(dir, 'f32.gguf');
-      await convert(path.join(dir, 'ckpt'), file, { type: 'f32', threads: 1 });
-      let state = headDim;
-      const ids = Array.from({ length: 300 }, () => 4 + ((state = (Math.imul(state, 1103515245) + 12345) >>> 0) % 500));
-      const checked = new Set([0, 1, 2, 10, 50, 100, 200, 255, 256, 257, 299]);
-      const decode = async (kvType: 'f16' | 'f32') => {
-        const model = await openEngineModel(file);
-        const ctx = await model.createContext({ kvType, threads: 1, contextSize: 320 });
-        const rows: Float32Array[] = [];
-        try {
-          for (let i = 0; i < ids.length; i++) {
-            await ctx.evaluate({ tokens: [ids[i]!], positions: [i] });
-            if (checked.has(i)) rows.push(await ctx.getLogits(0));
-          }
-        } finally {
-          await ctx.dispose();
-          model.dispose();
+    const shape = { dModel: 4 * headDim, nLayers: 2, nHeads: 4, ffnDim: 8 * headDim, vocabSize: 512, maxPositions: 320, seed: headDim, std: 0.08 };
+    const file = await randomGguf(shape, 'f32');
+    let state = headDim;
+    const ids = Array.from({ length: 300 }, () => 4 + ((state = (Math.imul(state, 1103515245) + 12345) >>> 0) % 500));
+    const checked = new Set([0, 1, 2, 10, 50, 100, 200, 255, 256, 257, 299]);
+    const decode = async (kvType: 'f16' | 'f32') => {
+      const model = await openEngineModel(file);
+      const ctx = await model.createContext({ kvType, threads: 1, contextSize: 320 });
+      const rows: Float32Array[] = [];
+      try {
+        for (let i = 0; i < ids.length; i++) {
+          await ctx.evaluate({ tokens: [ids[i]!], positions: [i] });
+          if (checked.has(i)) rows.push(await ctx.getLogits(0));
         }
-        return rows;
-      };
-      const ref = await decode('f32');
-      const ours = await decode('f16');
-      const ggml = await withEnv('XGLM_NO_CUSTOM_ATTN', '1', () => decode('f16'));
-      const err = (rows: Float32Array[]) => rows.map((r, i) => { const { diff, scale } = maxDiff(r, ref[i]!); return diff / scale; });
-      return { ours, ggml, errOurs: err(ours), errGgml: err(ggml) };
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+      } finally {
+        await ctx.dispose();
+        model.dispose();
+      }
+      return rows;
+    };
+    const ref = await decode('f32');
+    const ours = await decode('f16');
+    const ggml = await withEnv('XGLM_NO_CUSTOM_ATTN', '1', () => decode('f16'));
+    const err = (rows: Float32Array[]) => rows.map((r, i) => { const { diff, scale } = maxDiff(r, ref[i]!); return diff / scale; });
+    return { ours, ggml, errOurs: err(ours), errGgml: err(ggml) };
   });
   const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
 

@@ -20,12 +20,10 @@
 import test, { type ExecutionContext } from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { convert, writeRandomCheckpoint } from '../src/convert/index.js';
 import { GgmlType, GgufReader } from '../src/gguf/index.js';
 import { backendInfo } from '../src/index.js';
-import { maxDiff } from './helpers/fixtures.js';
+import { maxDiff, randomGguf, tmpPath } from './helpers/fixtures.js';
 import { runIf } from './helpers/skip.js';
 
 const root = path.join(__dirname, '..');
@@ -35,9 +33,6 @@ const steps = [40, 7, 1234, 2500, 88, 5, 2999, 600];
 const LOG_LINE = 'logits through the Q6_K decode-gemv op';
 // 2 layers × 4 products, once per graph build
 const LAYER_LOG_LINE = `${2 * 4} layer products through the Q4_0 decode-gemv op`;
-
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xglm-gemv-'));
-process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 
 // Loads `file`, evaluates the prompt (last logits only), then one token per step; writes every
 // logits row (prompt's last, then each step's) to `out` as float32.
@@ -64,7 +59,7 @@ const steps = ${JSON.stringify(steps)};
   model.dispose();
 })();
 `;
-const childFile = path.join(dir, 'decode-rows.ts');
+const childFile = tmpPath('gemv-decode-rows.ts');
 fs.writeFileSync(childFile, childSource);
 
 interface Run {
@@ -74,7 +69,7 @@ interface Run {
 
 let runs = 0;
 function decodeRows(file: string, threads: number, env: Record<string, string>): Run {
-  const out = path.join(dir, `rows-${runs++}.bin`);
+  const out = tmpPath(`gemv-rows-${runs++}.bin`);
   const childEnv: NodeJS.ProcessEnv = { ...process.env, XGLM_LOG: '1', ...env };
   if (!('XGLM_NO_CUSTOM_GEMV' in env)) delete childEnv.XGLM_NO_CUSTOM_GEMV;
   const r = spawnSync(process.execPath, ['--import', 'tsx', childFile, file, String(threads), out], { cwd: root, env: childEnv, encoding: 'utf8' });
@@ -86,15 +81,7 @@ function decodeRows(file: string, threads: number, env: Record<string, string>):
   return { rows: Array.from({ length: nRows }, (_, i) => all.subarray(i * nVocab, (i + 1) * nVocab)), stderr: r.stderr };
 }
 
-const files = (async () => {
-  const ckpt = path.join(dir, 'ckpt');
-  await writeRandomCheckpoint(ckpt, shape);
-  const q4 = path.join(dir, 'q4_0.gguf');
-  const f32 = path.join(dir, 'f32.gguf');
-  await convert(ckpt, q4, { type: 'q4_0' });
-  await convert(ckpt, f32, { type: 'f32' });
-  return { q4, f32 };
-})();
+const files = (async () => ({ q4: await randomGguf(shape, 'q4_0'), f32: await randomGguf(shape, 'f32') }))();
 
 test('the q4_0 file of a 256-wide model has a Q6_K token_embd (the op applies)', async (t) => {
   const r = GgufReader.open((await files).q4);
