@@ -1,9 +1,10 @@
 /**
  * Loads the native addon and types its whole surface once.
  *
- * Load order (node-gyp-build's): `XGLM_ADDON_PATH` when set; else a local build
- * (build/Release/xglm.node), which exists only where someone built from source; else the
- * prebuild for this platform (prebuilds/<platform>-<arch>/), which an installed package uses.
+ * Load order (addonCandidates()): `XGLM_ADDON_PATH` when set (and nothing else); else a local
+ * build (build/Release/xglm.node, or a clone's prebuilds/<platform>-<arch>/), which exists only
+ * where someone built from source; else the platform package (`@xglm-node/<platform>-<arch>`,
+ * an optional dependency npm installs only on its platform), which an installed package uses.
  * The addon is loaded on first use, so tokenizer- or GGUF-only users never need it.
  */
 import fs from 'node:fs';
@@ -198,24 +199,69 @@ export interface NativeContext {
 
 export const BUILD_FROM_SOURCE_COMMAND = 'npm run build:native';
 
-function findPrebuild(): string | undefined {
-  const dir = path.join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`);
+/** Where addonCandidates() looks; every field defaults to this process and package (tests set them). */
+export interface AddonSearch {
+  root?: string;
+  env?: NodeJS.ProcessEnv;
+  platform?: string;
+  arch?: string;
+  /** `glibc` or `musl` on Linux, undefined elsewhere. */
+  libc?: string | undefined;
+}
+
+/** `glibc` or `musl` on Linux (from the process report, as npm decides the `libc` field); else undefined. */
+export function hostLibc(): string | undefined {
+  if (process.platform !== 'linux') return undefined;
+  const report = process.report as { excludeNetwork?: boolean; getReport(): object };
+  const exclude = report.excludeNetwork;
+  report.excludeNetwork = true;
+  try {
+    const header = (report.getReport() as { header?: { glibcVersionRuntime?: string } }).header;
+    return header?.glibcVersionRuntime ? 'glibc' : 'musl';
+  } finally {
+    report.excludeNetwork = exclude;
+  }
+}
+
+/** The npm package that holds the prebuilt addon for a platform (scripts/platform-packages.js makes them). */
+export function platformPackageName(platform: string = process.platform, arch: string = process.arch, libc: string | undefined = hostLibc()): string {
+  return `@xglm-node/${platform}-${arch}${libc === 'musl' ? '-musl' : ''}`;
+}
+
+function findAddon(dir: string): string | undefined {
   let names: string[];
   try {
     names = fs.readdirSync(dir);
   } catch {
     return undefined;
   }
-  const node = names.filter((n) => n.endsWith('.node')).sort()[0];
+  const node = names.includes('xglm.node') ? 'xglm.node' : names.filter((n) => n.endsWith('.node')).sort()[0];
   return node ? path.join(dir, node) : undefined;
 }
 
+/** The folder of an installed package, as `require` would find it from `root`; undefined when absent. */
+function findPackage(name: string, root: string): string | undefined {
+  try {
+    return path.dirname(require.resolve(`${name}/package.json`, { paths: [root] }));
+  } catch {
+    return undefined;
+  }
+}
+
 /** The addon files to try, in order. */
-export function addonCandidates(): string[] {
-  const override = process.env.XGLM_ADDON_PATH;
+export function addonCandidates(search: AddonSearch = {}): string[] {
+  const root = search.root ?? packageRoot;
+  const override = (search.env ?? process.env).XGLM_ADDON_PATH;
   if (override) return [path.resolve(override)];
-  const local = path.join(packageRoot, 'build', 'Release', 'xglm.node');
-  return [fs.existsSync(local) ? local : undefined, findPrebuild()].filter((p): p is string => p !== undefined);
+  const platform = search.platform ?? process.platform;
+  const arch = search.arch ?? process.arch;
+  const local = path.join(root, 'build', 'Release', 'xglm.node');
+  const pkg = findPackage(platformPackageName(platform, arch, 'libc' in search ? search.libc : hostLibc()), root);
+  return [
+    fs.existsSync(local) ? local : undefined,
+    findAddon(path.join(root, 'prebuilds', `${platform}-${arch}`)),
+    pkg === undefined ? undefined : findAddon(pkg),
+  ].filter((p): p is string => p !== undefined);
 }
 
 let addon: NativeAddon | undefined;
@@ -237,10 +283,18 @@ export function native(): NativeAddon {
       failures.push(`${path.relative(packageRoot, file)}: ${e.message}`);
     }
   }
-  const tried = failures.length ? ` Tried: ${failures.join('; ')}.` : '';
+  const libc = hostLibc();
+  const where = `${process.platform}-${process.arch}${libc ? ` (${libc})` : ''}`;
+  const found = failures.length
+    ? `none of the addons found loaded. Tried: ${failures.join('; ')}.`
+    : `there is no local build and the platform package ${platformPackageName(process.platform, process.arch, libc)} is not installed.`;
   throw new XglmError(
     'ERR_XGLM_NATIVE_LOAD',
-    `no usable native addon for ${process.platform}-${process.arch} (Node-API 8).${tried}`,
-    { hint: `build it from source with '${BUILD_FROM_SOURCE_COMMAND}' in ${packageRoot} (needs cmake, a C++17 compiler and git)` },
+    `no usable native addon for ${where}, Node-API 8: ${found}`,
+    {
+      hint:
+        `prebuilt packages exist for linux-x64 and linux-arm64 (glibc); npm installs the one that fits unless optional dependencies are omitted. ` +
+        `Elsewhere, build from source: run '${BUILD_FROM_SOURCE_COMMAND}' in ${packageRoot} (it installs cmake-js on demand; needs cmake, a C++17 compiler and git)`,
+    },
   );
 }
