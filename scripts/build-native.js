@@ -37,11 +37,30 @@ if (!haveCommand('c++') && !haveCommand('g++')) fail('no C++ compiler on PATH', 
 const fetch = spawnSync(process.execPath, [path.join(__dirname, 'fetch-ggml.js')], { stdio: 'inherit' });
 if (fetch.status !== 0) process.exit(fetch.status || 1);
 
+// The build tools (cmake-js, node-addon-api, node-api-headers) are dev dependencies: a clone's
+// `npm ci` has them; an installed package does not, so they are installed on demand, at the
+// versions its package.json pins, into build/tools/ (never into the user's dependencies).
+const env = { ...process.env };
 let cmakeJs;
 try {
   cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
+  require.resolve('node-addon-api', { paths: [root] });
 } catch {
-  fail('cmake-js is not installed', "run 'npm install' in the package folder first");
+  const toolsDir = path.join(root, 'build', 'tools');
+  const toolsModules = path.join(toolsDir, 'node_modules');
+  const pins = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).devDependencies || {};
+  const specs = ['cmake-js', 'node-addon-api', 'node-api-headers'].map((name) => `${name}@${pins[name] || 'latest'}`);
+  if (!fs.existsSync(path.join(toolsModules, 'cmake-js', 'package.json')) || !fs.existsSync(path.join(toolsModules, 'node-addon-api', 'package.json'))) {
+    process.stderr.write(`build-native: installing the build tools into ${path.relative(root, toolsDir)}: ${specs.join(' ')}\n`);
+    fs.mkdirSync(toolsDir, { recursive: true });
+    fs.writeFileSync(path.join(toolsDir, 'package.json'), '{"private":true}\n');
+    const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+    const i = spawnSync(npm, ['install', '--no-save', '--no-package-lock', '--no-audit', '--no-fund', '--ignore-scripts', ...specs], { cwd: toolsDir, stdio: 'inherit', shell: process.platform === 'win32' });
+    if (i.status !== 0) fail('installing the build tools failed (see npm\'s output above)', `check the connection to the npm registry, or run 'npm install --no-save ${specs.join(' ')}' in ${root}`);
+  }
+  cmakeJs = path.join(toolsModules, 'cmake-js', 'bin', 'cmake-js');
+  // CMakeLists.txt asks `node -p "require('node-addon-api')"` for its headers.
+  env.NODE_PATH = [toolsModules, env.NODE_PATH].filter(Boolean).join(path.delimiter);
 }
 
 // One CMake build tree per configuration, so switching modes does not mix caches.
@@ -64,7 +83,7 @@ const cmakeArgs = [
   `--CDXGLM_SANITIZE=${sanitize ? 'ON' : 'OFF'}`,
   '--log-level', 'warn',
 ];
-const r = spawnSync(process.execPath, cmakeArgs, { stdio: 'inherit', cwd: root });
+const r = spawnSync(process.execPath, cmakeArgs, { stdio: 'inherit', cwd: root, env });
 if (r.status !== 0) fail('the CMake build failed (see the compiler output above)', `fix the reported problem, then run 'npm run build:native' again`);
 const outRel = path.relative(root, path.join(outDir, 'xglm.node'));
 if (!fs.existsSync(path.join(outDir, 'xglm.node'))) fail(`the build finished but ${outRel} is missing`, 'report this as a bug');
