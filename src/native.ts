@@ -209,15 +209,19 @@ export interface AddonSearch {
   libc?: string | undefined;
 }
 
+let libcCache: { value: string | undefined } | undefined;
+
 /** `glibc` or `musl` on Linux (from the process report, as npm decides the `libc` field); else undefined. */
 export function hostLibc(): string | undefined {
-  if (process.platform !== 'linux') return undefined;
+  if (libcCache) return libcCache.value;
+  if (process.platform !== 'linux') return (libcCache = { value: undefined }).value;
+  // A report takes ~10 ms: made once, without the network interfaces.
   const report = process.report as { excludeNetwork?: boolean; getReport(): object };
   const exclude = report.excludeNetwork;
   report.excludeNetwork = true;
   try {
     const header = (report.getReport() as { header?: { glibcVersionRuntime?: string } }).header;
-    return header?.glibcVersionRuntime ? 'glibc' : 'musl';
+    return (libcCache = { value: header?.glibcVersionRuntime ? 'glibc' : 'musl' }).value;
   } finally {
     report.excludeNetwork = exclude;
   }
@@ -283,11 +287,11 @@ export function native(): NativeAddon {
       failures.push(`${path.relative(packageRoot, file)}: ${e.message}`);
     }
   }
-  const libc = hostLibc();
-  const where = `${process.platform}-${process.arch}${libc ? ` (${libc})` : ''}`;
+  const hostC = hostLibc();
+  const where = `${process.platform}-${process.arch}${hostC ? ` (${hostC})` : ''}`;
   const found = failures.length
     ? `none of the addons found loaded. Tried: ${failures.join('; ')}.`
-    : `there is no local build and the platform package ${platformPackageName(process.platform, process.arch, libc)} is not installed.`;
+    : `there is no local build and the platform package ${platformPackageName(process.platform, process.arch, hostC)} is not installed.`;
   throw new XglmError(
     'ERR_XGLM_NATIVE_LOAD',
     `no usable native addon for ${where}, Node-API 8: ${found}`,
