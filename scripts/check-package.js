@@ -258,7 +258,11 @@ async function main() {
 }
 
 let failed = false;
-const stop = () => stopRegistry().then(() => process.exit(130));
+const stop = () =>
+  stopRegistry().then(() => {
+    fs.rmSync(work, { recursive: true, force: true });
+    process.exit(130);
+  });
 process.once('SIGINT', stop);
 process.once('SIGTERM', stop);
 main()
