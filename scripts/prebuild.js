@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // `npm run build:prebuilds`: the distributable addon for this platform in prebuilds/<platform>-<arch>/:
 // xglm.node (Node-API, stripped) plus libggml*.so and every ggml CPU variant library
-// (libggml-cpu-<variant>.so), the best of which is chosen at run time.
+// (libggml-cpu-<variant>.so), the best of which is chosen at run time; ship-prebuild.js
+// strips the libraries and leaves out two variants (why: there).
 //
 // prebuildify runs `node-gyp rebuild`, which starts by deleting build/; to leave the
 // developer's own build alone it runs in a copy of the sources (build/prebuild-src/).
@@ -11,6 +12,7 @@
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
+const { shipPrebuild } = require('./ship-prebuild.js');
 
 const root = path.resolve(__dirname, '..');
 const platformDir = `${process.platform}-${process.arch}`;
@@ -51,6 +53,7 @@ fs.rmSync(to, { recursive: true, force: true });
 fs.mkdirSync(to, { recursive: true });
 for (const name of fs.readdirSync(from)) fs.copyFileSync(path.join(from, name), path.join(to, name));
 fs.copyFileSync(path.join(root, 'deps', 'ggml', 'LICENSE'), path.join(to, 'LICENSE.ggml'));
+shipPrebuild(to);
 
 const files = fs.readdirSync(to);
 const variants = files.filter((n) => n.startsWith('libggml-cpu-')).map((n) => n.slice(12, -3));
