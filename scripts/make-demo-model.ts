@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { convert, writeRandomCheckpoint } from '../src/convert/index.js';
 
-export const DEMO_SHAPE = { dModel: 256, nLayers: 4, nHeads: 4, ffnDim: 1024, vocabSize: 8008, maxPositions: 512 };
+export const DEMO_SHAPE = { dModel: 64, nLayers: 2, nHeads: 2, ffnDim: 256, vocabSize: 8008, maxPositions: 512 };
 
 async function main(): Promise<void> {
   const root = path.resolve(__dirname, '..');
