@@ -14,7 +14,7 @@
 #endif
 
 #include "ggml.h"
-#include "simd-math.h"
+#include "xglm-impl.h"
 
 namespace {
 
@@ -157,7 +157,7 @@ void choose_kernels() {
 
 }  // namespace
 
-xglm_kernel_isa xglm_kernels() {
+xglm_kernel_isa xglm_backend_kernel_isa() {
     // decided once: the backend is initialised before any model or graph exists
     static const xglm_kernel_isa isa = [] {
         const xglm_backend_info * b = xglm_backend_init(nullptr);

@@ -14,6 +14,7 @@
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 #include "gguf.h"
+#include "kernel-plan.h"
 #include "xglm.h"
 
 struct xglm_layer {
@@ -112,6 +113,8 @@ struct xglm_context {
     ggml_gallocr_t       galloc = nullptr;
     graph_cache          last_graph;
 
+    xglm_kernel_plan kernels;  // the custom ops its graphs use, decided at creation
+
     std::atomic<bool> abort_requested{false};
     uint64_t          compute_ns = 0;  // inside ggml_backend_graph_compute
 
@@ -129,6 +132,10 @@ struct xglm_context {
         if (ctx_kv) ggml_free(ctx_kv);
     }
 };
+
+// The custom ops' code path for the ggml CPU variant in use (backend.cpp), decided once: the
+// backend is initialised before any model or graph exists.
+xglm_kernel_isa xglm_backend_kernel_isa();
 
 // Sets *error (when given) and returns false.
 inline bool xglm_fail(std::string * error, const std::string & msg) {
