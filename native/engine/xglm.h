@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "ggml.h"
+#include "sampler.h"
 
 struct xglm_model;
 struct xglm_context;
@@ -134,6 +135,62 @@ int32_t xglm_kv_used_cells(const xglm_context * ctx);
 // Wall time spent inside ggml's graph computation since the context was made (for measuring
 // what the layers around it cost).
 uint64_t xglm_compute_ns(const xglm_context * ctx);
+
+// ---------------------------------------------------------------------------------------
+// generation step
+
+// One generation in one sequence: the token loop's policy (penalty window, per-step seeds,
+// stop conditions) over a context, one token at a time. The caller drives it —
+//     int32_t id = gen.sample();           // draw the next token from the current logits
+//     (stream id)
+//     if (gen.finished(id)) stop;
+//     gen.evaluate(id, &err);              // decode it; its logits are the next draw's
+// — and decides what happens between the two steps (streaming, waiting, aborting).
+struct xglm_generation_params {
+    xglm_sampler_params sampler;         // penalty_tokens: the tokens before the first draw, newest last
+    int32_t             position       = 0;   // where the first generated token goes
+    int32_t             seq            = 0;
+    uint64_t            seed           = 0;   // draw i uses xglm_step_seed(seed, first_step + i)
+    uint64_t            first_step     = 0;
+    int64_t             max_steps      = 0;   // draws at most
+    int32_t             position_limit = 0;   // no evaluation at or beyond this position
+    int32_t             eos_token      = -1;  // -1: none
+    size_t              penalty_window = 0;   // 0: no penalty tokens
+};
+
+class xglm_generator {
+  public:
+    // rng is reseeded for every draw; the context must outlive the generator.
+    xglm_generator(xglm_context * ctx, xglm_generation_params params, std::mt19937_64 & rng);
+
+    // Starts from the logits of batch token `batch_index` of the last xglm_decode; false and
+    // *error when it has none.
+    bool start(int32_t batch_index, std::string * error);
+
+    // Draws the next token (-1 if every token is banned) from the current logits.
+    int32_t sample();
+
+    // Whether the generation ends with the token just drawn: -1, EOS, max_steps draws or the
+    // position limit reached.
+    bool finished(int32_t id) const;
+
+    // Evaluates the drawn token at the next position; its logits are the next draw's.
+    xglm_status evaluate(int32_t id, std::string * error);
+
+    int64_t steps() const { return steps_; }     // draws so far
+    int32_t position() const { return pos_; }    // where the next evaluated token goes
+
+  private:
+    xglm_context *         ctx_;
+    xglm_generation_params p_;
+    std::mt19937_64 &      rng_;
+    std::vector<int32_t>   history_;  // the recent tokens, newest last
+    xglm_batch             batch_;
+    const float *          logits_ = nullptr;
+    int32_t                n_vocab_;
+    int32_t                pos_;
+    int64_t                steps_ = 0;
+};
 
 // Physical cores of this machine (falls back to the logical count).
 int xglm_physical_cores();
