@@ -15,7 +15,6 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     }
     init_backend_info(env, exports);
     init_quantize(env, exports);
-    init_machine(env, exports);
     init_model(env, exports);
     init_context(env, exports);
     return exports;
