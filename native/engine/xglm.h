@@ -192,6 +192,20 @@ class xglm_generator {
     int64_t                steps_ = 0;
 };
 
+// ---------------------------------------------------------------------------------------
+// quantization (the converter's)
+
+// Quantizes n_rows rows of n_per_row floats to `type` (whole blocks; no importance matrix) into
+// dst (n_rows · ggml_row_size(type, n_per_row) bytes) on up to n_threads threads; returns the
+// bytes written.
+size_t xglm_quantize_rows(ggml_type type, const float * src, uint8_t * dst, int64_t n_rows, int64_t n_per_row,
+                          int n_threads);
+
+// ggml's own to_float of `type` (F32: a copy) for n_rows rows into dst [n_rows · n_per_row]:
+// the "dequantized twin" of a file, whose only difference from the original is the kernels'
+// arithmetic. The type must have a to_float.
+void xglm_dequantize_rows(ggml_type type, const uint8_t * src, int64_t n_rows, int64_t n_per_row, float * dst);
+
 // Physical cores of this machine (falls back to the logical count).
 int xglm_physical_cores();
 
