@@ -1,7 +1,7 @@
 // Registers the addon's classes and functions; nothing else.
 #include "addon.h"
 
-#include "backend.h"
+#include "xglm.h"
 
 namespace {
 

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <atomic>
 
-#include "backend.h"
 #include "xglm-impl.h"
 
 namespace {

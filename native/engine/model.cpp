@@ -16,7 +16,6 @@
 #include <set>
 #include <thread>
 
-#include "backend.h"
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
 #include "ggml-cpu.h"

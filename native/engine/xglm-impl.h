@@ -133,6 +133,22 @@ struct xglm_context {
     }
 };
 
+// ---------------------------------------------------------------------------------------
+// backend internals (backend.cpp)
+
+// The CPU device after a successful xglm_backend_init.
+ggml_backend_dev_t xglm_cpu_device();
+
+// A function the CPU backend exports by name (ggml_threadpool_new, ...), or nullptr.
+void * xglm_cpu_proc(const char * name);
+
+// Asks the kernel to back a freshly allocated (untouched) host buffer with 2 MB pages
+// (transparent huge pages, madvise mode): the repacked weights and the KV cache are streamed
+// every token, and with 4 KB pages each page costs a TLB miss and restarts the hardware
+// prefetcher. No effect where THP is off or the platform has no madvise; XGLM_NO_HUGE_PAGES=1
+// disables it (A/B runs).
+void xglm_advise_huge_pages(ggml_backend_buffer_t buf);
+
 // The custom ops' code path for the ggml CPU variant in use (backend.cpp), decided once: the
 // backend is initialised before any model or graph exists.
 xglm_kernel_isa xglm_backend_kernel_isa();
