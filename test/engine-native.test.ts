@@ -14,7 +14,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fixtureGguf } from './helpers/fixture-gguf.js';
-import { skipWith } from './helpers/skip.js';
+import { skipWith, type Declare } from './helpers/skip.js';
 
 const dir = process.env.XGLM_ADDON_PATH ? path.dirname(path.resolve(process.env.XGLM_ADDON_PATH)) : path.join(__dirname, '..', 'build', 'Release');
 const binary = path.join(dir, 'xglm-engine-tests');
@@ -51,7 +51,7 @@ if (typeof cases === 'string') {
 } else {
   for (const c of cases) {
     // the model case gets one below; any other reason is the kernel plan's or this CPU's
-    const declare = c.skip && !c.gguf ? skipWith(c.skip) : test;
+    const declare: Declare = c.skip && !c.gguf ? skipWith(c.skip) : test;
     declare(`C++ ${c.name}`, async (t) => {
       const args = [c.name];
       if (c.gguf) args.unshift('--gguf', await fixtureGguf('tiny-a', 'q4_0'));
