@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <limits>
 #include <random>
 #include <string>
@@ -141,9 +142,11 @@ struct ggml_world {
         if (!b) throw failure{"out of memory for the test tensors"};
         bufs.push_back(b);
     }
-    // Computes `out` (built in a node context) and returns its F32 values.
-    std::vector<float> compute(ggml_context * nodes, ggml_tensor * out) {
+    // Computes `out` (built in a node context) after the nodes of `before`, in that order, and
+    // returns its F32 values.
+    std::vector<float> compute(ggml_context * nodes, ggml_tensor * out, std::initializer_list<ggml_tensor *> before = {}) {
         ggml_cgraph * gf = ggml_new_graph(nodes);
+        for (ggml_tensor * t : before) ggml_build_forward_expand(gf, t);
         ggml_build_forward_expand(gf, out);
         if (!galloc) galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend));
         if (!ggml_gallocr_alloc_graph(galloc, gf)) throw failure{"could not allocate the graph"};
@@ -657,6 +660,60 @@ void op_attention() {
     }
 }
 
+// attention.h's storing form (one token): writing the token's K and V into its cell itself gives
+// the same cache bytes as ggml's set_rows and the same result as set_rows then the op.
+void op_attention_store() {
+    const int64_t d = 64, n_head = 4, n_embd = d * n_head, n_kv = 256;
+    const int64_t cell = 100;  // where the token goes; cells [0, cell] are visible to it
+    ggml_world     w(2);
+    ggml_context * leaves = w.context();
+    ggml_tensor *  q      = ggml_new_tensor_3d(leaves, GGML_TYPE_F32, d, 1, n_head);
+    ggml_tensor *  k_cur  = ggml_new_tensor_2d(leaves, GGML_TYPE_F32, n_embd, 1);
+    ggml_tensor *  v_cur  = ggml_new_tensor_2d(leaves, GGML_TYPE_F32, n_embd, 1);
+    ggml_tensor *  idx    = ggml_new_tensor_1d(leaves, GGML_TYPE_I64, 1);
+    ggml_tensor *  mask   = ggml_new_tensor_2d(leaves, GGML_TYPE_F16, n_kv, 1);
+    ggml_tensor *  kc[2], *vc[2];  // [0]: set_rows then the op; [1]: the storing op
+    for (int i = 0; i < 2; ++i) {
+        kc[i] = ggml_new_tensor_2d(leaves, GGML_TYPE_F16, n_embd, n_kv);
+        vc[i] = ggml_new_tensor_2d(leaves, GGML_TYPE_F16, n_embd, n_kv);
+    }
+    w.alloc(leaves);
+    set_f32(q, random_floats(d * n_head, 60)), set_f32(k_cur, random_floats(n_embd, 61)), set_f32(v_cur, random_floats(n_embd, 62));
+    const int64_t c = cell;
+    ggml_backend_tensor_set(idx, &c, 0, sizeof c);
+    std::vector<ggml_fp16_t> mh(n_kv);
+    for (int64_t i = 0; i < n_kv; ++i) mh[i] = ggml_fp32_to_fp16(i <= cell ? 0.0f : -INFINITY);
+    ggml_backend_tensor_set(mask, mh.data(), 0, mh.size() * 2);
+    const auto               kf = random_floats(n_embd * n_kv, 63), vf = random_floats(n_embd * n_kv, 64);
+    std::vector<ggml_fp16_t> kh(kf.size()), vh(vf.size());
+    for (size_t i = 0; i < kf.size(); ++i) kh[i] = ggml_fp32_to_fp16(kf[i]), vh[i] = ggml_fp32_to_fp16(vf[i]);
+    for (int i = 0; i < 2; ++i) {
+        ggml_backend_tensor_set(kc[i], kh.data(), 0, kh.size() * 2);
+        ggml_backend_tensor_set(vc[i], vh.data(), 0, vh.size() * 2);
+    }
+    // the graph's views of the cache: [head_dim, n_kv, n_head]
+    auto view = [&](ggml_context * ctx, ggml_tensor * cache) {
+        return ggml_view_3d(ctx, cache, d, n_kv, n_head, cache->nb[1], ggml_row_size(cache->type, d), 0);
+    };
+    const float    scale = 1.0f / std::sqrt(static_cast<float>(d));
+    ggml_context * n1    = w.context();
+    CHECK(xglm_attention_can_store(q, k_cur, v_cur, idx), "the op can store one token's rows");
+    const auto ref = w.compute(n1, xglm_attention(n1, q, view(n1, kc[0]), view(n1, vc[0]), mask, scale),
+                               {ggml_set_rows(n1, kc[0], k_cur, idx), ggml_set_rows(n1, vc[0], v_cur, idx)});
+    ggml_context * n2   = w.context();
+    const auto     ours = w.compute(n2, xglm_attention(n2, q, view(n2, kc[1]), view(n2, vc[1]), mask, scale, k_cur, v_cur, idx));
+    CHECK(count_bit_differences(ours, ref) == 0, "the storing op's result differs from set_rows then the op");
+    for (ggml_tensor ** pair : {kc, vc}) {
+        std::vector<ggml_fp16_t> a(n_embd * n_kv), b(n_embd * n_kv);
+        ggml_backend_tensor_get(pair[0], a.data(), 0, a.size() * 2);
+        ggml_backend_tensor_get(pair[1], b.data(), 0, b.size() * 2);
+        CHECK(std::memcmp(a.data(), b.data(), a.size() * 2) == 0, "the cache after the storing op differs from set_rows'");
+        CHECK(std::memcmp(a.data(), kc == pair ? kh.data() : vh.data(), cell * n_embd * 2) == 0, "cells before the token are untouched");
+        CHECK(std::memcmp(a.data() + cell * n_embd, (kc == pair ? kh.data() : vh.data()) + cell * n_embd, n_embd * 2) != 0,
+              "the token's cell was written");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // a model (--gguf): the generation step
 
@@ -734,6 +791,7 @@ const std::vector<test_case> & cases() {
              return std::string("this ggml CPU backend has no CPU_REPACK buffer (the op takes only repacked Q4_0)");
          }},
         {"op_attention", op_attention, [] { return op_skip_reason(current_plan().attention, "attention"); }},
+        {"op_attention_store", op_attention_store, [] { return op_skip_reason(current_plan().attention, "attention"); }},
         {"generation_greedy", generation_greedy, [] { return std::string(g_gguf.empty() ? "no model: pass --gguf PATH" : ""); }, true},
     };
     return all;
