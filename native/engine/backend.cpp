@@ -151,8 +151,10 @@ bool has_feature(const char * name) {
 // The custom ops (attention, decode-gemv, gelu, layer-norm) follow the ggml code in use, not
 // only the CPU: a forced x64 variant runs no AVX2 ops, and the ops mirror ggml's own arithmetic
 // (e.g. the 16-lane variance sum of its AVX-512 norm) where they repeat it bit for bit.
+// XGLM_KERNELS=ggml runs none of them in any context (kernel-plan.h), and says so here too.
 void choose_kernels() {
     g_info.kernels = "none";
+    if (const char * k = std::getenv("XGLM_KERNELS"); k != nullptr && std::strcmp(k, "ggml") == 0) return;
 #if defined(__x86_64__)
     const bool avx2 = has_feature("AVX2") && has_feature("FMA") && has_feature("F16C") && __builtin_cpu_supports("avx2") &&
                       __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");

@@ -37,6 +37,7 @@ struct xglm_backend_info {
     std::vector<std::string> features;  // CPU features the chosen code uses ("AVX2", ...)
     std::vector<std::string> available; // variant libraries found beside the addon
     std::string              kernels;   // the custom ops' code path: "avx512", "avx2" or "none"
+                                        // (none also under XGLM_KERNELS=ggml)
 };
 
 // Loads the CPU backend once per process (thread-safe). Returns nullptr and sets *error

@@ -90,10 +90,10 @@ std::string op_skip_reason(bool on, const char * op) {
     if (on) return "";
     const char * k = std::getenv("XGLM_KERNELS");
     std::string  why;
-    if (xglm_backend_kernel_isa() == xglm_kernel_isa::none) {
-        why = "this ggml CPU variant runs no AVX2 code (kernels: none)";
-    } else if (k != nullptr && std::strcmp(k, "ggml") == 0) {
+    if (k != nullptr && std::strcmp(k, "ggml") == 0) {
         why = "XGLM_KERNELS=ggml";
+    } else if (xglm_backend_kernel_isa() == xglm_kernel_isa::none) {
+        why = "this ggml CPU variant runs no AVX2 code (kernels: none)";
     } else {
         why = "switched off by XGLM_NO_CUSTOM_ATTN / XGLM_NO_CUSTOM_GEMV";
     }
