@@ -88,6 +88,29 @@ function ensurePeer(): string {
   return dir;
 }
 
+/**
+ * The machine's limits come from native/tools/machine-probe.cpp, a diagnostic executable that is
+ * not part of the addon: built here on demand as the CMake target xglm-machine-probe of the
+ * native build tree (which `npm run build:native` makes; an up-to-date probe builds in
+ * milliseconds) into build/Release, then run once per figure, printing one JSON line.
+ */
+const probeBuildDir = path.join(packageRoot, 'build', 'cmake-native');
+const probePath = path.join(packageRoot, 'build', 'Release', 'xglm-machine-probe');
+function buildMachineProbe(): void {
+  if (!fs.existsSync(path.join(probeBuildDir, 'CMakeCache.txt'))) {
+    throw new Error(`${probeBuildDir} is missing: run \`npm run build:native\` once (the machine probe is built in its CMake tree)`);
+  }
+  execFileSync('cmake', ['--build', probeBuildDir, '--target', 'xglm-machine-probe'], { stdio: ['ignore', 'ignore', 'inherit'] });
+}
+function machineProbe(...args: (string | number)[]): number {
+  const out = JSON.parse(execFileSync(probePath, args.map(String), { encoding: 'utf8' }).trim().split('\n').pop()!) as Record<string, number | string>;
+  const value = out.bandwidth_gbs ?? out.gflops;
+  if (typeof value !== 'number') throw new Error(`xglm-machine-probe ${args.join(' ')}: ${String(out.error)}`);
+  return value;
+}
+const measureReadBandwidth = (bytes: number, threads: number, repetitions: number) => machineProbe('bandwidth', bytes, threads, repetitions);
+const measurePeakFlops = (threads: number) => machineProbe('flops', threads);
+
 function runChild(cmd: string[], cwd: string): ImplResult {
   const outText = execFileSync(process.execPath, cmd, { cwd, encoding: 'utf8', maxBuffer: 256 << 20, stdio: ['ignore', 'pipe', 'inherit'] });
   return JSON.parse(outText.trim().split('\n').pop()!) as ImplResult;
@@ -126,6 +149,7 @@ async function main(): Promise<void> {
   if (process.argv.includes('--prepare')) return; // models and peer only
   const addon = native();
   log('measuring the machine');
+  buildMachineProbe();
   const machine = {
     cpu: os.cpus()[0]?.model ?? 'unknown',
     cores: os.availableParallelism(),
@@ -135,8 +159,8 @@ async function main(): Promise<void> {
     peakGflops: {} as Record<number, number>,
   };
   for (const t of threadsList) {
-    machine.bandwidthGBs[t] = await addon.measureReadBandwidth(1 << 30, t, 5);
-    machine.peakGflops[t] = await addon.measurePeakFlops(t);
+    machine.bandwidthGBs[t] = measureReadBandwidth(1 << 30, t, 5);
+    machine.peakGflops[t] = measurePeakFlops(t);
   }
   log(`read bandwidth ${JSON.stringify(machine.bandwidthGBs)} GB/s, peak FMA ${JSON.stringify(machine.peakGflops)} GFLOP/s`);
 
@@ -153,7 +177,7 @@ async function main(): Promise<void> {
         for (const who of order) {
           if (who === 'peer' && !peerDir) continue;
           // this VM's read bandwidth drifts from minute to minute: measure it beside each run too
-          const bandwidth_gbs = await addon.measureReadBandwidth(512 << 20, threads, 3);
+          const bandwidth_gbs = measureReadBandwidth(512 << 20, threads, 3);
           if (who === 'ours') runs.ours.push({ ...runChild(['--import', 'tsx', path.join(__dirname, 'ours-runner.ts'), JSON.stringify({ ...cfg, modelPath: ours })], packageRoot), bandwidth_gbs });
           else runs.peer.push({ ...runChild([path.join(peerDir!, 'peer-runner.mjs'), JSON.stringify({ ...cfg, modelPath: peer })], peerDir!), bandwidth_gbs });
         }

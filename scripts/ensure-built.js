@@ -28,9 +28,12 @@ function mtime(file) {
   }
 }
 
+// Every file under native/ counts (engine/, engine/ops/, addon/, tools/, tests/), at any depth.
 function newestSource() {
   const files = [path.join(root, 'CMakeLists.txt')];
-  for (const name of fs.readdirSync(path.join(root, 'native'))) files.push(path.join(root, 'native', name));
+  for (const entry of fs.readdirSync(path.join(root, 'native'), { recursive: true, withFileTypes: true })) {
+    if (entry.isFile()) files.push(path.join(entry.parentPath ?? entry.path, entry.name));
+  }
   return Math.max(...files.map(mtime));
 }
 

@@ -2,7 +2,7 @@
 // `npm run build:prebuilds:arm64`: cross-compiles the addon and ggml for linux-arm64 on an x64
 // Debian host, into prebuilds/linux-arm64/: xglm.node (Node-API) + libggml.so +
 // libggml-base.so + one libggml-cpu-<variant>.so per ggml ARM variant (armv8.0_1 … armv9.2_2),
-// the best of which native/backend.cpp picks at run time. Stripped for aarch64.
+// the best of which native/engine/backend.cpp picks at run time. Stripped for aarch64.
 //
 // The same CMakeLists.txt as the x64 build, driven by CMake directly (cmake-js does not
 // cross-compile): toolchain cmake/aarch64-linux-gnu.cmake, Node-API headers from the

@@ -32,6 +32,9 @@ const SUITES = [
   'test/runtime.test.ts',
   'test/attention.test.ts',
   'test/output-gemv.test.ts',
+  // the C++ engine and op tests: xglm-engine-tests is built beside the addon in build/Variants
+  // and loads the variant XGLM_CPU_VARIANT names, as the addon does
+  'test/engine-native.test.ts',
 ];
 
 const args = process.argv.slice(2);
@@ -80,7 +83,7 @@ for (const v of wanted ?? available) {
     process.stderr.write(`test-variants: ${v}: not for this CPU, skipped\n`);
     continue;
   }
-  if (info.variant !== v) fail(`forcing ${v} loaded ${info.variant}`, 'XGLM_CPU_VARIANT is not honoured: a bug in native/backend.cpp');
+  if (info.variant !== v) fail(`forcing ${v} loaded ${info.variant}`, 'XGLM_CPU_VARIANT is not honoured: a bug in native/engine/backend.cpp');
   runnable.push({ name: v, kernels: info.kernels });
 }
 if (runnable.length === 0) fail('no variant runs on this CPU', 'check the build in build/Variants');

@@ -52,10 +52,6 @@ export interface NativeAddon {
    * float32 with ggml's own `to_float` for the type; synchronous. For tests and tools.
    */
   dequantizeRows(type: number, src: Uint8Array, nRows: number, nPerRow: number): Float32Array;
-  /** Memory read bandwidth in GB/s with `threads` threads over `bytes` (best of `repetitions`); for the benchmark. */
-  measureReadBandwidth(bytes: number, threads: number, repetitions: number): Promise<number>;
-  /** Peak FP32 FMA throughput in GFLOP/s with `threads` threads (AVX2+FMA); for the benchmark. */
-  measurePeakFlops(threads: number): Promise<number>;
   /** XGLM weights loaded from a GGUF file (native/model.cpp). */
   Model: NativeModelClass;
   /** KV cache + compute thread over a Model (native/context.cpp). */

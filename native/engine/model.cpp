@@ -1,5 +1,5 @@
 // XGLM model loading: GGUF → validated hyperparameters and weights, mapped without a copy
-// (repacked matmul weights excepted). The graph and the KV cache are in xglm-decode.cpp.
+// (repacked matmul weights excepted). The KV cache is in context.cpp, the graph in graph.cpp.
 // See xglm.h for the contract and docs/converting.md for the file layout.
 #include "xglm-impl.h"
 
@@ -16,7 +16,6 @@
 #include <set>
 #include <thread>
 
-#include "backend.h"
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
@@ -28,11 +27,6 @@
 namespace {
 
 const char * const k_reconvert_hint = "convert the model again with 'xglm convert' (the layout xglm-node writes)";
-
-bool fail(std::string * error, const std::string & msg) {
-    if (error) *error = msg;
-    return false;
-}
 
 // An integer key of any integer GGUF type; false when absent or not an integer.
 bool gguf_int(const gguf_context * g, const char * key, int64_t * out) {
@@ -65,10 +59,10 @@ bool gguf_float(const gguf_context * g, const char * key, float * out) {
 bool require_dim(const gguf_context * g, const char * key, int64_t max, int32_t * out, std::string * error) {
     int64_t v = 0;
     if (!gguf_int(g, key, &v)) {
-        return fail(error, std::string("GGUF key ") + key + " is missing or not an integer; " + k_reconvert_hint);
+        return xglm_fail(error, std::string("GGUF key ") + key + " is missing or not an integer; " + k_reconvert_hint);
     }
     if (v <= 0 || v > max) {
-        return fail(error, std::string("GGUF key ") + key + " = " + std::to_string(v) + " is out of range (1.." +
+        return xglm_fail(error, std::string("GGUF key ") + key + " = " + std::to_string(v) + " is out of range (1.." +
                                std::to_string(max) + "); the file is damaged or not an XGLM model");
     }
     *out = static_cast<int32_t>(v);
@@ -104,7 +98,7 @@ struct tensor_loader {
         if (!ok) return nullptr;
         ggml_tensor * t = ggml_get_tensor(ctx, name.c_str());
         if (t == nullptr) {
-            if (required) ok = fail(error, "tensor " + name + " is missing; " + k_reconvert_hint);
+            if (required) ok = xglm_fail(error, "tensor " + name + " is missing; " + k_reconvert_hint);
             return nullptr;
         }
         used.insert(name);
@@ -112,7 +106,7 @@ struct tensor_loader {
         for (size_t i = 0; i < shape.size(); ++i) want[i] = shape[i];
         for (int i = 0; i < 4; ++i) {
             if (t->ne[i] != want[i]) {
-                ok = fail(error, "tensor " + name + " has shape " + shape_str(t->ne, ggml_n_dims(t)) + ", expected " +
+                ok = xglm_fail(error, "tensor " + name + " has shape " + shape_str(t->ne, ggml_n_dims(t)) + ", expected " +
                                      shape_str(want, static_cast<int>(shape.size())) + " from the hyperparameters; " +
                                      k_reconvert_hint);
                 return nullptr;
@@ -120,7 +114,7 @@ struct tensor_loader {
         }
         const bool type_ok = matrix ? is_weight_type(t->type) : t->type == GGML_TYPE_F32;
         if (!type_ok) {
-            ok = fail(error, "tensor " + name + " has type " + ggml_type_name(t->type) + ", which xglm-node does not " +
+            ok = xglm_fail(error, "tensor " + name + " has type " + ggml_type_name(t->type) + ", which xglm-node does not " +
                                  (matrix ? "run; use f32, f16, bf16, q8_0, q6_k, q5_k, q5_0, q4_k or q4_0"
                                          : "accept for a 1-D tensor (must be f32)") + "; " + k_reconvert_hint);
             return nullptr;
@@ -179,13 +173,13 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
     {
         struct stat st{};
         if (stat(path.c_str(), &st) != 0) {
-            fail(error, "cannot open " + path + ": " + std::strerror(errno) + "; check the path");
+            xglm_fail(error, "cannot open " + path + ": " + std::strerror(errno) + "; check the path");
             return nullptr;
         }
         gguf_init_params gp = {true, &model->ctx_meta};
         model->gguf         = gguf_init_from_file(path.c_str(), gp);
         if (!model->gguf) {
-            fail(error, path + " is not a valid GGUF file (bad magic, version or truncated header); " + k_reconvert_hint);
+            xglm_fail(error, path + " is not a valid GGUF file (bad magic, version or truncated header); " + k_reconvert_hint);
             return nullptr;
         }
     }
@@ -193,12 +187,12 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
     {
         const int64_t id = gguf_find_key(g, "general.architecture");
         if (id < 0 || gguf_get_kv_type(g, id) != GGUF_TYPE_STRING) {
-            fail(error, path + " has no general.architecture; " + k_reconvert_hint);
+            xglm_fail(error, path + " has no general.architecture; " + k_reconvert_hint);
             return nullptr;
         }
         const std::string arch = gguf_get_val_str(g, id);
         if (arch != "xglm") {
-            fail(error, path + " holds a '" + arch + "' model; xglm-node runs only architecture 'xglm'");
+            xglm_fail(error, path + " holds a '" + arch + "' model; xglm-node runs only architecture 'xglm'");
             return nullptr;
         }
         const int64_t name_id = gguf_find_key(g, "general.name");
@@ -215,24 +209,24 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
     }
     int64_t n_head_kv = hp.n_head;
     if (gguf_int(g, "xglm.attention.head_count_kv", &n_head_kv) && n_head_kv != hp.n_head) {
-        fail(error, "xglm.attention.head_count_kv = " + std::to_string(n_head_kv) + " differs from head_count = " +
+        xglm_fail(error, "xglm.attention.head_count_kv = " + std::to_string(n_head_kv) + " differs from head_count = " +
                         std::to_string(hp.n_head) + "; XGLM has no grouped-query attention; " + k_reconvert_hint);
         return nullptr;
     }
     if (hp.n_embd % hp.n_head != 0 || hp.n_embd % 2 != 0) {
-        fail(error, "embedding_length " + std::to_string(hp.n_embd) + " is not an even multiple of head_count " +
+        xglm_fail(error, "embedding_length " + std::to_string(hp.n_embd) + " is not an even multiple of head_count " +
                         std::to_string(hp.n_head) + "; the file is damaged");
         return nullptr;
     }
     if (!gguf_float(g, "xglm.attention.layer_norm_epsilon", &hp.norm_eps) || !(hp.norm_eps > 0 && hp.norm_eps < 1)) {
-        fail(error, std::string("GGUF key xglm.attention.layer_norm_epsilon is missing or not in (0, 1); ") + k_reconvert_hint);
+        xglm_fail(error, std::string("GGUF key xglm.attention.layer_norm_epsilon is missing or not in (0, 1); ") + k_reconvert_hint);
         return nullptr;
     }
     // Optional: every released XGLM scales its embeddings by sqrt(d_model).
     hp.embd_scale = std::sqrt(static_cast<float>(hp.n_embd));
     if (gguf_find_key(g, "xglm.embedding_scale") >= 0 &&
         (!gguf_float(g, "xglm.embedding_scale", &hp.embd_scale) || !(hp.embd_scale > 0 && std::isfinite(hp.embd_scale)))) {
-        fail(error, std::string("GGUF key xglm.embedding_scale is not a positive float; ") + k_reconvert_hint);
+        xglm_fail(error, std::string("GGUF key xglm.embedding_scale is not a positive float; ") + k_reconvert_hint);
         return nullptr;
     }
 
@@ -240,14 +234,14 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
     {
         ggml_tensor * te = ggml_get_tensor(model->ctx_meta, "token_embd.weight");
         if (te == nullptr) {
-            fail(error, std::string("tensor token_embd.weight is missing; ") + k_reconvert_hint);
+            xglm_fail(error, std::string("tensor token_embd.weight is missing; ") + k_reconvert_hint);
             return nullptr;
         }
         hp.n_vocab = static_cast<int32_t>(te->ne[1]);
         const int64_t tok_id = gguf_find_key(g, "tokenizer.ggml.tokens");
         if (tok_id >= 0 && (gguf_get_kv_type(g, tok_id) != GGUF_TYPE_ARRAY ||
                             static_cast<int64_t>(gguf_get_arr_n(g, tok_id)) != hp.n_vocab)) {
-            fail(error, "tokenizer.ggml.tokens has " + std::to_string(gguf_get_arr_n(g, tok_id)) +
+            xglm_fail(error, "tokenizer.ggml.tokens has " + std::to_string(gguf_get_arr_n(g, tok_id)) +
                             " entries but token_embd.weight has " + std::to_string(hp.n_vocab) + " rows; " + k_reconvert_hint);
             return nullptr;
         }
@@ -260,7 +254,7 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
     model->output_norm   = tl.get("output_norm.weight", {n_embd}, false);
     model->output_norm_b = tl.get("output_norm.bias", {n_embd}, false);
     if (model->position_embd && model->position_embd->type != GGML_TYPE_F32 && model->position_embd->type != GGML_TYPE_F16) {
-        fail(error, std::string("position_embd.weight must be f32 or f16; ") + k_reconvert_hint);
+        xglm_fail(error, std::string("position_embd.weight must be f32 or f16; ") + k_reconvert_hint);
         return nullptr;
     }
     model->layers.resize(hp.n_layer);
@@ -286,7 +280,7 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
     if (static_cast<size_t>(n_tensors) != tl.used.size()) {
         for (int64_t i = 0; i < n_tensors; ++i) {
             if (!tl.used.count(gguf_get_tensor_name(g, i))) {
-                fail(error, std::string("unexpected tensor ") + gguf_get_tensor_name(g, i) +
+                xglm_fail(error, std::string("unexpected tensor ") + gguf_get_tensor_name(g, i) +
                                 " (not part of an XGLM model, or more layers than xglm.block_count); " + k_reconvert_hint);
                 return nullptr;
             }
@@ -299,14 +293,14 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
         struct stat st{};
         if (fd < 0 || fstat(fd, &st) != 0) {
             if (fd >= 0) close(fd);
-            fail(error, "cannot open " + path + ": " + std::strerror(errno));
+            xglm_fail(error, "cannot open " + path + ": " + std::strerror(errno));
             return nullptr;
         }
         model->mapping_size = static_cast<size_t>(st.st_size);
         void * addr         = mmap(nullptr, model->mapping_size, PROT_READ, MAP_SHARED, fd, 0);
         close(fd);
         if (addr == MAP_FAILED) {
-            fail(error, "cannot map " + path + " into memory: " + std::strerror(errno));
+            xglm_fail(error, "cannot map " + path + " into memory: " + std::strerror(errno));
             return nullptr;
         }
         model->mapping = addr;
@@ -322,12 +316,12 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
         // the fp16 scales of quantized blocks are read in place (a general.alignment of 1 or 2
         // would leave them misaligned, undefined behaviour in ggml's kernels and repacking).
         if (start % 4 != 0) {
-            fail(error, std::string("tensor ") + gguf_get_tensor_name(g, i) + " starts at byte " + std::to_string(start) +
+            xglm_fail(error, std::string("tensor ") + gguf_get_tensor_name(g, i) + " starts at byte " + std::to_string(start) +
                             ", not a multiple of 4 (general.alignment is too small); " + k_reconvert_hint);
             return nullptr;
         }
         if (end > model->mapping_size) {
-            fail(error, std::string("tensor ") + gguf_get_tensor_name(g, i) + " ends at byte " + std::to_string(end) +
+            xglm_fail(error, std::string("tensor ") + gguf_get_tensor_name(g, i) + " ends at byte " + std::to_string(end) +
                             " but the file has " + std::to_string(model->mapping_size) +
                             " bytes: the file is truncated; download or convert it again");
             return nullptr;
@@ -335,7 +329,7 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
     }
     model->buf_mapped = ggml_backend_cpu_buffer_from_ptr(model->mapping, model->mapping_size);
     if (!model->buf_mapped) {
-        fail(error, "ggml could not wrap the mapped file in a buffer");
+        xglm_fail(error, "ggml could not wrap the mapped file in a buffer");
         return nullptr;
     }
 
@@ -367,11 +361,11 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
         ggml_tensor * t = ggml_get_tensor(model->ctx_meta, gguf_get_tensor_name(g, i));
         if (repacked.count(t)) continue;
         if (ggml_backend_tensor_alloc(model->buf_mapped, t, tensor_data(i)) != GGML_STATUS_SUCCESS) {
-            fail(error, std::string("tensor ") + ggml_get_name(t) + " is misaligned in the file; " + k_reconvert_hint);
+            xglm_fail(error, std::string("tensor ") + ggml_get_name(t) + " is misaligned in the file; " + k_reconvert_hint);
             return nullptr;
         }
     }
-    if (!progress(0.1f)) return fail(error, "loading was cancelled"), nullptr;
+    if (!progress(0.1f)) return xglm_fail(error, "loading was cancelled"), nullptr;
 
     // 6. repacked copies: ggml rearranges the blocks while setting the data
     if (!repack.empty()) {
@@ -384,7 +378,7 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
             *w = c;
         }
         ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(model->ctx_owned, repack_buft);
-        if (!buf) return fail(error, "out of memory allocating repacked weights; load with repack disabled"), nullptr;
+        if (!buf) return xglm_fail(error, "out of memory allocating repacked weights; load with repack disabled"), nullptr;
         xglm_advise_huge_pages(buf);  // before the copies below touch its pages
         model->bufs_owned.push_back(buf);
         const long page = sysconf(_SC_PAGESIZE);
@@ -396,7 +390,7 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
             const uintptr_t b = (reinterpret_cast<uintptr_t>(src) + page - 1) / page * page;
             const uintptr_t e = (reinterpret_cast<uintptr_t>(src) + ggml_nbytes(c)) / page * page;
             if (e > b) madvise(reinterpret_cast<void *>(b), e - b, MADV_DONTNEED);
-            if (!progress(0.1f + 0.9f * (j + 1) / copies.size())) return fail(error, "loading was cancelled"), nullptr;
+            if (!progress(0.1f + 0.9f * (j + 1) / copies.size())) return xglm_fail(error, "loading was cancelled"), nullptr;
         }
     }
 
@@ -404,7 +398,7 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
     if (!model->position_embd) {
         const size_t table_bytes = sizeof(float) * static_cast<size_t>(n_embd) * static_cast<size_t>(hp.n_ctx_train);
         if (2 * table_bytes > xglm_physical_memory()) {
-            fail(error, "the computed position table (" + std::to_string(n_embd) + " x " + std::to_string(hp.n_ctx_train) + ") needs " +
+            xglm_fail(error, "the computed position table (" + std::to_string(n_embd) + " x " + std::to_string(hp.n_ctx_train) + ") needs " +
                             std::to_string(2 * table_bytes >> 20) + " MB, more memory than this machine has (" +
                             std::to_string(xglm_physical_memory() >> 20) + " MB); the file is damaged or not meant for this machine");
             return nullptr;
@@ -412,7 +406,7 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
         ggml_tensor * t = ggml_new_tensor_2d(model->ctx_owned, GGML_TYPE_F32, n_embd, hp.n_ctx_train);
         ggml_set_name(t, "position_embd.weight");
         ggml_backend_buffer_t buf = ggml_backend_buft_alloc_buffer(ggml_backend_cpu_buffer_type(), ggml_nbytes(t) + 64);
-        if (!buf) return fail(error, "out of memory for the position table"), nullptr;
+        if (!buf) return xglm_fail(error, "out of memory for the position table"), nullptr;
         model->bufs_owned.push_back(buf);
         ggml_backend_tensor_alloc(buf, t, ggml_backend_buffer_get_base(buf));
         const std::vector<float> table = sinusoid_table(hp.n_embd, hp.n_ctx_train);

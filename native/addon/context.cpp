@@ -9,7 +9,8 @@
 //   ctx.generate(batchIndex, params, { position, seqId, seed, firstStep, maxSteps, positionLimit,
 //                eosToken, penaltyWindow }, onToken(token, computeMs) -> stop?)
 //       -> { steps, endPosition }
-//       the generation loop on the context thread: draw, stream the token, evaluate it, draw…
+//       the generation loop on the context thread (the engine's xglm_generator): draw, stream
+//       the token, evaluate it, draw…
 //       until </s>, maxSteps, positionLimit, or onToken returning true (checked before each
 //       evaluation; the loop runs at most 2 evaluations ahead of onToken, so a token or two
 //       past the stop may have been evaluated: endPosition says)
@@ -41,7 +42,6 @@
 
 #include "addon.h"
 #include "model.h"
-#include "sampler.h"
 #include "xglm.h"
 
 namespace {
@@ -304,58 +304,42 @@ class Context : public Napi::ObjectWrap<Context> {
             if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string("xglm: generate: options.") + key + " must be a number");
             return v.As<Napi::Number>().DoubleValue();
         };
-        const int32_t  start_pos  = static_cast<int32_t>(num("position"));
-        const int32_t  seq        = static_cast<int32_t>(num("seqId"));
-        const uint64_t seed       = static_cast<uint64_t>(num("seed"));
-        const uint64_t first_step = static_cast<uint64_t>(num("firstStep"));
-        const int64_t  max_steps  = static_cast<int64_t>(num("maxSteps"));
-        const int32_t  pos_limit  = static_cast<int32_t>(num("positionLimit"));
-        const int32_t  eos        = static_cast<int32_t>(num("eosToken"));  // -1: none
-        const size_t   window     = static_cast<size_t>(num("penaltyWindow"));
+        xglm_generation_params g;
+        g.sampler        = std::move(p);
+        g.position       = static_cast<int32_t>(num("position"));
+        g.seq            = static_cast<int32_t>(num("seqId"));
+        g.seed           = static_cast<uint64_t>(num("seed"));
+        g.first_step     = static_cast<uint64_t>(num("firstStep"));
+        g.max_steps      = static_cast<int64_t>(num("maxSteps"));
+        g.position_limit = static_cast<int32_t>(num("positionLimit"));
+        g.eos_token      = static_cast<int32_t>(num("eosToken"));  // -1: none
+        g.penalty_window = static_cast<size_t>(num("penaltyWindow"));
         auto stream      = std::make_shared<token_stream>();
         stream->callback = Napi::Persistent(info[3].As<Napi::Function>());
-        auto loop = [this, row, p = std::move(p), start_pos, seq, seed, first_step, max_steps, pos_limit, eos, window,
-                     stream](xglm_context *& ctx) mutable -> job_result {
-            const float * logits = xglm_get_logits(ctx, row);
-            if (!logits) return error("ERR_XGLM_INVALID_ARGUMENT", "batch token " + std::to_string(row) + " has no logits; evaluate it with wantLogits set");
-            std::vector<int32_t> history = std::move(p.penalty_tokens);  // the recent tokens, newest last
-            xglm_batch           b;
-            b.tokens = {0};
-            b.pos    = {0};
-            b.seq    = {seq};
-            b.want_logits = {1};
-            int32_t pos   = start_pos;
-            int64_t steps = 0;
+        // the policy is the engine's (xglm_generator); here: streaming, the look-ahead wait, aborts
+        auto loop = [this, row, g = std::move(g), stream](xglm_context *& ctx) mutable -> job_result {
+            xglm_generator gen(ctx, std::move(g), rng_);
+            std::string    err;
+            if (!gen.start(row, &err)) return error("ERR_XGLM_INVALID_ARGUMENT", err);
             for (;;) {
-                if (window > 0) {
-                    const size_t n = std::min(window, history.size());
-                    p.penalty_tokens.assign(history.end() - static_cast<std::ptrdiff_t>(n), history.end());
-                }
-                rng_.seed(xglm_step_seed(seed, first_step + static_cast<uint64_t>(steps)));
-                const int32_t id = xglm_sample(logits, n_vocab_, p, rng_);
-                ++steps;
+                const int32_t id = gen.sample();
                 post_token(*stream, id);
-                if (id < 0 || id == eos || steps >= max_steps || pos >= pos_limit) break;
+                if (gen.finished(id)) break;
                 {
                     std::unique_lock<std::mutex> lock(stream->mutex);
-                    while (stream->seen + token_stream::LOOKAHEAD < steps && !stream->stop.load() &&
+                    while (stream->seen + token_stream::LOOKAHEAD < gen.steps() && !stream->stop.load() &&
                            stream->owner->abort_epoch == abort_epoch_.load()) {
                         stream->seen_cv.wait_for(lock, std::chrono::milliseconds(1));  // aborts do not notify
                     }
                 }
                 if (stream->stop.load()) break;
                 if (stream->owner->abort_epoch != abort_epoch_.load()) return error("ERR_XGLM_ABORTED", "evaluation aborted");
-                b.tokens[0] = id;
-                b.pos[0]    = pos;
-                std::string       err;
-                const xglm_status st = xglm_decode(ctx, b, &err);
+                const xglm_status st = gen.evaluate(id, &err);
                 compute_ns_.store(xglm_compute_ns(ctx));
                 if (st != XGLM_OK) return decode_result(st, std::move(err));
-                ++pos;
-                logits = xglm_get_logits(ctx, 0);
-                history.push_back(id);
-                if (history.size() > 2 * window + 64) history.erase(history.begin(), history.end() - static_cast<std::ptrdiff_t>(window));
             }
+            const int64_t steps = gen.steps();
+            const int32_t pos   = gen.position();
             return ok([steps, pos](Napi::Env env) -> Napi::Value {
                 Napi::Object r = Napi::Object::New(env);
                 r.Set("steps", static_cast<double>(steps));

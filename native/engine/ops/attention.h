@@ -22,7 +22,8 @@
 
 // Whether xglm_attention can replace flash attention here: fewer than 64 tokens, K and V F16
 // views [head_dim, n_kv, n_head] whose rows are contiguous, head_dim one of 16, 32, 64, 128, q F32, the mask
-// F16 [n_kv, n_tokens], an AVX2+FMA+F16C CPU, and XGLM_NO_CUSTOM_ATTN unset (or "0").
+// F16 [n_kv, n_tokens] (x86-64 only). Whether this CPU and the switches allow the op at all is
+// the kernel plan's decision (kernel-plan.h).
 bool xglm_attention_usable(const ggml_tensor * q, const ggml_tensor * k, const ggml_tensor * v, const ggml_tensor * mask);
 
 // q [head_dim, n_tokens, n_head] (F32, any strides), k and v [head_dim, n_kv, n_head] (F16),

@@ -17,10 +17,11 @@
 #pragma once
 
 #include "ggml.h"
+#include "kernel-plan.h"
 
 // Whether xglm_decode_gemv can compute w · x (+ b) here: w Q6_K in plain rows or Q4_0 repacked
-// by ggml (8-row groups), x one F32 column, b nullptr or F32 [n_out], an AVX2+FMA+F16C CPU, and
-// XGLM_NO_CUSTOM_GEMV unset (or "0").
+// by ggml (8-row groups), x one F32 column, b nullptr or F32 [n_out]. Whether this CPU and the
+// switches allow the op at all is the kernel plan's decision (kernel-plan.h).
 bool xglm_decode_gemv_usable(const ggml_tensor * w, const ggml_tensor * x, const ggml_tensor * b);
 
 // The same for the weight and bias alone (x: any F32 column of w->ne[0] values).
@@ -33,6 +34,8 @@ struct xglm_gemv_fuse {
     ggml_tensor * norm_w   = nullptr;  // F32 [n_in]; with norm_b
     ggml_tensor * norm_b   = nullptr;
     float         norm_eps = 0.0f;
+    // the ggml CPU code path whose norm it repeats bit for bit (the plan's isa)
+    xglm_kernel_isa norm_isa = xglm_kernel_isa::none;
     bool          gelu     = false;    // GELU (exact erf) after the bias; Q4_0 only
     ggml_tensor * residual = nullptr;  // F32 [n_out] added after the bias; Q4_0 only
 };

@@ -1,7 +1,7 @@
 // Registers the addon's classes and functions; nothing else.
 #include "addon.h"
 
-#include "backend.h"
+#include "xglm.h"
 
 namespace {
 
@@ -15,7 +15,6 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     }
     init_backend_info(env, exports);
     init_quantize(env, exports);
-    init_machine(env, exports);
     init_model(env, exports);
     init_context(env, exports);
     return exports;

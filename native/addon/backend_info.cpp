@@ -1,7 +1,7 @@
 // backendInfo(): which ggml CPU code runs, for `xglm info` and diagnostics.
 #include "addon.h"
-#include "backend.h"
 #include "ggml.h"
+#include "xglm.h"
 
 namespace {
 

@@ -278,10 +278,13 @@ XGLM_AVX2 void dot_rows(const char * w, size_t row_bytes, const void * col, int6
 // The op's options travel in its userdata pointer: flag bits below, the norm's eps as the float
 // bits of the upper 32 (custom ops take no parameters). Sources: w, x, then b, norm_w and norm_b,
 // residual, each when its flag is set.
+// The norm's code path (xglm_kernel_isa) takes bits 4-5.
 constexpr uint64_t has_bias = 1, has_norm = 2, has_gelu = 4, has_residual = 8;
+constexpr int      norm_isa_shift = 4;
 
 void * encode_options(const ggml_tensor * b, const xglm_gemv_fuse & f) {
-    uint64_t bits = (b ? has_bias : 0) | (f.norm_w ? has_norm : 0) | (f.gelu ? has_gelu : 0) | (f.residual ? has_residual : 0);
+    uint64_t bits = (b ? has_bias : 0) | (f.norm_w ? has_norm : 0) | (f.gelu ? has_gelu : 0) | (f.residual ? has_residual : 0) |
+                    static_cast<uint64_t>(f.norm_isa) << norm_isa_shift;
     uint32_t eps  = 0;
     std::memcpy(&eps, &f.norm_eps, sizeof eps);
     return reinterpret_cast<void *>(static_cast<uintptr_t>(bits | static_cast<uint64_t>(eps) << 32));
@@ -312,8 +315,9 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
         float          eps;
         std::memcpy(&eps, &eps_bits, sizeof eps);
         normed.resize(n);
+        const auto isa = static_cast<xglm_kernel_isa>(opts >> norm_isa_shift & 3);
         xglm_layer_norm_row(xf, static_cast<const float *>(norm_w->data), static_cast<const float *>(norm_b->data), eps, n,
-                            normed.data());
+                            normed.data(), isa);
         xf = normed.data();
     }
 
@@ -372,7 +376,7 @@ bool xglm_decode_gemv_weight_usable(const ggml_tensor * w, const ggml_tensor * b
     // rows (extra == nullptr), not in a layout rearranged by a CPU_REPACK buffer
     const bool layout_ok = w->type == GGML_TYPE_Q4_0 ? is_repacked_q4_0x8(w) : w->extra == nullptr;
     return multiple > 0 && layout_ok && w->ne[0] % multiple == 0 && w->ne[2] == 1 && w->ne[3] == 1 &&
-           ggml_is_contiguous(w) && xglm_kernels_avx2() && !xglm_env_flag("XGLM_NO_CUSTOM_GEMV");
+           ggml_is_contiguous(w);
 }
 
 bool xglm_decode_gemv_usable(const ggml_tensor * w, const ggml_tensor * x, const ggml_tensor * b) {

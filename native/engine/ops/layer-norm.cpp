@@ -62,18 +62,19 @@ double centered_var_scalar(const float * x, float mean, int64_t n, float * y) {
 
 }  // namespace
 
-void xglm_layer_norm_row(const float * x, const float * w, const float * b, float eps, int64_t n, float * y) {
+void xglm_layer_norm_row(const float * x, const float * w, const float * b, float eps, int64_t n, float * y,
+                         xglm_kernel_isa isa) {
     // ggml_vec_sum_f32: a double sum, rounded to float; the mean divides in float
     double s = 0.0;
     for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]);
     const float mean = static_cast<float>(s) / static_cast<float>(n);
 #if defined(__x86_64__)
     // the path ggml's norm takes in the variant in use (the ops that call this run only with AVX2)
-    const xglm_kernel_isa isa      = xglm_kernels();
     const float           variance = static_cast<float>(isa == xglm_kernel_isa::avx512 ? centered_var_avx512(x, mean, n, y)
                                                         : isa == xglm_kernel_isa::avx2   ? centered_var_avx2(x, mean, n, y)
                                                                                          : centered_var_scalar(x, mean, n, y));
 #else
+    (void)isa;
     const float variance = static_cast<float>(centered_var_scalar(x, mean, n, y));
 #endif
     const float scale = 1.0f / std::sqrt(variance + eps);

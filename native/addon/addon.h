@@ -16,6 +16,5 @@ inline AddonData & addon_data(Napi::Env env) {
 // Each file registers what it exposes.
 void init_backend_info(Napi::Env env, Napi::Object exports);
 void init_quantize(Napi::Env env, Napi::Object exports);
-void init_machine(Napi::Env env, Napi::Object exports);
 void init_model(Napi::Env env, Napi::Object exports);
 void init_context(Napi::Env env, Napi::Object exports);

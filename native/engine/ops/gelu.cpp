@@ -42,8 +42,7 @@ void gelu_bias_op(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
 
 bool xglm_gelu_bias_usable(const ggml_tensor * x, const ggml_tensor * b) {
     return x->type == GGML_TYPE_F32 && ggml_is_contiguous(x) && x->ne[0] % 8 == 0 && b->type == GGML_TYPE_F32 &&
-           ggml_is_contiguous(b) && ggml_nelements(b) == x->ne[0] && xglm_kernels_avx2() &&
-           !xglm_env_flag("XGLM_NO_CUSTOM_GEMV");
+           ggml_is_contiguous(b) && ggml_nelements(b) == x->ne[0];
 }
 
 ggml_tensor * xglm_gelu_bias(ggml_context * ctx, ggml_tensor * x, ggml_tensor * b) {

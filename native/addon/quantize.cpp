@@ -1,4 +1,5 @@
-// Row quantization for the converter: ggml's own quantize functions, multithreaded.
+// Row quantization for the converter: the arguments of the engine's xglm_quantize_rows and
+// xglm_dequantize_rows (ggml's own quantize and to_float functions), checked and marshalled.
 //
 // JS sees:
 //   ggmlTypeInfo(type) -> { name, blockSize, typeSize, quantized }
@@ -9,13 +10,10 @@
 //       twin" of a file, whose only difference from the original is the kernels' arithmetic)
 // src and dst are JS-owned; the worker holds references to them until it settles.
 #include <algorithm>
-#include <cstring>
 #include <string>
-#include <thread>
-#include <vector>
 
 #include "addon.h"
-#include "ggml.h"
+#include "xglm.h"
 
 namespace {
 
@@ -83,30 +81,7 @@ class QuantizeWorker : public Napi::AsyncWorker {
     Napi::Promise promise() const { return deferred_.Promise(); }
 
   protected:
-    void Execute() override {
-        const size_t row_bytes = ggml_row_size(type_, n_per_row_);
-        const int64_t n_threads = std::max<int64_t>(1, std::min<int64_t>(n_threads_, n_rows_));
-        const int64_t per_thread = (n_rows_ + n_threads - 1) / n_threads;
-        std::vector<size_t> written(n_threads, 0);
-        std::vector<std::thread> threads;
-        for (int64_t t = 0; t < n_threads; ++t) {
-            const int64_t first = t * per_thread;
-            const int64_t count = std::min(per_thread, n_rows_ - first);
-            if (count <= 0) {
-                break;
-            }
-            threads.emplace_back([this, t, first, count, row_bytes, &written] {
-                written[t] = ggml_quantize_chunk(type_, src_ + first * n_per_row_,
-                                                 dst_ + first * row_bytes, 0, count, n_per_row_, nullptr);
-            });
-        }
-        for (auto & th : threads) {
-            th.join();
-        }
-        for (size_t w : written) {
-            bytes_ += w;
-        }
-    }
+    void Execute() override { bytes_ = xglm_quantize_rows(type_, src_, dst_, n_rows_, n_per_row_, n_threads_); }
 
     void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), static_cast<double>(bytes_))); }
 
@@ -188,15 +163,7 @@ Napi::Value dequantize_rows(const Napi::CallbackInfo & info) {
         throw Napi::RangeError::New(env, "xglm: src length is not nRows * rowSize(type, nPerRow)");
     }
     Napi::Float32Array out = Napi::Float32Array::New(env, static_cast<size_t>(n_rows * n_per_row));
-    const uint8_t *    in  = src.Data();
-    float *            dst = out.Data();
-    for (int64_t r = 0; r < n_rows; ++r) {
-        if (type == GGML_TYPE_F32) {
-            std::memcpy(dst + r * n_per_row, in + r * row_bytes, row_bytes);
-        } else {
-            traits->to_float(in + r * row_bytes, dst + r * n_per_row, n_per_row);
-        }
-    }
+    xglm_dequantize_rows(type, src.Data(), n_rows, n_per_row, out.Data());
     return out;
 }
 

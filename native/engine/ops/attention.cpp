@@ -246,8 +246,7 @@ bool xglm_attention_usable(const ggml_tensor * q, const ggml_tensor * k, const g
            k->ne[1] == v->ne[1] && k->ne[2] == q->ne[2] && v->ne[2] == q->ne[2] && k->nb[1] % 2 == 0 && v->nb[1] % 2 == 0 && k->nb[2] % 2 == 0 && v->nb[2] % 2 == 0 &&
            q->nb[2] % sizeof(float) == 0 &&
            k->ne[3] == 1 && v->ne[3] == 1 && q->ne[3] == 1 && mask != nullptr && mask->type == GGML_TYPE_F16 &&
-           mask->nb[0] == 2 && mask->ne[0] == k->ne[1] && mask->ne[1] >= q->ne[1] && xglm_kernels_avx2() &&
-           !xglm_env_flag("XGLM_NO_CUSTOM_ATTN");
+           mask->nb[0] == 2 && mask->ne[0] == k->ne[1] && mask->ne[1] >= q->ne[1];
 #else
     (void)q, (void)k, (void)v, (void)mask;
     return false;

@@ -1,7 +1,8 @@
-#include "backend.h"
+#include "xglm-impl.h"
 
 #include <dirent.h>
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
@@ -14,7 +15,6 @@
 #endif
 
 #include "ggml.h"
-#include "simd-math.h"
 
 namespace {
 
@@ -33,13 +33,20 @@ void log_callback(enum ggml_log_level /*level*/, const char * text, void * /*use
 }
 
 #ifdef XGLM_BACKEND_DL
-// The folder that holds this .node file (where the variant libraries are).
-std::string addon_dir() {
-    Dl_info info{};
-    if (dladdr(reinterpret_cast<void *>(&addon_dir), &info) == 0 || info.dli_fname == nullptr) {
-        return ".";
+// The folder that holds the binary the engine is linked into (where the variant libraries are):
+// the .node, or an executable such as xglm-engine-tests. For the main program glibc's dladdr
+// reports argv[0], which is a bare name when it was found on PATH; /proc/self/exe is then the file.
+std::string binary_dir() {
+    Dl_info     info{};
+    std::string path;
+    if (dladdr(reinterpret_cast<void *>(&binary_dir), &info) != 0 && info.dli_fname != nullptr) path = info.dli_fname;
+#if defined(__linux__)
+    if (path.find('/') == std::string::npos) {
+        char          buf[4096];
+        const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+        if (n > 0) path.assign(buf, static_cast<size_t>(n));
     }
-    std::string path = info.dli_fname;
+#endif
     const size_t slash = path.rfind('/');
     return slash == std::string::npos ? std::string(".") : path.substr(0, slash);
 }
@@ -75,7 +82,7 @@ int variant_score(const std::string & path) {
 }
 
 bool load_cpu_variant() {
-    const std::string dir = addon_dir();
+    const std::string dir = binary_dir();
     g_info.available      = list_variants(dir);
     if (g_info.available.empty()) {
         g_error = "no ggml CPU library (libggml-cpu-*.so) beside the addon in " + dir +
@@ -144,8 +151,10 @@ bool has_feature(const char * name) {
 // The custom ops (attention, decode-gemv, gelu, layer-norm) follow the ggml code in use, not
 // only the CPU: a forced x64 variant runs no AVX2 ops, and the ops mirror ggml's own arithmetic
 // (e.g. the 16-lane variance sum of its AVX-512 norm) where they repeat it bit for bit.
+// XGLM_KERNELS=ggml runs none of them in any context (kernel-plan.h), and says so here too.
 void choose_kernels() {
     g_info.kernels = "none";
+    if (const char * k = std::getenv("XGLM_KERNELS"); k != nullptr && std::strcmp(k, "ggml") == 0) return;
 #if defined(__x86_64__)
     const bool avx2 = has_feature("AVX2") && has_feature("FMA") && has_feature("F16C") && __builtin_cpu_supports("avx2") &&
                       __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
@@ -157,7 +166,7 @@ void choose_kernels() {
 
 }  // namespace
 
-xglm_kernel_isa xglm_kernels() {
+xglm_kernel_isa xglm_backend_kernel_isa() {
     // decided once: the backend is initialised before any model or graph exists
     static const xglm_kernel_isa isa = [] {
         const xglm_backend_info * b = xglm_backend_init(nullptr);

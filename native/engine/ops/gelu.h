@@ -8,8 +8,8 @@
 #include "ggml.h"
 
 // Whether xglm_gelu_bias applies: x F32 contiguous [n, rows] with n a multiple of 8, b F32
-// contiguous [n], an AVX2+FMA+F16C CPU, and XGLM_NO_CUSTOM_GEMV unset (it gates the fused
-// GELU of decode-gemv.h too).
+// contiguous [n]. Whether this CPU and the switches allow the op at all is the kernel plan's
+// decision (kernel-plan.h).
 bool xglm_gelu_bias_usable(const ggml_tensor * x, const ggml_tensor * b);
 
 // GELU(x + b), b broadcast over the rows of x; [n, rows] F32.

@@ -1,6 +1,6 @@
 // Sampling over a logits row: bias → penalties → top-k → typical-p → top-p → min-p →
 // temperature → draw (the order llama.cpp's default chain uses).
-#include "sampler.h"
+#include "xglm.h"
 
 #include <algorithm>
 #include <cmath>

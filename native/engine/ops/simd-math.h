@@ -1,25 +1,9 @@
-// Helpers shared by the custom ops (attention.cpp, decode-gemv.cpp, gelu.cpp): the run-time CPU
-// check, environment switches, and AVX2 math. Each AVX2 function carries its own target
-// attribute, so callers need no -mavx2; call them only where xglm_kernels_avx2().
+// AVX2 math shared by the custom ops (attention.cpp, decode-gemv.cpp, gelu.cpp). Each function
+// carries its own target attribute, so callers need no -mavx2; they run only where the kernel
+// plan (kernel-plan.h) enabled their op, i.e. on a ggml CPU variant that runs AVX2 code.
 #pragma once
 
-#include <cstdlib>
 #include <initializer_list>
-#include <cstring>
-
-// The custom ops' code path, decided once from the ggml CPU variant in use (backend.cpp): the
-// ops run where ggml itself runs AVX2 (+FMA, F16C) code, so a forced `XGLM_CPU_VARIANT=x64`
-// runs none of them, and `avx512` tells the ops that repeat ggml's arithmetic to follow its
-// AVX-512 paths.
-enum class xglm_kernel_isa { none, avx2, avx512 };
-xglm_kernel_isa xglm_kernels();
-inline bool     xglm_kernels_avx2() { return xglm_kernels() != xglm_kernel_isa::none; }
-
-// Whether an environment switch such as XGLM_NO_CUSTOM_ATTN is on: set, non-empty and not "0".
-inline bool xglm_env_flag(const char * name) {
-    const char * v = std::getenv(name);
-    return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
-}
 
 #if defined(__x86_64__)
 #include <immintrin.h>
