@@ -10,7 +10,7 @@
 //                 with; the CPU itself was one laptop chip (Core i3-8121U): it loads skylakex;
 //     cooperlake  4-socket Xeons of 2020; they load cascadelake, losing AVX512-BF16, which only
 //                 BF16 model files use (vec.cpp, llamafile's sgemm).
-//   The variant a CPU gets is still the best loadable one (native/backend.cpp scores the
+//   The variant a CPU gets is still the best loadable one (native/engine/backend.cpp scores the
 //   libraries it finds), and `npm run test:variants` keeps testing all 14 builds.
 'use strict';
 

@@ -52,9 +52,9 @@ export interface NativeAddon {
    * float32 with ggml's own `to_float` for the type; synchronous. For tests and tools.
    */
   dequantizeRows(type: number, src: Uint8Array, nRows: number, nPerRow: number): Float32Array;
-  /** XGLM weights loaded from a GGUF file (native/model.cpp). */
+  /** XGLM weights loaded from a GGUF file (native/addon/model.cpp). */
   Model: NativeModelClass;
-  /** KV cache + compute thread over a Model (native/context.cpp). */
+  /** KV cache + compute thread over a Model (native/addon/context.cpp). */
   Context: NativeContextClass;
 }
 

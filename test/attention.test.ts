@@ -1,5 +1,5 @@
 /**
- * The F16-cache attention op (native/attention.cpp), which replaces ggml's flash attention for
+ * The F16-cache attention op (native/engine/ops/attention.cpp), which replaces ggml's flash attention for
  * ubatches under 64 tokens, against the PyTorch oracle and against ggml's own path.
  *
  * F32 weights and an F16 KV cache, so the cache's rounding is the only approximation: every

@@ -194,7 +194,7 @@ test('loading reports progress up to 1; useRepack: false repacks nothing', async
  * AVX2, or SVE with int8 matmul and 256-bit vectors (SVE_CNT 32) -> q4_0 8x8, rows % 8 == 0;
  * NEON with int8 matmul or dot product -> q4_0 4x8 / 4x4, rows % 4 == 0. Only when ggml was
  * built with its repack code (feature REPACK). The engine offers it the layers' four product
- * weights (native/xglm.cpp; the tied token_embd is read by get_rows too and stays mapped).
+ * weights (native/engine/model.cpp; the tied token_embd is read by get_rows too and stays mapped).
  * Undefined where this test cannot tell (RISC-V, other CPUs): the test is then skipped, visibly.
  */
 /** rowMultiple 0: ggml repacks no q4_0 weight here. */

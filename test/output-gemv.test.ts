@@ -1,5 +1,5 @@
 /**
- * The decode-gemv ops (native/decode-gemv.cpp) against ggml's mul_mat on the same file:
+ * The decode-gemv ops (native/engine/ops/decode-gemv.cpp) against ggml's mul_mat on the same file:
  * single-token decode steps of a random-weight q4_0 model (d_model 256) whose token_embd the
  * converter makes Q6_K (the logits op) and whose layer weights ggml repacks at load (the Q4_0
  * layer op: qkv, attention output, ffn up and down). Each run is a child process so

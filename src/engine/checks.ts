@@ -5,7 +5,7 @@
  */
 import { XglmError, type XglmErrorCode } from '../errors.js';
 
-/** Sequence ids are 0 .. MAX_SEQUENCES-1 (native/xglm.h XGLM_MAX_SEQ). */
+/** Sequence ids are 0 .. MAX_SEQUENCES-1 (native/engine/xglm.h XGLM_MAX_SEQ). */
 export const MAX_SEQUENCES = 64;
 
 export function invalid(message: string, hint?: string): XglmError {
