@@ -362,7 +362,7 @@ test('invalid arguments are refused with typed errors before anything runs', asy
   await t.throwsAsync(loadModel('/nonexistent.gguf'), { code: 'ERR_XGLM_INVALID_ARGUMENT' });
 });
 
-// The native loop runs at most 2 evaluations ahead of the tokens JS has seen (native/addon/context.cpp and native/engine/generate.cpp,
+// The native loop runs at most 2 evaluations ahead of the tokens JS has seen (native/addon/context.cpp,
 // LOOKAHEAD) and delivers each token as its own event-loop callback, so the JS thread gets turns
 // while a generation runs: an immediate scheduled by the first onToken runs before the last
 // token arrives, and the 1 ms interval ticks between the first and the last token. Blocking the
