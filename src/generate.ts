@@ -92,7 +92,10 @@ export class Generation implements AsyncIterable<GenerationChunk>, PromiseLike<G
   private iterating = false;
 
   /** @internal */
-  constructor(start: (emit: (chunk: GenerationChunk) => void) => Promise<GenerationResult>) {
+  constructor(
+    start: (emit: (chunk: GenerationChunk) => void) => Promise<GenerationResult>,
+    private readonly stop: () => void = () => undefined,
+  ) {
     this.result = start((chunk) => {
       this.chunks.push(chunk);
       this.wake?.();
@@ -117,6 +120,20 @@ export class Generation implements AsyncIterable<GenerationChunk>, PromiseLike<G
 
   finally(onfinally?: (() => void) | null): Promise<GenerationResult> {
     return this.result.finally(onfinally);
+  }
+
+  /**
+   * Ends this generation alone (the others on the context run on): the result resolves with
+   * finishReason 'abort' and the text so far.
+   */
+  abort(): void {
+    this.stop();
+  }
+
+  /** Aborts the generation and waits for it to end (`await using gen = ctx.generate(…)`). */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.stop();
+    await this.result.catch(() => undefined);
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<GenerationChunk> {
@@ -187,7 +204,12 @@ export function runGeneration(core: ContextCore, prompt: string | readonly numbe
       );
     }
   }
-  const signal = options.signal;
+  // options.signal or Generation.abort()
+  const own = new AbortController();
+  const outer = options.signal;
+  if (outer?.aborted) own.abort();
+  else outer?.addEventListener('abort', () => own.abort(), { once: true });
+  const signal = own.signal;
 
   return new Generation(async (emit) => {
     const t0 = performance.now();
@@ -287,7 +309,7 @@ export function runGeneration(core: ContextCore, prompt: string | readonly numbe
           }
           const window = usesPenalties ? penaltyWindow : 0;
           const left = maxTokens - step;
-          await core.generateTokens(
+          const stream = () => core.generateTokens(
             prompt,
             window > 0 ? { ...sampler, penaltyTokens: history.slice(-window) } : sampler,
             {
@@ -306,6 +328,14 @@ export function runGeneration(core: ContextCore, prompt: string | readonly numbe
             sig,
             onProgress,
           );
+          try {
+            await stream();
+          } catch (err) {
+            // waiting for cells: the running streams ended and the cells are still short; the
+            // idle sequences' caches make room
+            if ((err as XglmError).code !== 'ERR_XGLM_CONTEXT_OVERFLOW' || whenFull !== 'wait' || step > 0 || !(await core.forgetIdle(seq))) throw err;
+            await stream();
+          }
           if (callbackError !== undefined) throw callbackError;
           if (sig.aborted && !done) finishReason = 'abort';
           if (done || sig.aborted) break;
@@ -341,7 +371,7 @@ export function runGeneration(core: ContextCore, prompt: string | readonly numbe
         },
       };
     }, signal);
-  });
+  }, () => own.abort());
 }
 
 /** The leading </s> and the last (n - 1) tokens. */

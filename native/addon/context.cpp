@@ -344,6 +344,7 @@ class Context : public Napi::ObjectWrap<Context> {
         return enqueue(env, job_kind::work, nullptr, stream, [&](job * j) {
             j->stream_params  = std::move(sp);
             j->wait_for_cells = wait;
+            j->stream_params->strict = wait;
             j->stream_key     = key;
         });
     }
@@ -748,7 +749,7 @@ class Context : public Napi::ObjectWrap<Context> {
             job * j = nullptr;
             {
                 std::unique_lock<std::mutex> lock(mutex_);
-                if (active_.empty()) {
+                if (active_.empty() && waiting_.empty()) {
                     cv_.wait(lock, [this] { return shut_down_ || !queue_.empty(); });
                 }
                 if (shut_down_) return;

@@ -106,7 +106,7 @@ int64_t xglm_scheduler::add(xglm_stream_params params, xglm_status * status, std
     int64_t       need = static_cast<int64_t>(n_prompt) + params.reserve;
     const int64_t free = free_cells();
     // alone on the context a stream takes the cells there are (it ends when they run out)
-    if (need > free && streams_.empty() && n_prompt <= free) need = free;
+    if (need > free && streams_.empty() && !params.strict && n_prompt <= free) need = free;
     if (need > free) {
         return fail(XGLM_ERR_KV_FULL, "the KV cache cannot hold this generation: it needs " + std::to_string(need) +
                                           " cells and " + std::to_string(std::max<int64_t>(0, free)) +

@@ -274,13 +274,14 @@ class xglm_generator {
 // when it is admitted; add() refuses (XGLM_ERR_KV_FULL) a stream whose reservation does not
 // fit beside the cells in use and the other streams' reservations, so a stream that joins
 // never makes another run out of cells (a stream alone on the context is admitted when its
-// prompt fits, holding the cells there are). Tokens beyond a stream's reservation take free
+// prompt fits, holding the cells there are, unless it is strict). Tokens beyond a stream's reservation take free
 // unreserved cells; when there is none, that stream alone ends with XGLM_ERR_KV_FULL.
 
 struct xglm_stream_params {
     xglm_generation_params gen;      // gen.position: where the first generated token goes
     std::vector<int32_t>   prompt;   // evaluated first, at gen.position - prompt.size() …; at least 1 token
     int32_t                reserve = 0;  // KV cells held for generated tokens
+    bool                   strict  = false;  // the reservation must fit also when the stream is alone
 };
 
 // What one step did to one stream.

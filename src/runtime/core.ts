@@ -196,6 +196,22 @@ export class ContextCore {
   }
 
   /**
+   * Forgets the cached tokens of every sequence but `keep` that no call runs or waits on (to
+   * make room for a generation that waits for cells); true when it freed any.
+   */
+  async forgetIdle(keep: number): Promise<boolean> {
+    const claimed = new Set(this.runningSeqs);
+    for (const w of this.waiting) if (w.seq !== undefined) claimed.add(w.seq);
+    let freed = false;
+    for (const [seq, toks] of [...this.cached]) {
+      if (seq === keep || claimed.has(seq) || toks.length === 0) continue;
+      await this.forget(seq);
+      freed = true;
+    }
+    return freed;
+  }
+
+  /**
    * A sequence for a generation that names none: a free one (no call running or waiting on it)
    * whose cache shares the longest prefix (beyond the leading </s>) with `prompt`, else an empty
    * one, else the one used least recently. Sequence 0 (the default of calls that name none) is
