@@ -8,12 +8,15 @@
  * The model defaults to the 564M-shape random-weight q4_0 file `npm run bench` caches
  * (.bench-cache/xglm-564m-random-q4_0.gguf). Prompts are distinct random token ids (no shared
  * prefix), generation is greedy without </s>, so every stream makes exactly --tokens tokens.
- * With --peer DIR (a folder where node-llama-cpp is installed, e.g. .bench-cache/peer) and
- * --peer-model FILE (the GPT-2-architecture twin), bench/peer-batched.mjs measures the same
- * with node-llama-cpp's LlamaContext of N sequences.
- * Prints one JSON line per N.
+ * With --peer DIR (a folder where node-llama-cpp is installed, e.g. .bench-cache/peer, as
+ * `npm run bench` installs it) and --peer-model FILE (the GPT-2-architecture twin,
+ * .bench-cache/gpt2-564m-random-q4_0.gguf), bench/peer-batched.mjs measures the same with
+ * node-llama-cpp's LlamaContext of N sequences: for each N and run, ours and the peer's
+ * alternate, each in its own process (on a shared machine only alternating runs compare).
+ * Prints one JSON line per N and run.
  */
 import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadModel } from '../src/index.js';
@@ -28,6 +31,7 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '1' },
     peer: { type: 'string' },
     'peer-model': { type: 'string' },
+    child: { type: 'boolean', default: false },
   },
 });
 const seqCounts = values.seqs.split(',').map(Number);
@@ -49,6 +53,27 @@ function promptTokens(n: number, vocab: number, salt: number): number[] {
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
 
 async function main(): Promise<void> {
+  if (values.peer && values['peer-model'] && !values.child) {
+    // alternate processes: ours, then the peer's, per N and run
+    const runner = path.resolve(values.peer, 'peer-batched.mjs');
+    fs.copyFileSync(path.join(__dirname, 'peer-batched.mjs'), runner);
+    for (const n of seqCounts) {
+      for (let run = 0; run < Number(values.runs); run++) {
+        const common = ['--seqs', String(n), '--prompt', values.prompt, '--tokens', values.tokens, '--threads', values.threads];
+        execFileSync(process.execPath, ['--import', 'tsx', __filename, '--child', '--model', values.model, ...common], { stdio: 'inherit' });
+        execFileSync(
+          process.execPath,
+          [runner, JSON.stringify({ modelPath: path.resolve(values['peer-model']), seqs: [n], prompt: promptLen, tokens, threads, vocab: 256008, runs: 1 })],
+          { cwd: values.peer, stdio: 'inherit' },
+        );
+      }
+    }
+    return;
+  }
+  await measureOurs();
+}
+
+async function measureOurs(): Promise<void> {
   const model = await loadModel(values.model);
   const vocab = model.info.hparams.nVocab;
   const opts = { maxTokens: tokens, temperature: 0, stopAtEos: false } as const;
@@ -62,35 +87,36 @@ async function main(): Promise<void> {
       const idle = await ctx.generate(promptTokens(promptLen, vocab, 500), { ...opts, maxTokens: 1, sequence: 62 });
       const idleTtft = idle.timings.timeToFirstTokenMs;
 
-      // n concurrent streams
-      const first: number[] = [];
+      // throughput: n streams started together
       const stamps: number[][] = [];
       const t0 = performance.now();
-      const gens = Array.from({ length: n }, (_, i) => {
-        stamps[i] = [];
-        return ctx.generate(promptTokens(promptLen, vocab, i), {
-          ...opts,
-          sequence: i,
-          onToken: () => stamps[i]!.push(performance.now()),
-        });
-      });
-      // a request arriving while the others decode: when each stream has 16 tokens
-      let lateTtft = NaN;
-      const late = (async () => {
-        if (n < 2) return;
-        while (stamps.slice(0, n - 1).some((s) => s.length < 16)) await new Promise((r) => setTimeout(r, 1));
-        const r = await ctx.generate(promptTokens(promptLen, vocab, 400), { ...opts, maxTokens: 4, sequence: 61 });
-        lateTtft = r.timings.timeToFirstTokenMs;
-      })();
-      const results = await Promise.all(gens);
-      await late;
+      const results = await Promise.all(
+        Array.from({ length: n }, (_, i) => {
+          stamps[i] = [];
+          return ctx.generate(promptTokens(promptLen, vocab, i), { ...opts, sequence: i, onToken: () => stamps[i]!.push(performance.now()) });
+        }),
+      );
       const t1 = performance.now();
-      for (const s of stamps) first.push(s[0]!);
       // decode: the tokens after every stream has its first one, over that time
-      const allStarted = Math.max(...first);
+      const allStarted = Math.max(...stamps.map((s) => s[0]!));
       const end = Math.max(...stamps.map((s) => s[s.length - 1]!));
       const after = stamps.reduce((k, s) => k + s.filter((x) => x > allStarted).length, 0);
       const perStream = results.map((r) => r.timings.tokensPerSecond);
+
+      // a request arriving while n - 1 others decode (each has made 16 tokens)
+      let lateTtft: number | null = null;
+      if (n >= 2) {
+        await ctx.clear();
+        const counts = new Array<number>(n - 1).fill(0);
+        const others = Array.from({ length: n - 1 }, (_, i) =>
+          ctx.generate(promptTokens(promptLen, vocab, 100 + i), { ...opts, sequence: i, onToken: () => void counts[i]!++ }),
+        );
+        while (counts.some((c) => c < 16)) await new Promise((r) => setTimeout(r, 1));
+        const late = await ctx.generate(promptTokens(promptLen, vocab, 400), { ...opts, maxTokens: 1, sequence: 61 });
+        lateTtft = late.timings.timeToFirstTokenMs;
+        for (const g of others) g.abort(); // measured: no need to finish them
+        await Promise.all(others);
+      }
       console.log(
         JSON.stringify({
           engine: 'xglm-node',
@@ -99,21 +125,13 @@ async function main(): Promise<void> {
           aggregate_total_tps: +((n * tokens) / ((t1 - t0) / 1000)).toFixed(2),
           per_stream_tps_median: +median(perStream).toFixed(2),
           ttft_idle_ms: +idleTtft.toFixed(1),
-          ttft_while_decoding_ms: Number.isNaN(lateTtft) ? null : +lateTtft.toFixed(1),
+          ttft_while_others_decode_ms: lateTtft === null ? null : +lateTtft.toFixed(1),
           wall_ms: +(t1 - t0).toFixed(0),
         }),
       );
     }
   }
   model.dispose();
-
-  if (values.peer && values['peer-model']) {
-    const runner = path.join(__dirname, 'peer-batched.mjs');
-    execFileSync(process.execPath, [runner, JSON.stringify({ modelPath: values['peer-model'], seqs: seqCounts, prompt: promptLen, tokens, threads, vocab, runs: Number(values.runs) })], {
-      cwd: values.peer,
-      stdio: 'inherit',
-    });
-  }
 }
 
 void main();
