@@ -478,7 +478,7 @@ class Context : public Napi::ObjectWrap<Context> {
     // Queues work for the context thread; the promise settles on the JS thread.
     Napi::Value enqueue(Napi::Env env, job_kind kind, std::function<job_result(xglm_context *&)> run,
                         std::shared_ptr<token_stream> stream = nullptr, const std::function<void(job *)> & fill = nullptr) {
-        auto * j = new job{Napi::Promise::Deferred::New(env), kind, abort_epoch_.load(), std::move(run), {}, std::move(stream)};
+        auto * j = new job{Napi::Promise::Deferred::New(env), kind, abort_epoch_.load(), std::move(run), {}, std::move(stream), nullptr, false, -1, -1, 0};
         if (j->stream) j->stream->owner = j;
         if (fill) fill(j);
         Napi::Promise promise = j->deferred.Promise();
@@ -623,6 +623,11 @@ class Context : public Napi::ObjectWrap<Context> {
         int64_t steps = 0;
         int32_t pos   = j->stream_params->gen.position - static_cast<int32_t>(j->stream_params->prompt.size());
         if (sched_) sched_->progress(j->stream_id, &steps, &pos);
+        return stream_result(steps, pos);
+    }
+
+    // A generate() job's resolution: { steps, endPosition }.
+    static job_result stream_result(int64_t steps, int32_t pos) {
         return ok([steps, pos](Napi::Env env) -> Napi::Value {
             Napi::Object r = Napi::Object::New(env);
             r.Set("steps", static_cast<double>(steps));
@@ -721,14 +726,7 @@ class Context : public Napi::ObjectWrap<Context> {
             if (e.finished) {
                 j->stream_id = -1;  // the scheduler removed it
                 if (e.status == XGLM_OK) {
-                    const int64_t steps = e.steps;
-                    const int32_t pos   = e.position;
-                    end_stream(j, ok([steps, pos](Napi::Env env) -> Napi::Value {
-                        Napi::Object r = Napi::Object::New(env);
-                        r.Set("steps", static_cast<double>(steps));
-                        r.Set("endPosition", pos);
-                        return r;
-                    }));
+                    end_stream(j, stream_result(e.steps, e.position));
                 } else {
                     end_stream(j, decode_result(e.status, std::move(e.error)));
                 }
