@@ -3,7 +3,7 @@
  * decode tokens/s for N sequences, and the time to first token of a request that arrives
  * while N - 1 others decode, against the same request on an idle context.
  *
- *   node --import tsx bench/batched.ts [--model FILE] [--seqs 1,2,4,8,16] [--prompt 64] [--tokens 128] [--threads 2] [--runs 1]
+ *   npm run bench:batched -- [--model FILE] [--seqs 1,2,4,8,16] [--prompt 64] [--tokens 128] [--threads 2] [--runs 1]
  *
  * The model defaults to the 564M-shape random-weight q4_0 file `npm run bench` caches
  * (.bench-cache/xglm-564m-random-q4_0.gguf). Prompts are distinct random token ids (no shared
@@ -39,7 +39,7 @@ const promptLen = Number(values.prompt);
 const tokens = Number(values.tokens);
 const threads = Number(values.threads);
 
-/** Distinct random ids per stream, the same as bench/peer-batched.mjs. */
+/** Distinct random ids per stream (bench/peer-batched.mjs gets the same ids, peerPrompts). */
 function promptTokens(n: number, vocab: number, salt: number): number[] {
   const ids = [2];
   let x = 12345 + salt * 7919;
@@ -48,6 +48,12 @@ function promptTokens(n: number, vocab: number, salt: number): number[] {
     ids.push(10 + (x % (vocab - 20)));
   }
   return ids;
+}
+
+/** The prompts of one N by salt, for the peer (its runner cannot import this file). */
+function peerPrompts(n: number, vocab = 256008): Record<number, number[]> {
+  const salts = [500, 400, ...Array.from({ length: n }, (_, i) => i), ...Array.from({ length: n }, (_, i) => 100 + i)];
+  return { 999: promptTokens(16, vocab, 999), ...Object.fromEntries(salts.map((s) => [s, promptTokens(promptLen, vocab, s)])) };
 }
 
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
@@ -63,7 +69,7 @@ async function main(): Promise<void> {
         execFileSync(process.execPath, ['--import', 'tsx', __filename, '--child', '--model', values.model, ...common], { stdio: 'inherit' });
         execFileSync(
           process.execPath,
-          [runner, JSON.stringify({ modelPath: path.resolve(values['peer-model']), seqs: [n], prompt: promptLen, tokens, threads, vocab: 256008, runs: 1 })],
+          [runner, JSON.stringify({ modelPath: path.resolve(values['peer-model']), seqs: [n], prompt: promptLen, tokens, threads, vocab: 256008, runs: 1, prompts: peerPrompts(n) })],
           { cwd: values.peer, stdio: 'inherit' },
         );
       }

@@ -7,16 +7,8 @@ import { getLlama } from 'node-llama-cpp';
 
 const cfg = JSON.parse(process.argv[2]);
 
-// the same ids as bench/batched.ts promptTokens
-function promptTokens(n, vocab, salt) {
-  const ids = [2];
-  let x = 12345 + salt * 7919;
-  while (ids.length < n) {
-    x = (x * 1103515245 + 12345) % 2147483648;
-    ids.push(10 + (x % (vocab - 20)));
-  }
-  return ids;
-}
+// the prompts bench/batched.ts gives ours, by salt (cfg.prompts): the same ids
+const promptTokens = (_n, _vocab, salt) => cfg.prompts[salt];
 const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 
 /** One greedy stream: timestamps of its tokens (the first is its time to first token). */
