@@ -5,7 +5,7 @@
 import { randomInt } from 'node:crypto';
 import { MAX_SEQUENCES } from './engine/checks.js';
 import { XglmError } from './errors.js';
-import type { ContextCore, EvalItem } from './runtime/core.js';
+import type { ContextCore } from './runtime/core.js';
 import { resolveSampler, type SamplerOptions } from './sampler.js';
 import { StopStringMatcher } from './stop-strings.js';
 
@@ -21,8 +21,20 @@ export interface GenerateOptions extends SamplerOptions {
   seed?: number;
   /** Stop at </s> (id 2). @default true */
   stopAtEos?: boolean;
-  /** The KV-cache sequence to use (several conversations can share a context). @default 0 */
-  sequence?: number;
+  /**
+   * The KV-cache sequence to use. Generations on different sequences run concurrently, one
+   * token of each per graph evaluation; calls on one sequence run in call order. `'auto'`
+   * takes a free sequence (preferring one whose cache shares a prefix with the prompt; never
+   * 0): `result.sequence` says which. @default 0
+   */
+  sequence?: number | 'auto';
+  /**
+   * When the prompt plus maxTokens do not fit in the KV cells left beside the generations
+   * running on other sequences: `'error'` fails with ERR_XGLM_CONTEXT_OVERFLOW, `'wait'` waits
+   * for them to end. A running generation never loses cells to one that starts later.
+   * @default 'error'
+   */
+  whenContextFull?: 'error' | 'wait';
   /** Treat literal special-token strings in a text prompt as special tokens. @default false */
   specialTokens?: boolean;
   /** Called while the prompt is evaluated, after each batch: (tokens evaluated, tokens to evaluate). */
@@ -47,6 +59,8 @@ export interface GenerationResult {
   /** Generated token ids (the stop string's tokens included; </s> not). */
   tokens: number[];
   finishReason: FinishReason;
+  /** The KV-cache sequence the generation used. */
+  sequence: number;
   usage: {
     promptTokens: number;
     /** Prompt tokens taken from the KV cache instead of being evaluated. */
@@ -78,7 +92,10 @@ export class Generation implements AsyncIterable<GenerationChunk>, PromiseLike<G
   private iterating = false;
 
   /** @internal */
-  constructor(start: (emit: (chunk: GenerationChunk) => void) => Promise<GenerationResult>) {
+  constructor(
+    start: (emit: (chunk: GenerationChunk) => void) => Promise<GenerationResult>,
+    private readonly stop: () => void = () => undefined,
+  ) {
     this.result = start((chunk) => {
       this.chunks.push(chunk);
       this.wake?.();
@@ -103,6 +120,20 @@ export class Generation implements AsyncIterable<GenerationChunk>, PromiseLike<G
 
   finally(onfinally?: (() => void) | null): Promise<GenerationResult> {
     return this.result.finally(onfinally);
+  }
+
+  /**
+   * Ends this generation alone (the others on the context run on): the result resolves with
+   * finishReason 'abort' and the text so far.
+   */
+  abort(): void {
+    this.stop();
+  }
+
+  /** Aborts the generation and waits for it to end (`await using gen = ctx.generate(…)`). */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.stop();
+    await this.result.catch(() => undefined);
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<GenerationChunk> {
@@ -144,7 +175,11 @@ export function runGeneration(core: ContextCore, prompt: string | readonly numbe
     });
   } else throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', 'prompt must be a string or an array of token ids');
   if (promptIds.length === 0) promptIds = [EOS];
-  const seq = checkInt('sequence', options.sequence ?? 0, 0, MAX_SEQUENCES - 1);
+  const seq = options.sequence === 'auto' ? core.pickSequence(promptIds) : checkInt('sequence', options.sequence ?? 0, 0, MAX_SEQUENCES - 1);
+  const whenFull = options.whenContextFull ?? 'error';
+  if (whenFull !== 'error' && whenFull !== 'wait') {
+    throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', `whenContextFull must be 'error' or 'wait', got ${String(whenFull)}`);
+  }
   const limit = core.contextSize;
   const maxTokens = options.maxTokens === undefined ? Infinity : checkInt('maxTokens', options.maxTokens, 0);
   const stops = options.stop ?? [];
@@ -169,11 +204,16 @@ export function runGeneration(core: ContextCore, prompt: string | readonly numbe
       );
     }
   }
-  const signal = options.signal;
+  // options.signal or Generation.abort()
+  const own = new AbortController();
+  const outer = options.signal;
+  if (outer?.aborted) own.abort();
+  else outer?.addEventListener('abort', () => own.abort(), { once: true });
+  const signal = own.signal;
 
   return new Generation(async (emit) => {
     const t0 = performance.now();
-    return core.enqueue(async (sig) => {
+    return core.enqueueOn(seq, async (sig) => {
       let ids = promptIds;
       if (ids.length > limit) ids = truncateLeft(ids, limit);
       // Reuse the cached common prefix; the last prompt token is always evaluated (its logits
@@ -206,15 +246,28 @@ export function runGeneration(core: ContextCore, prompt: string | readonly numbe
       };
 
       try {
-        // prompt
-        const items: EvalItem[] = ids.slice(keep).map((token, i) => ({ token, pos: keep + i, seq }));
-        items[items.length - 1]!.logits = maxTokens > 0; // with nothing to draw, no logits row
-        let lastRow = (await core.evaluateItems(items, 0, sig, options.onPromptProgress)).lastBatchIndex;
-        promptMs = performance.now() - t0;
         let pos = ids.length;
         let step = 0;
         let done = maxTokens === 0;
         let callbackError: unknown;
+        // the prompt's tokens after the reused prefix; the native stream evaluates them (in
+        // chunks, beside the other streams' tokens) and then generates
+        let prompt = ids.slice(keep);
+        const total = prompt.length;
+        const onProgress = options.onPromptProgress
+          ? (n: number) => {
+              try {
+                options.onPromptProgress!(n, total);
+              } catch (err) {
+                callbackError ??= err;
+              }
+            }
+          : undefined;
+        if (done) {
+          // nothing to draw: evaluate the prompt only
+          await core.evaluateItems(prompt.map((token, i) => ({ token, pos: keep + i, seq })), 0, sig, options.onPromptProgress);
+        }
+        promptMs = performance.now() - t0;
         // Runs on the JS thread for every token the native loop streams; true stops the loop
         // (before its next evaluation). The loop itself never waits for this.
         const onToken = (token: number, computeMs: number): boolean => {
@@ -226,6 +279,7 @@ export function runGeneration(core: ContextCore, prompt: string | readonly numbe
           try {
             if (step === 0) {
               firstTokenAt = performance.now();
+              promptMs = firstTokenAt - t0;
               computeAtFirstToken = computeMs;
             }
             step++;
@@ -254,24 +308,45 @@ export function runGeneration(core: ContextCore, prompt: string | readonly numbe
             break;
           }
           const window = usesPenalties ? penaltyWindow : 0;
-          const r = await core.generateTokens(
-            lastRow,
+          const left = maxTokens - step;
+          const stream = () => core.generateTokens(
+            prompt,
             window > 0 ? { ...sampler, penaltyTokens: history.slice(-window) } : sampler,
-            { position: pos, seqId: seq, seed, firstStep: step, maxSteps: maxTokens - step, positionLimit: limit, eosToken: stopAtEos ? EOS : -1, penaltyWindow: window },
+            {
+              position: pos,
+              seqId: seq,
+              seed,
+              firstStep: step,
+              maxSteps: left,
+              positionLimit: limit,
+              eosToken: stopAtEos ? EOS : -1,
+              penaltyWindow: window,
+              reserve: Number.isFinite(left) ? Math.min(left, limit - pos) : 0,
+              waitForCells: whenFull === 'wait',
+            },
             onToken,
             sig,
+            onProgress,
           );
+          try {
+            await stream();
+          } catch (err) {
+            // waiting for cells: the running streams ended and the cells are still short; the
+            // idle sequences' caches make room
+            if ((err as XglmError).code !== 'ERR_XGLM_CONTEXT_OVERFLOW' || whenFull !== 'wait' || step > 0 || !(await core.forgetIdle(seq))) throw err;
+            await stream();
+          }
           if (callbackError !== undefined) throw callbackError;
-          if (done) break;
+          if (sig.aborted && !done) finishReason = 'abort';
+          if (done || sig.aborted) break;
           // The loop stopped by itself: the context is full.
           if (overflow === 'error') break; // finishReason 'length'
           const kept = truncateLeft(history, Math.max(2, Math.floor(limit / 2)));
           await core.forget(seq);
-          const re: EvalItem[] = kept.map((t, i) => ({ token: t, pos: i, seq }));
-          re[re.length - 1]!.logits = true;
-          lastRow = (await core.evaluateItems(re, 0, sig)).lastBatchIndex;
+          prompt = kept;
           pos = kept.length;
         }
+        if (callbackError !== undefined) throw callbackError;
       } catch (err) {
         if ((err as XglmError).code === 'ERR_XGLM_ABORTED' || (sig.aborted && (err as XglmError).code === 'ERR_XGLM_DISPOSED')) finishReason = 'abort';
         else throw err;
@@ -284,6 +359,7 @@ export function runGeneration(core: ContextCore, prompt: string | readonly numbe
         text,
         tokens: generated,
         finishReason,
+        sequence: seq,
         usage: { promptTokens: ids.length, cachedPromptTokens: keep, completionTokens: generated.length },
         timings: {
           promptMs,
@@ -295,7 +371,7 @@ export function runGeneration(core: ContextCore, prompt: string | readonly numbe
         },
       };
     }, signal);
-  });
+  }, () => own.abort());
 }
 
 /** The leading </s> and the last (n - 1) tokens. */

@@ -142,6 +142,12 @@ export interface NativeGenerateOptions {
   eosToken: number;
   /** How many recent tokens (params.penaltyTokens, then the generated ones) the penalties see; 0 = none. */
   penaltyWindow: number;
+  /** KV cells held for the generated tokens while the stream runs (beside the prompt's). */
+  reserve: number;
+  /** When the prompt and `reserve` do not fit beside the running streams: wait for them (true) or fail with ERR_XGLM_CONTEXT_OVERFLOW. */
+  waitForCells: boolean;
+  /** The caller's id of this stream, for stopStream(). */
+  streamId: number;
 }
 
 export interface NativeLogprobs {
@@ -168,15 +174,20 @@ export interface NativeContext {
   evaluate(tokens: Int32Array, positions: Int32Array, seqIds: Int32Array, wantLogits: Uint8Array): Promise<void>;
   sample(batchIndex: number, params: NativeSamplerParams): Promise<number>;
   /**
-   * Draws from row batchIndex, streams the token, evaluates it, draws again… on the context
-   * thread. onToken runs on the JS thread; returning true stops the loop before its next
-   * evaluation. endPosition: one past the last position evaluated.
+   * A stream of the context's scheduler: evaluates `prompt` at positions
+   * options.position - prompt.length …, then draws, streams the token, evaluates it (in one
+   * batch with the other running streams' tokens), draws again… on the context thread. Streams
+   * on different sequences run concurrently; other calls run between their steps. onToken runs
+   * on the JS thread; returning true stops the stream before its next evaluation.
+   * endPosition: one past the last position evaluated.
    */
   generate(
-    batchIndex: number,
+    prompt: Int32Array,
     params: NativeSamplerParams,
     options: NativeGenerateOptions,
     onToken: (token: number, computeMs: number) => boolean | void,
+    /** Called after each chunk of the prompt with the prompt tokens evaluated so far. */
+    onPromptProgress?: (evaluated: number) => void,
   ): Promise<{ steps: number; endPosition: number }>;
   logprobs(batchIndices: Int32Array, targets: Int32Array, topK: number): Promise<NativeLogprobs>;
   getLogits(batchIndex: number): Promise<Float32Array>;
@@ -188,8 +199,10 @@ export interface NativeContext {
   kvCopy(srcSeqId: number, dstSeqId: number, p0: number, p1: number): Promise<void>;
   /** The largest cached position of a sequence, -1 when none. */
   kvSeqPosMax(seqId: number): Promise<number>;
-  /** Aborts the running evaluation and all work queued before this call (they reject with ERR_XGLM_ABORTED). */
+  /** Aborts the running evaluation, every stream and all work queued before this call (they reject with ERR_XGLM_ABORTED). */
   abort(): void;
+  /** Ends the generate() stream with this streamId before its next evaluation; the others run on. */
+  stopStream(streamId: number): void;
   dispose(): Promise<void>;
 }
 

@@ -6,20 +6,27 @@
 //   ctx.info -> { contextSize, threads, computeMs }
 //   ctx.evaluate(tokens: Int32Array, positions: Int32Array, seqIds: Int32Array, wantLogits: Uint8Array)
 //   ctx.sample(batchIndex, params) -> token id (-1 if every token is banned)
-//   ctx.generate(batchIndex, params, { position, seqId, seed, firstStep, maxSteps, positionLimit,
-//                eosToken, penaltyWindow }, onToken(token, computeMs) -> stop?)
+//   ctx.generate(prompt: Int32Array, params, { position, seqId, seed, firstStep, maxSteps,
+//                positionLimit, eosToken, penaltyWindow, reserve, waitForCells, streamId },
+//                onToken(token, computeMs) -> stop?)
 //       -> { steps, endPosition }
-//       the generation loop on the context thread (the engine's xglm_generator): draw, stream
-//       the token, evaluate it, draw…
-//       until </s>, maxSteps, positionLimit, or onToken returning true (checked before each
-//       evaluation; the loop runs at most 2 evaluations ahead of onToken, so a token or two
-//       past the stop may have been evaluated: endPosition says)
+//       a stream of the context's scheduler (the engine's xglm_scheduler): its prompt (at
+//       position - prompt.length …) is evaluated in chunks, then each step draws, streams the
+//       token, and evaluates it in one batch with every other running stream's token, until
+//       </s>, maxSteps, positionLimit, or onToken returning true (checked before each
+//       evaluation; a stream runs at most 2 evaluations ahead of onToken, so a token or two
+//       past the stop may have been evaluated: endPosition says). Streams on different
+//       sequences run concurrently (the promise settles when its stream ends; other work
+//       runs between steps); `reserve` KV cells are held for its generated tokens; when they
+//       do not fit it fails with ERR_XGLM_CONTEXT_OVERFLOW, or with waitForCells waits for
+//       running streams to end.
+//   ctx.stopStream(streamId)  ends that stream before its next evaluation (the others run on)
 //   ctx.logprobs(batchIndices: Int32Array, targets: Int32Array, topK)
 //       -> { logprobs: Float32Array, topIds: Int32Array, topLogprobs: Float32Array }
 //   ctx.getLogits(batchIndex) -> Float32Array      (a copy; for tests and tools)
 //   ctx.getActivation(name) -> Float32Array | null (with keepActivations)
 //   ctx.kvClear(), ctx.kvRemove(seq, p0, p1), ctx.kvCopy(src, dst, p0, p1), ctx.kvSeqPosMax(seq)
-//   ctx.abort()      stops the running evaluation and every one queued before this call
+//   ctx.abort()      stops the running evaluation, every stream, and every call queued before this one
 //   ctx.dispose()    aborts, rejects queued work with ERR_XGLM_DISPOSED, frees the cache
 //
 // Threads: compute runs on one std::thread per context (never the JS thread, never libuv's
@@ -34,7 +41,9 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <algorithm>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -60,6 +69,7 @@ struct job;
 // The tokens a running generate() job streams to its JS callback.
 struct token_stream {
     Napi::FunctionReference callback;      // JS thread only
+    Napi::FunctionReference progress;      // JS thread only; may be empty
     std::atomic<bool>       stop{false};   // the callback asked to stop
     job *                   owner = nullptr;
     // Tokens the callback has seen. The loop stays at most LOOKAHEAD evaluations ahead of it:
@@ -78,6 +88,12 @@ struct job {
     std::function<job_result(xglm_context *&)> run;  // on the context thread
     job_result              result;
     std::shared_ptr<token_stream> stream;  // generate() only
+    // generate() only: the scheduler's stream
+    std::unique_ptr<xglm_stream_params> stream_params;
+    bool                    wait_for_cells = false;
+    double                  stream_key     = -1;  // the JS streamId (stopStream)
+    int64_t                 stream_id      = -1;  // the scheduler's, once admitted
+    int64_t                 posted         = 0;   // tokens handed to the JS thread
 };
 
 // What the context thread hands to the JS thread: a finished job, or one streamed token of it.
@@ -86,6 +102,7 @@ struct message {
     bool    is_token   = false;
     int32_t token      = 0;
     double  compute_ms = 0;
+    bool    is_progress = false;  // token = prompt tokens evaluated
 };
 
 Napi::Error coded_error(Napi::Env env, const char * code, const std::string & message) {
@@ -192,6 +209,7 @@ class Context : public Napi::ObjectWrap<Context> {
                                InstanceMethod<&Context::kv_copy>("kvCopy"),
                                InstanceMethod<&Context::kv_seq_pos_max>("kvSeqPosMax"),
                                InstanceMethod<&Context::abort>("abort"),
+                               InstanceMethod<&Context::stop_stream>("stopStream"),
                                InstanceMethod<&Context::dispose>("dispose"),
                            });
     }
@@ -290,13 +308,15 @@ class Context : public Napi::ObjectWrap<Context> {
         });
     }
 
-    // The generation loop without a round trip through JS per token (see the top of the file).
+    // A stream of the context's scheduler (see the top of the file).
     Napi::Value generate(const Napi::CallbackInfo & info) {
-        Napi::Env     env = info.Env();
-        const int32_t row = int_arg(info, 0, "batchIndex");
+        Napi::Env env = info.Env();
         if (!info[1].IsObject() || !info[2].IsObject() || !info[3].IsFunction()) {
-            throw Napi::TypeError::New(env, "xglm: generate(batchIndex, params, options, onToken): wrong argument types");
+            throw Napi::TypeError::New(env, "xglm: generate(prompt, params, options, onToken): wrong argument types");
         }
+        auto sp    = std::make_unique<xglm_stream_params>();
+        sp->prompt = copy_array<int32_t, Napi::Int32Array>(env, info[0], napi_int32_array, "prompt");
+        if (sp->prompt.empty()) throw Napi::RangeError::New(env, "xglm: generate: the prompt must hold at least one token");
         xglm_sampler_params p = sampler_params(env, info[1].As<Napi::Object>());
         Napi::Object        o = info[2].As<Napi::Object>();
         auto num = [&](const char * key) -> double {
@@ -304,7 +324,7 @@ class Context : public Napi::ObjectWrap<Context> {
             if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string("xglm: generate: options.") + key + " must be a number");
             return v.As<Napi::Number>().DoubleValue();
         };
-        xglm_generation_params g;
+        xglm_generation_params & g = sp->gen;
         g.sampler        = std::move(p);
         g.position       = static_cast<int32_t>(num("position"));
         g.seq            = static_cast<int32_t>(num("seqId"));
@@ -314,40 +334,29 @@ class Context : public Napi::ObjectWrap<Context> {
         g.position_limit = static_cast<int32_t>(num("positionLimit"));
         g.eos_token      = static_cast<int32_t>(num("eosToken"));  // -1: none
         g.penalty_window = static_cast<size_t>(num("penaltyWindow"));
+        sp->reserve      = static_cast<int32_t>(num("reserve"));
+        const double key = num("streamId");
         auto stream      = std::make_shared<token_stream>();
         stream->callback = Napi::Persistent(info[3].As<Napi::Function>());
-        // the policy is the engine's (xglm_generator); here: streaming, the look-ahead wait, aborts
-        auto loop = [this, row, g = std::move(g), stream](xglm_context *& ctx) mutable -> job_result {
-            xglm_generator gen(ctx, std::move(g), rng_);
-            std::string    err;
-            if (!gen.start(row, &err)) return error("ERR_XGLM_INVALID_ARGUMENT", err);
-            for (;;) {
-                const int32_t id = gen.sample();
-                post_token(*stream, id);
-                if (gen.finished(id)) break;
-                {
-                    std::unique_lock<std::mutex> lock(stream->mutex);
-                    while (stream->seen + token_stream::LOOKAHEAD < gen.steps() && !stream->stop.load() &&
-                           stream->owner->abort_epoch == abort_epoch_.load()) {
-                        stream->seen_cv.wait_for(lock, std::chrono::milliseconds(1));  // aborts do not notify
-                    }
-                }
-                if (stream->stop.load()) break;
-                if (stream->owner->abort_epoch != abort_epoch_.load()) return error("ERR_XGLM_ABORTED", "evaluation aborted");
-                const xglm_status st = gen.evaluate(id, &err);
-                compute_ns_.store(xglm_compute_ns(ctx));
-                if (st != XGLM_OK) return decode_result(st, std::move(err));
-            }
-            const int64_t steps = gen.steps();
-            const int32_t pos   = gen.position();
-            return ok([steps, pos](Napi::Env env) -> Napi::Value {
-                Napi::Object r = Napi::Object::New(env);
-                r.Set("steps", static_cast<double>(steps));
-                r.Set("endPosition", pos);
-                return r;
-            });
-        };
-        return enqueue(env, job_kind::work, std::move(loop), stream);
+        if (info[4].IsFunction()) stream->progress = Napi::Persistent(info[4].As<Napi::Function>());
+        streams_by_key_[key] = stream;
+        const bool wait = o.Get("waitForCells").ToBoolean();
+        return enqueue(env, job_kind::work, nullptr, stream, [&](job * j) {
+            j->stream_params  = std::move(sp);
+            j->wait_for_cells = wait;
+            j->stream_params->strict = wait;
+            j->stream_key     = key;
+        });
+    }
+
+    Napi::Value stop_stream(const Napi::CallbackInfo & info) {
+        if (!info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "xglm: stopStream(streamId): streamId must be a number");
+        auto it = streams_by_key_.find(info[0].As<Napi::Number>().DoubleValue());
+        if (it != streams_by_key_.end()) {
+            if (auto s = it->second.lock()) s->stop.store(true);
+        }
+        cv_.notify_one();
+        return info.Env().Undefined();
     }
 
     // Context thread: hands one generated token to the JS thread.
@@ -468,9 +477,10 @@ class Context : public Napi::ObjectWrap<Context> {
 
     // Queues work for the context thread; the promise settles on the JS thread.
     Napi::Value enqueue(Napi::Env env, job_kind kind, std::function<job_result(xglm_context *&)> run,
-                        std::shared_ptr<token_stream> stream = nullptr) {
-        auto * j = new job{Napi::Promise::Deferred::New(env), kind, abort_epoch_.load(), std::move(run), {}, std::move(stream)};
+                        std::shared_ptr<token_stream> stream = nullptr, const std::function<void(job *)> & fill = nullptr) {
+        auto * j = new job{Napi::Promise::Deferred::New(env), kind, abort_epoch_.load(), std::move(run), {}, std::move(stream), nullptr, false, -1, -1, 0};
         if (j->stream) j->stream->owner = j;
+        if (fill) fill(j);
         Napi::Promise promise = j->deferred.Promise();
         if (disposed_) {
             j->deferred.Reject(coded_error(env, "ERR_XGLM_DISPOSED", "the context was disposed").Value());
@@ -492,7 +502,15 @@ class Context : public Napi::ObjectWrap<Context> {
     // Delivers a message from the context thread (JS thread; env is null when the env is going away).
     static void deliver(Napi::Env env, Napi::Function, Context * self, message * m) {
         std::unique_ptr<message> owned(m);
-        if (m->is_token) {
+        if (m->is_progress) {
+            if (env != nullptr && !m->j->stream->progress.IsEmpty()) {
+                try {
+                    Napi::HandleScope scope(env);
+                    m->j->stream->progress.Call({Napi::Number::New(env, m->token)});
+                } catch (const Napi::Error &) {
+                }
+            }
+        } else if (m->is_token) {
             if (env != nullptr) deliver_token(env, *m);
         } else {
             settle_job(env, self, m->j);
@@ -519,8 +537,12 @@ class Context : public Napi::ObjectWrap<Context> {
     // Settles a finished job's promise.
     static void settle_job(Napi::Env env, Context * self, job * j) {
         std::unique_ptr<job> owned(j);
+        if (j->stream_params || j->stream_key >= 0) self->streams_by_key_.erase(j->stream_key);
         if (env == nullptr) {
-            if (j->stream) j->stream->callback.SuppressDestruct();
+            if (j->stream) {
+                j->stream->callback.SuppressDestruct();
+                j->stream->progress.SuppressDestruct();
+            }
             return;
         }
         // While a worker thread is being terminated JS cannot run: building the value or
@@ -571,6 +593,11 @@ class Context : public Napi::ObjectWrap<Context> {
         std::lock_guard<std::mutex> lock(mutex_);
         for (job * j : queue_) delete j;  // on the JS thread (finalizer or env cleanup)
         queue_.clear();
+        for (job * j : active_) delete j;
+        for (job * j : waiting_) delete j;
+        active_.clear();
+        waiting_.clear();
+        sched_.reset();
         xglm_context_free(ctx_);
         ctx_ = nullptr;
         tsfn_.Release();
@@ -578,18 +605,169 @@ class Context : public Napi::ObjectWrap<Context> {
 
     // ---- context thread -------------------------------------------------------------
 
+    // Hands a finished job to the JS thread.
+    void post_job(job * j) {
+        auto * m = new message{j};
+        if (tsfn_.NonBlockingCall(m) != napi_ok) {
+            // the env is going away; a JS reference must not be freed off its thread
+            if (j->stream) {
+                j->stream->callback.SuppressDestruct();
+                j->stream->progress.SuppressDestruct();
+            }
+            delete j;
+            delete m;
+        }
+    }
+
+    job_result stream_done(job * j) {
+        int64_t steps = 0;
+        int32_t pos   = j->stream_params->gen.position - static_cast<int32_t>(j->stream_params->prompt.size());
+        if (sched_) sched_->progress(j->stream_id, &steps, &pos);
+        return stream_result(steps, pos);
+    }
+
+    // A generate() job's resolution: { steps, endPosition }.
+    static job_result stream_result(int64_t steps, int32_t pos) {
+        return ok([steps, pos](Napi::Env env) -> Napi::Value {
+            Napi::Object r = Napi::Object::New(env);
+            r.Set("steps", static_cast<double>(steps));
+            r.Set("endPosition", pos);
+            return r;
+        });
+    }
+
+    // Ends an admitted (or waiting) stream with `result` and removes it from the scheduler.
+    void end_stream(job * j, job_result result) {
+        j->result = std::move(result);
+        if (sched_ && j->stream_id >= 0) sched_->remove(j->stream_id);
+        active_.erase(std::remove(active_.begin(), active_.end(), j), active_.end());
+        waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), j), waiting_.end());
+        post_job(j);
+    }
+
+    // Admits a generate() job to the scheduler: true when it runs or waits for cells.
+    bool admit(job * j) {
+        if (!sched_) sched_ = std::make_unique<xglm_scheduler>(ctx_, PREFILL_CHUNK);
+        xglm_status st;
+        std::string err;
+        const int64_t id = sched_->add(*j->stream_params, &st, &err);
+        if (id >= 0) {
+            j->stream_id = id;
+            active_.push_back(j);
+            return true;
+        }
+        if (st == XGLM_ERR_KV_FULL && j->wait_for_cells && !active_.empty()) return true;
+        j->result = decode_result(st, std::move(err));
+        return false;
+    }
+
+    // Before a step: streams stopped by JS, aborted or disposed leave; waiting ones retry.
+    void sweep() {
+        const uint64_t epoch = abort_epoch_.load();
+        for (job * j : std::vector<job *>(active_)) {
+            if (disposing_ || j->abort_epoch != epoch) {
+                end_stream(j, error("ERR_XGLM_ABORTED", "evaluation aborted"));
+            } else if (j->stream->stop.load()) {
+                end_stream(j, stream_done(j));
+            }
+        }
+        for (job * j : std::vector<job *>(waiting_)) {
+            if (disposing_ || j->abort_epoch != epoch) {
+                end_stream(j, error("ERR_XGLM_ABORTED", "evaluation aborted"));
+            } else if (j->stream->stop.load()) {
+                end_stream(j, stream_done(j));
+            } else {
+                waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), j), waiting_.end());
+                if (!admit(j)) post_job(j);
+                else if (j->stream_id < 0) waiting_.push_back(j);
+            }
+        }
+    }
+
+    // One step of the scheduler; false when no stream could run.
+    bool run_step(xglm_context * ctx) {
+        sweep();
+        if (active_.empty()) return false;
+        auto find = [this](int64_t id) -> job * {
+            for (job * j : active_) if (j->stream_id == id) return j;
+            return nullptr;
+        };
+        auto ready = [&](int64_t id) {
+            job * j = find(id);
+            if (!j) return false;
+            std::lock_guard<std::mutex> lock(j->stream->mutex);
+            return j->stream->seen + token_stream::LOOKAHEAD >= j->posted;
+        };
+        std::vector<xglm_step_event> events;
+        xglm_status st;
+        std::string err;
+        const bool ran = sched_->step(ready, &events, &st, &err);
+        compute_ns_.store(xglm_compute_ns(ctx));
+        if (st == XGLM_ABORTED) {
+            xglm_context_set_abort(ctx, false);  // the next sweep ends the aborted streams
+            return true;
+        }
+        if (st != XGLM_OK) {
+            // the batch failed as a whole: every stream in it ends with the error
+            for (job * j : std::vector<job *>(active_)) end_stream(j, decode_result(st, err));
+            return true;
+        }
+        for (xglm_step_event & e : events) {
+            job * j = find(e.id);
+            if (!j) continue;
+            if (!e.drawn && e.status == XGLM_OK && !j->stream->progress.IsEmpty()) {
+                auto * m = new message{j, false, e.prompt_done, 0, true};
+                if (tsfn_.NonBlockingCall(m) != napi_ok) delete m;
+            }
+            if (e.drawn) {
+                ++j->posted;
+                post_token(*j->stream, e.token);
+            }
+            if (e.finished) {
+                j->stream_id = -1;  // the scheduler removed it
+                if (e.status == XGLM_OK) {
+                    end_stream(j, stream_result(e.steps, e.position));
+                } else {
+                    end_stream(j, decode_result(e.status, std::move(e.error)));
+                }
+            }
+        }
+        return ran;
+    }
+
+    // Ends every stream (dispose, a failed context).
+    void end_all_streams(const char * code, const char * message) {
+        for (job * j : std::vector<job *>(active_)) end_stream(j, error(code, message));
+        for (job * j : std::vector<job *>(waiting_)) end_stream(j, error(code, message));
+        sched_.reset();
+    }
+
     void loop() {
         for (;;) {
             job * j = nullptr;
             {
                 std::unique_lock<std::mutex> lock(mutex_);
-                cv_.wait(lock, [this] { return shut_down_ || !queue_.empty(); });
+                if (active_.empty() && waiting_.empty()) {
+                    cv_.wait(lock, [this] { return shut_down_ || !queue_.empty(); });
+                }
                 if (shut_down_) return;
-                j = queue_.front();
-                queue_.pop_front();
-                if (ctx_) xglm_context_set_abort(ctx_, false);
+                if (!queue_.empty()) {
+                    j = queue_.front();
+                    queue_.pop_front();
+                }
             }
+            if (!j) {
+                // streams run; queued work goes between their steps
+                if (!run_step(ctx_)) {
+                    std::unique_lock<std::mutex> lock(mutex_);  // every stream waits for JS to catch up
+                    cv_.wait_for(lock, std::chrono::milliseconds(1), [this] { return shut_down_ || !queue_.empty(); });
+                }
+                continue;
+            }
+            if (ctx_ && active_.empty()) xglm_context_set_abort(ctx_, false);
+            bool posted = true;
             if (j->kind == job_kind::stop) {
+                end_all_streams("ERR_XGLM_ABORTED", "evaluation aborted");
                 std::lock_guard<std::mutex> lock(mutex_);
                 xglm_context_free(ctx_);
                 ctx_      = nullptr;
@@ -600,6 +778,11 @@ class Context : public Napi::ObjectWrap<Context> {
                 j->result = error("ERR_XGLM_ABORTED", "evaluation aborted");
             } else if (j->kind == job_kind::work && !ctx_) {
                 j->result = error("ERR_XGLM_DISPOSED", "the context failed to initialize");
+            } else if (j->stream_params) {
+                if (admit(j)) {
+                    if (j->stream_id < 0) waiting_.push_back(j);
+                    posted = false;  // settles when its stream ends
+                }
             } else {
                 xglm_context * ctx = ctx_;
                 j->result          = j->run(ctx);
@@ -608,17 +791,16 @@ class Context : public Napi::ObjectWrap<Context> {
                     ctx_ = ctx;
                 }
             }
+            if (!posted) continue;
             const bool stop = j->kind == job_kind::stop;
-            auto * m = new message{j};
-            if (tsfn_.NonBlockingCall(m) != napi_ok) {
-                // the env is going away; a JS reference must not be freed off its thread
-                if (j->stream) j->stream->callback.SuppressDestruct();
-                delete j;
-                delete m;
-            }
+            post_job(j);
             if (stop) return;
         }
     }
+
+    // Prompt tokens per step while other streams decode: a running stream waits for at most
+    // this many prompt tokens per token (about one token's time on the 564M model).
+    static constexpr int32_t PREFILL_CHUNK = 64;
 
     using tsfn_t = Napi::TypedThreadSafeFunction<Context, message, &Context::deliver>;
 
@@ -631,6 +813,11 @@ class Context : public Napi::ObjectWrap<Context> {
     bool                     shut_down_ = false;
     std::atomic<uint64_t>    abort_epoch_{0};
     xglm_context *           ctx_ = nullptr;  // owned by the context thread once created
+    // context thread: the scheduler and the generate() jobs it runs or that wait for cells
+    std::unique_ptr<xglm_scheduler> sched_;
+    std::vector<job *>       active_;
+    std::vector<job *>       waiting_;
+    std::map<double, std::weak_ptr<token_stream>> streams_by_key_;  // JS thread (stopStream)
     int                      pending_  = 0;   // JS thread
     bool                     disposed_ = false;   // JS thread
     std::atomic<bool>        disposing_{false};

@@ -238,6 +238,13 @@ class xglm_generator {
     // Evaluates the drawn token at the next position; its logits are the next draw's.
     xglm_status evaluate(int32_t id, std::string * error);
 
+    // For a caller that evaluates the drawn token itself (xglm_scheduler, in a batch with
+    // other sequences): records that `id` was evaluated at position(), then takes `logits`
+    // (its row of that evaluation) as the next draw's.
+    void accepted(int32_t id, const float * logits);
+    // Takes `logits` (the row of the prompt's last token) as the first draw's.
+    void use_logits(const float * logits) { logits_ = logits; }
+
     int64_t steps() const { return steps_; }     // draws so far
     int32_t position() const { return pos_; }    // where the next evaluated token goes
 
@@ -251,6 +258,83 @@ class xglm_generator {
     int32_t                n_vocab_;
     int32_t                pos_;
     int64_t                steps_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------
+// scheduler: many generations over one context, one graph evaluation per step
+//
+// Continuous batching. Every step() builds ONE batch: the drawn token of every decoding
+// stream the caller lets run (each at its own position in its own sequence) plus, within a
+// token budget, the next chunk of a stream's prompt; evaluates it once (one ubatch: all or
+// nothing), then draws each stream's next token from its own row with its own sampler and
+// per-step seeds — the tokens a stream draws do not depend on the streams beside it. Streams
+// join (add) and leave (remove, or finishing) between steps.
+//
+// KV cells: a stream holds (reserves) cells for its prompt and `reserve` generated tokens
+// when it is admitted; add() refuses (XGLM_ERR_KV_FULL) a stream whose reservation does not
+// fit beside the cells in use and the other streams' reservations, so a stream that joins
+// never makes another run out of cells (a stream alone on the context is admitted when its
+// prompt fits, holding the cells there are, unless it is strict). Tokens beyond a stream's reservation take free
+// unreserved cells; when there is none, that stream alone ends with XGLM_ERR_KV_FULL.
+
+struct xglm_stream_params {
+    xglm_generation_params gen;      // gen.position: where the first generated token goes
+    std::vector<int32_t>   prompt;   // evaluated first, at gen.position - prompt.size() …; at least 1 token
+    int32_t                reserve = 0;  // KV cells held for generated tokens
+    bool                   strict  = false;  // the reservation must fit also when the stream is alone
+};
+
+// What one step did to one stream.
+struct xglm_step_event {
+    int64_t     id       = -1;
+    int32_t     token    = -1;     // the token drawn (-1: every token banned); unset when status != OK
+    bool        drawn    = false;  // a token was drawn this step (false: prompt chunk only, or failure)
+    bool        finished = false;  // the stream ended and was removed
+    xglm_status status   = XGLM_OK;
+    std::string error;
+    int32_t     prompt_done = 0;   // prompt tokens evaluated so far
+    int64_t     steps    = 0;      // draws so far
+    int32_t     position = 0;      // one past the last position evaluated
+};
+
+class xglm_scheduler {
+  public:
+    // prefill_chunk: prompt tokens per step while other streams decode (all of n_ubatch when
+    // none does).
+    explicit xglm_scheduler(xglm_context * ctx, int32_t prefill_chunk = 64);
+    ~xglm_scheduler();
+    xglm_scheduler(const xglm_scheduler &)             = delete;
+    xglm_scheduler & operator=(const xglm_scheduler &) = delete;
+
+    // Admits a stream; its id (>= 0), or -1 with *status (XGLM_ERR_KV_FULL: the reservation
+    // does not fit now; XGLM_ERR_INPUT) and *error.
+    int64_t add(xglm_stream_params params, xglm_status * status, std::string * error);
+
+    // Removes a stream between steps (its evaluated tokens stay in the cache).
+    void remove(int64_t id);
+
+    size_t size() const { return streams_.size(); }
+    bool   has(int64_t id) const;
+    // steps and one past the last evaluated position of a stream (false when unknown)
+    bool   progress(int64_t id, int64_t * steps, int32_t * position) const;
+    // KV cells free after every reservation
+    int64_t free_cells() const;
+
+    // One step over the streams for which ready(id) is true (a stream in its prompt is always
+    // ready). Returns false with *status XGLM_OK when no stream could run (nothing changed);
+    // false with another status when the evaluation failed (nothing changed either: the step
+    // can be retried, e.g. after XGLM_ABORTED). Events: one per stream that took part.
+    bool step(const std::function<bool(int64_t)> & ready, std::vector<xglm_step_event> * events, xglm_status * status,
+              std::string * error);
+
+  private:
+    struct stream;
+    xglm_context *                       ctx_;
+    int32_t                              prefill_chunk_;
+    int64_t                              next_id_ = 0;
+    size_t                               rotate_  = 0;  // fairness when more streams than rows
+    std::vector<std::unique_ptr<stream>> streams_;      // admission order
+    xglm_batch                           batch_;
 };
 
 // ---------------------------------------------------------------------------------------

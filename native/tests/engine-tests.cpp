@@ -760,6 +760,110 @@ void generation_greedy() {
     CHECK(xglm_kv_seq_pos_max(ctx.get(), 0) == 10, "the evaluated tokens are in the cache");
 }
 
+// The scheduler: streams batched per step equal each generation run alone (F32 cache; the
+// batched products differ from the one-row path only in summation order), one step carries a
+// token of every stream, a removed stream leaves the others unchanged, and a reservation that
+// does not fit is refused.
+void scheduler_streams() {
+    std::string                       err;
+    xglm_model_params                 mp;
+    std::shared_ptr<const xglm_model> model(xglm_model_load(g_gguf, mp, &err), xglm_model_free);
+    if (!model) throw failure{"loading " + g_gguf + ": " + err};
+    xglm_context_params cp;
+    cp.n_ctx     = 256;
+    cp.n_threads = 2;
+    cp.type_kv   = GGML_TYPE_F32;
+    using ctx_ptr = std::unique_ptr<xglm_context, void (*)(xglm_context *)>;
+    const int32_t n_vocab = xglm_model_hparams(model.get()).n_vocab;
+    const int     n_streams = 4, n_steps = 8;
+    std::vector<std::vector<int32_t>> prompts;
+    for (int s = 0; s < n_streams; ++s) {
+        std::vector<int32_t> p = {2};
+        for (int i = 0; i < 3 + 2 * s; ++i) p.push_back((7 + 13 * s + 31 * i) % n_vocab);
+        prompts.push_back(p);
+    }
+    auto params = [&](int s) {
+        xglm_stream_params sp;
+        sp.prompt                  = prompts[s];
+        sp.gen.sampler.temperature = s % 2 ? 0.8f : 0.0f;  // greedy and seeded sampling
+        sp.gen.seed                = 100 + s;
+        sp.gen.seq                 = s;
+        sp.gen.position            = static_cast<int32_t>(prompts[s].size());
+        sp.gen.max_steps           = n_steps;
+        sp.gen.position_limit      = 128;
+        sp.reserve                 = n_steps;
+        return sp;
+    };
+    // each alone, with the one-row generator
+    std::vector<std::vector<int32_t>> ref(n_streams);
+    for (int s = 0; s < n_streams; ++s) {
+        ctx_ptr ctx(xglm_context_new(model, cp, &err), xglm_context_free);
+        if (!ctx) throw failure{"context: " + err};
+        xglm_batch b;
+        for (size_t i = 0; i < prompts[s].size(); ++i) {
+            b.tokens.push_back(prompts[s][i]);
+            b.pos.push_back(static_cast<int32_t>(i));
+            b.seq.push_back(s);
+            b.want_logits.push_back(i + 1 == prompts[s].size());
+        }
+        CHECK(xglm_decode(ctx.get(), b, &err) == XGLM_OK, err);
+        std::mt19937_64 rng;
+        xglm_generator  gen(ctx.get(), params(s).gen, rng);
+        CHECK(gen.start(static_cast<int32_t>(prompts[s].size()) - 1, &err), err);
+        for (;;) {
+            const int32_t id = gen.sample();
+            ref[s].push_back(id);
+            if (gen.finished(id)) break;
+            CHECK(gen.evaluate(id, &err) == XGLM_OK, err);
+        }
+    }
+    auto run = [&](int remove_at, int remove_stream) {
+        ctx_ptr ctx(xglm_context_new(model, cp, &err), xglm_context_free);
+        if (!ctx) throw failure{"context: " + err};
+        xglm_scheduler sched(ctx.get(), 4);  // prompt chunks of 4 tokens beside decoding streams
+        std::vector<int64_t> ids;
+        xglm_status          st;
+        for (int s = 0; s < n_streams; ++s) {
+            ids.push_back(sched.add(params(s), &st, &err));
+            CHECK(ids.back() >= 0, err);
+        }
+        std::vector<std::vector<int32_t>> got(n_streams);
+        std::vector<xglm_step_event>      events;
+        int                               steps = 0;
+        while (sched.size() > 0) {
+            if (steps == remove_at) sched.remove(ids[remove_stream]);
+            CHECK(sched.step([](int64_t) { return true; }, &events, &st, &err), "step: " + err);
+            ++steps;
+            for (const auto & e : events) {
+                CHECK(e.status == XGLM_OK, e.error);
+                const int s = static_cast<int>(std::find(ids.begin(), ids.end(), e.id) - ids.begin());
+                if (e.drawn) got[s].push_back(e.token);
+            }
+        }
+        return std::make_pair(got, steps);
+    };
+    auto [got, steps] = run(-1, 0);
+    for (int s = 0; s < n_streams; ++s) CHECK(got[s] == ref[s], "stream " + std::to_string(s) + " differs from its run alone");
+    CHECK(steps <= n_steps + 3, "one step carries a token of every stream (" + std::to_string(steps) + " steps)");
+    auto [cut, steps2] = run(3, 1);
+    (void)steps2;
+    for (int s = 0; s < n_streams; ++s) {
+        if (s == 1) CHECK(cut[s].size() < ref[s].size(), "the removed stream stopped");
+        else CHECK(cut[s] == ref[s], "stream " + std::to_string(s) + " changed when stream 1 was removed");
+    }
+    // reservations
+    ctx_ptr ctx(xglm_context_new(model, cp, &err), xglm_context_free);
+    xglm_scheduler     sched(ctx.get());
+    xglm_status        st;
+    xglm_stream_params big = params(0);
+    big.reserve            = 245;
+    CHECK(sched.add(big, &st, &err) >= 0, err);
+    xglm_stream_params other = params(1);
+    CHECK(sched.add(other, &st, &err) < 0 && st == XGLM_ERR_KV_FULL, "a reservation beyond the free cells is refused");
+    CHECK(sched.add(params(0), &st, &err) < 0 && st == XGLM_ERR_INPUT, "one stream per sequence");
+    g_note = std::to_string(steps) + " steps for " + std::to_string(n_streams) + " streams of " + std::to_string(n_steps) + " tokens";
+}
+
 // A case, and why it cannot run here ("" when it can): known before running it, so that
 // `--list` can say which cases are skipped and why.
 struct test_case {
@@ -793,6 +897,7 @@ const std::vector<test_case> & cases() {
         {"op_attention", op_attention, [] { return op_skip_reason(current_plan().attention, "attention"); }},
         {"op_attention_store", op_attention_store, [] { return op_skip_reason(current_plan().attention, "attention"); }},
         {"generation_greedy", generation_greedy, [] { return std::string(g_gguf.empty() ? "no model: pass --gguf PATH" : ""); }, true},
+        {"scheduler_streams", scheduler_streams, [] { return std::string(g_gguf.empty() ? "no model: pass --gguf PATH" : ""); }, true},
     };
     return all;
 }

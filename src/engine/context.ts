@@ -30,6 +30,7 @@ export interface EngineSampler extends Omit<SamplerSettings, 'penaltyWindow'>, P
 
 export class EngineContext {
   private lastBatchSize = 0;
+  private streams = 0;
 
   /** @internal */
   constructor(
@@ -98,23 +99,28 @@ export class EngineContext {
   }
 
   /**
-   * The generation loop, natively: draws from row `batchIndex`, calls `onToken`, evaluates the
-   * token at the next position, draws again… Stops after a token equal to `eosToken`, after
-   * `maxSteps` draws, when the next position would be `positionLimit`, or (before evaluating)
-   * once onToken returned true. Tokens past a stop may have been evaluated: `endPosition` is
-   * one past the last position in the KV cache. Rejects with ERR_XGLM_ABORTED when `signal` aborts.
+   * A generation, natively: evaluates `prompt` (at least one token) at positions
+   * options.position - prompt.length …, then draws, calls `onToken`, evaluates the token at the
+   * next position, draws again… Generations on different sequences run concurrently, one token
+   * of each per graph evaluation. Stops after a token equal to `eosToken`, after `maxSteps`
+   * draws, when the next position would be `positionLimit`, or (before evaluating) once
+   * onToken returned true. Tokens past a stop may have been evaluated: `endPosition` is one
+   * past the last position in the KV cache. When `signal` aborts, this stream alone ends
+   * (resolving, like a stop) before its next evaluation.
    */
   async generate(
-    batchIndex: number,
+    prompt: ArrayLike<number>,
     sampler: EngineSampler,
-    options: NativeGenerateOptions,
+    options: Omit<NativeGenerateOptions, 'streamId' | 'reserve' | 'waitForCells'> & { reserve?: number; waitForCells?: boolean },
     onToken: (token: number, computeMs: number) => boolean | void,
-    control: { signal?: AbortSignal } = {},
+    control: { signal?: AbortSignal; onPromptProgress?: (evaluated: number) => void } = {},
   ): Promise<{ steps: number; endPosition: number }> {
     const p = this.samplerParams(sampler);
     const { nVocab, nCtxTrain } = this.hparams;
+    if (prompt.length === 0) throw invalid('the prompt must hold at least one token');
+    const ids = Int32Array.from(prompt, (t, i) => checkInt(`prompt[${i}]`, t, 0, nVocab - 1));
     const o: NativeGenerateOptions = {
-      position: checkInt('position', options.position, 0, nCtxTrain),
+      position: checkInt('position', options.position, ids.length, nCtxTrain),
       seqId: checkInt('seqId', options.seqId, 0, MAX_SEQUENCES - 1),
       seed: checkInt('seed', options.seed, 0, Number.MAX_SAFE_INTEGER),
       firstStep: checkInt('firstStep', options.firstStep, 0, Number.MAX_SAFE_INTEGER),
@@ -122,16 +128,18 @@ export class EngineContext {
       positionLimit: checkInt('positionLimit', options.positionLimit, 0, nCtxTrain),
       eosToken: checkInt('eosToken', options.eosToken, -1, nVocab - 1),
       penaltyWindow: checkInt('penaltyWindow', options.penaltyWindow, 0, 2 ** 31 - 1),
+      reserve: checkInt('reserve', options.reserve ?? 0, 0, nCtxTrain),
+      waitForCells: options.waitForCells ?? false,
+      streamId: ++this.streams,
     };
     if (typeof onToken !== 'function') throw invalid('onToken must be a function');
-    const row = this.checkRow('batchIndex', batchIndex);
     const signal = control.signal;
     if (signal?.aborted) throw new XglmError('ERR_XGLM_ABORTED', 'evaluation aborted');
-    const onAbort = () => this.native.abort();
+    const onAbort = () => this.native.stopStream(o.streamId);
     signal?.addEventListener('abort', onAbort, { once: true });
-    this.lastBatchSize = 1; // the loop's evaluations are one token each
+    this.lastBatchSize = 0; // the streams' evaluations leave no rows to read
     try {
-      return await call(() => this.native.generate(row, p, o, onToken));
+      return await call(() => this.native.generate(ids, p, o, onToken, control.onPromptProgress));
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }

@@ -3,21 +3,25 @@
  * that drives its EngineContext (src/engine/context.ts).
  *
  * What it owns:
- * - the call order: `enqueue` runs calls one at a time, in call order (separate contexts run in
+ * - the call order: `enqueue` runs a call alone (scoring, logprobs, clear: they read the rows of
+ *   their own evaluations), after every call queued before it; `enqueueOn(seq)` runs a
+ *   generation concurrently with the generations on other sequences (the native scheduler
+ *   batches one token of each per graph evaluation), after the calls queued before it on the
+ *   same sequence and after any `enqueue` call queued before it (separate contexts run in
  *   parallel, each on its own native thread);
+ * - which sequence a generation without one gets (`pickSequence`);
  * - the abort controllers of the queued and running calls (`dispose` aborts them all);
  * - the tokens each sequence has cached (token k sits at position k), kept true to the KV
  *   cache also when an evaluation fails midway (`resync`), and prefix reuse (`reusePrefix`);
  * - evaluation in native batches (`evaluateItems`: at most batchSize tokens and
- *   outputsPerBatch logits rows per native call), the native generation loop with its
+ *   outputsPerBatch logits rows per native call), the native generation stream with its
  *   bookkeeping (`generateTokens`), sequence removal and sharing (`forget`, `sharePrefix`);
  * - the counters (`stats`) and disposal.
  *
  * Who calls it: the public XglmContext (src/context.ts) is a facade holding one core in a
  * private field; generate.ts and score.ts receive the core and express their policies (prompt
  * evaluation, sampling loops, scoring layouts) through it. Nothing else reaches the engine
- * context of a public context. A later step that batches concurrent sequences per step
- * extends this class (the queue and the per-sequence caches are the state it schedules).
+ * context of a public context.
  */
 import type { ContextOptions, ContextStats } from '../context.js';
 import type { EngineContext, EngineSampler } from '../engine/context.js';
@@ -25,6 +29,7 @@ import type { EngineModel } from '../engine/model.js';
 import { XglmError } from '../errors.js';
 import type { XglmModel } from '../model.js';
 import type { NativeGenerateOptions } from '../native.js';
+import { MAX_SEQUENCES } from '../engine/checks.js';
 
 /**
  * One token to evaluate. `logits` keeps its logits row (to sample from), `target` asks for
@@ -54,7 +59,6 @@ export class ContextCore {
   readonly stats: ContextStats = { evaluatedTokens: 0, evaluations: 0, logitsRows: 0 };
   /** Tokens cached per sequence: token k sits at position k. */
   private readonly cached = new Map<number, number[]>();
-  private queue: Promise<unknown> = Promise.resolve();
   private engineContext: EngineContext | undefined;
   private readonly controllers = new Set<AbortController>();
 
@@ -108,23 +112,145 @@ export class ContextCore {
     return this.cached.get(seq) ?? [];
   }
 
-  /** Runs `fn` after every call queued before it (calls on one context run one at a time). */
+  /** Runs `fn` alone, after every call queued before it (it reads the rows of its own evaluations). */
   enqueue<T>(fn: (signal: AbortSignal) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return this.schedule(undefined, fn, signal);
+  }
+
+  /**
+   * Runs `fn` (a generation on sequence `seq`) after the calls queued before it on that
+   * sequence and after any call queued before it with `enqueue`; it runs concurrently with the
+   * generations on other sequences.
+   */
+  enqueueOn<T>(seq: number, fn: (signal: AbortSignal) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return this.schedule(seq, fn, signal);
+  }
+
+  private readonly waiting: Array<{ seq: number | undefined; start: () => void }> = [];
+  private readonly runningSeqs = new Set<number>();
+  private runningShared = 0;
+  private runningAlone = false;
+  /** Sequences last used (for pickSequence), oldest first. */
+  private readonly lastUse = new Map<number, number>();
+  private uses = 0;
+
+  private schedule<T>(seq: number | undefined, fn: (signal: AbortSignal) => Promise<T>, signal?: AbortSignal): Promise<T> {
     const controller = new AbortController();
     const onAbort = () => controller.abort();
     signal?.addEventListener('abort', onAbort, { once: true });
     if (signal?.aborted) controller.abort();
     this.controllers.add(controller);
-    const run = this.queue.then(async () => {
-      this.engine();
-      return fn(controller.signal);
+    if (seq !== undefined) this.lastUse.set(seq, ++this.uses);
+    const done = new Promise<T>((resolve, reject) => {
+      const start = () => {
+        if (seq === undefined) this.runningAlone = true;
+        else {
+          this.runningShared++;
+          this.runningSeqs.add(seq);
+        }
+        const run = (async () => {
+          this.engine();
+          return fn(controller.signal);
+        })();
+        run
+          .finally(() => {
+            signal?.removeEventListener('abort', onAbort);
+            this.controllers.delete(controller);
+            if (seq === undefined) this.runningAlone = false;
+            else {
+              this.runningShared--;
+              this.runningSeqs.delete(seq);
+            }
+            this.pump();
+          })
+          .then(resolve, reject);
+      };
+      this.waiting.push({ seq, start });
+      this.pump();
     });
-    const done = run.finally(() => {
-      signal?.removeEventListener('abort', onAbort);
-      this.controllers.delete(controller);
-    });
-    this.queue = done.catch(() => undefined);
     return done;
+  }
+
+  /** Starts the waiting calls that may run now, in call order. */
+  private pump(): void {
+    if (this.runningAlone) return;
+    const blockedSeqs = new Set<number>();
+    for (let i = 0; i < this.waiting.length; ) {
+      const w = this.waiting[i]!;
+      if (w.seq === undefined) {
+        // alone: when nothing runs; nothing after it starts before it
+        if (i === 0 && this.runningShared === 0) {
+          this.waiting.splice(i, 1);
+          w.start();
+        }
+        return;
+      }
+      if (!this.runningSeqs.has(w.seq) && !blockedSeqs.has(w.seq)) {
+        this.waiting.splice(i, 1);
+        w.start();
+        continue;
+      }
+      blockedSeqs.add(w.seq);
+      i++;
+    }
+  }
+
+  /**
+   * Forgets the cached tokens of every sequence but `keep` that no call runs or waits on (to
+   * make room for a generation that waits for cells); true when it freed any.
+   */
+  async forgetIdle(keep: number): Promise<boolean> {
+    const claimed = new Set(this.runningSeqs);
+    for (const w of this.waiting) if (w.seq !== undefined) claimed.add(w.seq);
+    let freed = false;
+    for (const [seq, toks] of [...this.cached]) {
+      if (seq === keep || claimed.has(seq) || toks.length === 0) continue;
+      await this.forget(seq);
+      freed = true;
+    }
+    return freed;
+  }
+
+  /**
+   * A sequence for a generation that names none: a free one (no call running or waiting on it)
+   * whose cache shares the longest prefix (beyond the leading </s>) with `prompt`, else an empty
+   * one, else the one used least recently. Sequence 0 (the default of calls that name none) is
+   * left to them.
+   */
+  pickSequence(prompt: readonly number[]): number {
+    const claimed = new Set(this.runningSeqs);
+    for (const w of this.waiting) if (w.seq !== undefined) claimed.add(w.seq);
+    let best = -1;
+    let bestShared = 1;
+    let empty = -1;
+    let oldest = -1;
+    let oldestUse = Infinity;
+    for (let seq = 1; seq < MAX_SEQUENCES; seq++) {
+      if (claimed.has(seq)) continue;
+      const have = this.cached.get(seq);
+      if (!have || have.length === 0) {
+        if (empty < 0) empty = seq;
+        continue;
+      }
+      let k = 0;
+      while (k < have.length && k < prompt.length && have[k] === prompt[k]) k++;
+      if (k > bestShared) {
+        best = seq;
+        bestShared = k;
+      }
+      const use = this.lastUse.get(seq) ?? 0;
+      if (use < oldestUse) {
+        oldest = seq;
+        oldestUse = use;
+      }
+    }
+    if (best >= 0) return best;
+    if (empty >= 0) return empty;
+    if (oldest >= 0) return oldest;
+    // every sequence is busy: queue behind the one used longest ago
+    let seq = 1;
+    for (let s = 1; s < MAX_SEQUENCES; s++) if ((this.lastUse.get(s) ?? 0) < (this.lastUse.get(seq) ?? 0)) seq = s;
+    return seq;
   }
 
   /**
@@ -249,32 +375,39 @@ export class ContextCore {
   }
 
   /**
-   * The native generation loop (EngineContext.generate) with the cached-token bookkeeping:
-   * the streamed tokens sit at loop.position, loop.position + 1, … as far as they were evaluated.
+   * A native generation stream (EngineContext.generate) with the cached-token bookkeeping:
+   * `prompt` sits at loop.position - prompt.length …, the streamed tokens at loop.position,
+   * loop.position + 1, … as far as they were evaluated.
    */
   async generateTokens(
-    batchIndex: number,
+    prompt: readonly number[],
     sampler: EngineSampler,
-    loop: NativeGenerateOptions,
+    loop: Omit<NativeGenerateOptions, 'streamId' | 'reserve' | 'waitForCells'> & { reserve?: number; waitForCells?: boolean },
     onToken: (token: number, computeMs: number) => boolean,
     signal: AbortSignal,
+    onPromptProgress?: (evaluated: number) => void,
   ): Promise<{ steps: number; endPosition: number }> {
     const engine = this.engine();
     const seq = loop.seqId;
+    const pos0 = loop.position - prompt.length;
     const streamed: number[] = [];
     const record = (end: number) => {
       const toks = this.cached.get(seq) ?? [];
+      const promptEnd = Math.min(end, loop.position);
+      for (let p = pos0; p < promptEnd; p++) toks[p] = prompt[p - pos0]!;
       for (let p = loop.position; p < end; p++) toks[p] = streamed[p - loop.position]!;
       this.cached.set(seq, toks);
-      this.stats.evaluations += Math.max(0, end - loop.position);
-      this.stats.evaluatedTokens += Math.max(0, end - loop.position);
-      this.stats.logitsRows += Math.max(0, end - loop.position);
+      const evaluated = Math.max(0, end - pos0);
+      const generated = Math.max(0, end - loop.position);
+      this.stats.evaluations += generated + (evaluated > generated ? 1 : 0);
+      this.stats.evaluatedTokens += evaluated;
+      this.stats.logitsRows += generated + (end >= loop.position ? 1 : 0);
     };
     try {
-      const r = await engine.generate(batchIndex, sampler, loop, (token, computeMs) => {
+      const r = await engine.generate(prompt, sampler, loop, (token, computeMs) => {
         streamed.push(token);
         return onToken(token, computeMs);
-      }, { signal });
+      }, { signal, ...(onPromptProgress ? { onPromptProgress } : {}) });
       record(r.endPosition);
       return r;
     } catch (err) {
