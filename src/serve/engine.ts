@@ -87,13 +87,27 @@ export interface EngineStats {
   aborted: number;
 }
 
+/** What the server uses of an Engine (tests can stand in for it). */
+export interface ServeEngine {
+  readonly modelId: string;
+  readonly contextSize: number;
+  readonly vocabSize: number;
+  tokenize(text: string): number[];
+  detokenize(ids: readonly number[]): string;
+  complete(req: CompletionRequest, signal: AbortSignal): Completion;
+  score(texts: readonly string[], signal: AbortSignal): Promise<ScoreItem[]>;
+  scoreContinuations(prefix: string, continuations: readonly string[], signal: AbortSignal): Promise<ContinuationItem[]>;
+  stats(): EngineStats;
+  close(): Promise<void>;
+}
+
 const EOS = 2;
 
 function aborted(err: unknown): boolean {
   return err instanceof XglmError && (err.code === 'ERR_XGLM_ABORTED' || err.code === 'ERR_XGLM_DISPOSED');
 }
 
-export class Engine {
+export class Engine implements ServeEngine {
   readonly modelId: string;
   readonly #stats: EngineStats = { active: 0, completions: 0, aborted: 0 };
 

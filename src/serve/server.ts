@@ -10,7 +10,7 @@
 import { randomUUID, createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Completion, CompletionResult, Engine } from './engine.js';
+import type { Completion, CompletionResult, ServeEngine as Engine } from './engine.js';
 import { ApiError, apiErrorOf, checkModel, logprobsObject, parseBody, parseCompletions, parseScore, type CompletionsRequest } from './protocol.js';
 
 export interface ServerOptions {
