@@ -459,13 +459,19 @@ async function readAll(reader: ReadableStreamDefaultReader<Uint8Array>): Promise
   }
 }
 
-test.serial('beyond --parallel requests queue; beyond the queue 429 with Retry-After; a client leaving the queue frees its place', async (t) => {
+/** A server on a held engine with one stream running: its held completion, and a reader past the first event. */
+async function heldStream(options: Partial<ServerOptions>, body: object = { prompt: 'a', stream: true }, signal?: AbortSignal) {
   const engine = heldEngine(await demoEngine());
-  const { url, server } = await start({ engine, parallel: 1, queue: 1 });
+  const running = await start({ engine, ...options });
   const started = engine.started();
-  const first = await fetch(`${url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'a', stream: true }) });
-  const h1 = await started;
-  const reader = await firstEvent(first);
+  const res = await fetch(`${running.url}/v1/completions`, { method: 'POST', body: JSON.stringify(body), ...(signal ? { signal } : {}) });
+  const held = await started;
+  const reader = await firstEvent(res);
+  return { ...running, engine, held, reader };
+}
+
+test.serial('beyond --parallel requests queue; beyond the queue 429 with Retry-After; a client leaving the queue frees its place', async (t) => {
+  const { url, server, engine, held: h1, reader } = await heldStream({ parallel: 1, queue: 1 });
   const queuedAbort = new AbortController();
   const second = fetch(`${url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'b' }), signal: queuedAbort.signal });
   second.catch(() => undefined);
@@ -486,13 +492,8 @@ test.serial('beyond --parallel requests queue; beyond the queue 429 with Retry-A
 });
 
 test.serial('a client that disconnects mid-stream aborts its generation at once and frees its slot (access log 499)', async (t) => {
-  const engine = heldEngine(await demoEngine());
-  const { url, server, logs } = await start({ engine, parallel: 1, queue: 0 });
-  const started = engine.started();
   const abort = new AbortController();
-  const res = await fetch(`${url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'a', stream: true, max_tokens: 100 }), signal: abort.signal });
-  const h = await started;
-  await firstEvent(res);
+  const { url, server, logs, engine, held: h } = await heldStream({ parallel: 1, queue: 0 }, { prompt: 'a', stream: true, max_tokens: 100 }, abort.signal);
   t.false(h.signal.aborted);
   abort.abort();
   await until(() => h.signal.aborted);
@@ -539,12 +540,7 @@ test.serial('a real generation aborted mid-stream ends with finish reason abort 
 });
 
 test.serial('shutdown: stops accepting, lets a running stream finish, refuses queued requests with 503, then resolves', async (t) => {
-  const engine = heldEngine(await demoEngine());
-  const { url, server } = await start({ engine, parallel: 1, queue: 4 });
-  const started = engine.started();
-  const res = await fetch(`${url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'a', stream: true }) });
-  const h = await started;
-  const reader = await firstEvent(res);
+  const { url, server, held: h, reader } = await heldStream({ parallel: 1, queue: 4 });
   const queued = call(`${url}/v1/completions`, 'POST', { prompt: 'b' });
   await until(() => server.health().requests.queued === 1);
   let done = false;
@@ -560,12 +556,7 @@ test.serial('shutdown: stops accepting, lets a running stream finish, refuses qu
 });
 
 test.serial('shutdown past its grace aborts running streams: they end with an error event and [DONE]', async (t) => {
-  const engine = heldEngine(await demoEngine());
-  const { url, server } = await start({ engine });
-  const started = engine.started();
-  const res = await fetch(`${url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'a', stream: true }) });
-  const h = await started;
-  const reader = await firstEvent(res);
+  const { server, held: h, reader } = await heldStream({});
   await server.shutdown(0);
   t.true(h.signal.aborted);
   const rest = await readAll(reader);
