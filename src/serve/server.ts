@@ -315,6 +315,8 @@ export class XglmServer {
       });
       req.on('end', () => resolve(Buffer.concat(parts)));
       req.on('error', reject);
+      // the client left halfway through its body
+      x.abort.signal.addEventListener('abort', () => reject(x.abort.signal.reason), { once: true });
     });
   }
 
