@@ -115,6 +115,9 @@ const SSE_HEADERS = {
   'X-Accel-Buffering': 'no',
 };
 
+/** Over-limit bodies up to this many times the limit are drained so that the client reads its 413. */
+const DRAIN_FACTOR = 16;
+
 const shuttingDown = () => new ApiError(503, 'the server is shutting down', 'server_error', null, 'shutting_down', { Connection: 'close' });
 
 function sha256(s: string): Buffer {
@@ -293,25 +296,30 @@ export class XglmServer {
     }
   }
 
+  /**
+   * The body, at most maxBodyBytes; more is a 413. A body up to DRAIN_FACTOR times the limit is
+   * read to its end and dropped, so the client can finish sending and read the 413 (closing on
+   * it mid-upload would give it EPIPE instead); a larger one closes the connection.
+   */
   private readBody(x: Exchange): Promise<Buffer> {
     const { req } = x;
     const limit = this.maxBodyBytes;
-    const tooLarge = () => new ApiError(413, `the request body is larger than ${limit} bytes`, 'invalid_request_error', null, 'request_too_large', { Connection: 'close' });
-    if (Number(req.headers['content-length'] ?? 0) > limit) {
+    const drainLimit = DRAIN_FACTOR * limit;
+    const tooLarge = (close: boolean) =>
+      new ApiError(413, `the request body is larger than ${limit} bytes`, 'invalid_request_error', null, 'request_too_large', close ? { Connection: 'close' } : {});
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > limit) {
       req.resume();
-      return Promise.reject(tooLarge());
+      return Promise.reject(tooLarge(declared > drainLimit));
     }
     return new Promise((resolve, reject) => {
       const parts: Buffer[] = [];
       let size = 0;
-      let over = false;
       req.on('data', (d: Buffer) => {
-        if (over) return;
         size += d.length;
-        if (size > limit) {
-          over = true;
-          reject(tooLarge());
-        } else parts.push(d);
+        if (size <= limit) parts.push(d);
+        else if (size - d.length <= limit) reject(tooLarge(false));
+        else if (size > drainLimit) req.destroy();
       });
       req.on('end', () => resolve(Buffer.concat(parts)));
       req.on('error', reject);
