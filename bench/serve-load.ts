@@ -234,6 +234,7 @@ async function main(): Promise<void> {
   console.log(`first token   p50 ${percentile(tally.ttft, 50).toFixed(1)} ms, p99 ${percentile(tally.ttft, 99).toFixed(1)} ms (${tally.ttft.length} streams)`);
   console.log(`tokens        ${tally.tokens} generated, ${(tally.tokens / elapsed).toFixed(1)} tokens/s aggregate`);
   console.log(`RSS           start ${mb(rssStart)}, first half ${mb(rssFirst)}, second half ${mb(rssSecond)} (${(rssGrowth * 100).toFixed(1)}%)`);
+  console.log(`RSS every 10 s ${rss.filter((_, i) => i % 10 === 9).map(mb).join(', ')}`);
   console.log(`after         ${JSON.stringify(h)}`);
   for (const w of tally.wrong.slice(0, 5)) console.log(`wrong: ${w}`);
   for (const [name, ok] of checks) console.log(`${ok ? 'ok  ' : 'FAIL'}  ${name}`);
