@@ -98,19 +98,24 @@ function runCli(args: string[]): Promise<{ code: number | null; stdout: string; 
   });
 }
 
-test.serial('xglm serve: openai completions.create (streaming and not) give the greedy text of `xglm generate --temp 0`; SIGTERM exits 0', async (t) => {
-  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** `xglm serve --port 0 ...args` started; resolves once it says ready. */
+async function spawnServe(args: string[]): Promise<{ url: string; child: ReturnType<typeof spawn>; exited: Promise<number | null>; stderr: () => string }> {
+  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
-  const ready = new Promise<string>((resolve, reject) => {
-    child.stderr.on('data', (d) => {
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stderr!.on('data', (d) => {
       stderr += d;
       const m = /ready: .* (http:\/\/127\.0\.0\.1:\d+)\/v1/.exec(stderr);
       if (m) resolve(m[1]!);
     });
-    child.on('close', () => reject(new Error(`serve exited: ${stderr}`)));
+    void exited.then(() => reject(new Error(`serve exited: ${stderr}`)));
   });
-  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-  const url = await ready;
+  return { url, child, exited, stderr: () => stderr };
+}
+
+test.serial('xglm serve: openai completions.create (streaming and not) give the greedy text of `xglm generate --temp 0`; SIGTERM exits 0', async (t) => {
+  const { url, child, exited, stderr: err } = await spawnServe([]);
   const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0 });
   const plain = await client.completions.create({ model: 'xglm-demo-q8_0', prompt: PROMPT, max_tokens: 16, temperature: 0 });
   let streamed = '';
@@ -121,7 +126,8 @@ test.serial('xglm serve: openai completions.create (streaming and not) give the 
     finish = chunk.choices[0]!.finish_reason ?? finish;
   }
   child.kill('SIGTERM');
-  t.is(await exited, 0, stderr);
+  t.is(await exited, 0, err());
+  const stderr = err();
   t.regex(stderr, /stopped/);
   t.regex(stderr, /POST \/v1\/completions 200 tokens=\d+\+16 \d+ms/);
 
@@ -137,6 +143,15 @@ test.serial('xglm serve: openai completions.create (streaming and not) give the 
   t.is(plain.model, 'xglm-demo-q8_0');
   t.is(plain.usage!.completion_tokens, 16);
   t.is(plain.usage!.total_tokens, plain.usage!.prompt_tokens + 16);
+});
+
+test.serial('xglm serve --quiet: no access log; SIGINT exits 0', async (t) => {
+  const { url, child, exited, stderr } = await spawnServe(['--quiet']);
+  t.is((await call(`${url}/v1/completions`, 'POST', { prompt: 'x', max_tokens: 2 })).status, 200);
+  child.kill('SIGINT');
+  t.is(await exited, 0, stderr());
+  t.notRegex(stderr(), /POST \/v1\/completions/);
+  t.regex(stderr(), /SIGINT: stopping/);
 });
 
 test.serial('xglm serve --help names the endpoints and flags', async (t) => {
