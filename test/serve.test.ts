@@ -230,6 +230,14 @@ test.serial('logprobs: the top-k per generated token as OpenAI defines it, equal
   } finally {
     await model.dispose();
   }
+  // echo: the prompt's tokens (after </s>) come first, offsets from the start of the prompt
+  const e = await client.completions.create({ model: 'xglm-demo-q8_0', prompt: PROMPT, max_tokens: 6, temperature: 0, logprobs: 3, echo: true });
+  const elp = e.choices[0]!.logprobs!;
+  const promptTokens = (await demoEngine()).tokenize(PROMPT).length - 1;
+  t.is(elp.tokens!.length, promptTokens + 6);
+  t.is(elp.text_offset![0], 0);
+  t.deepEqual(elp.token_logprobs!.slice(promptTokens), lp.token_logprobs);
+  t.is(e.choices[0]!.text, PROMPT + r.choices[0]!.text);
   // streamed: the same logprobs
   const stream = await client.completions.create({ model: 'xglm-demo-q8_0', prompt: PROMPT, max_tokens: 6, temperature: 0, logprobs: 3, stream: true });
   const tokens: number[] = [];
