@@ -273,7 +273,7 @@ test('--help on every command shows usage and an example', async (t) => {
   const main = await xglm(['--help']);
   t.is(main.code, 0);
   const commands = [...main.stdout.matchAll(/^ {2}([a-z]+) {2,}/gm)].map((m) => m[1]!);
-  t.deepEqual(commands.sort(), ['bench', 'convert', 'generate', 'info', 'logprobs', 'perplexity', 'pull', 'quantize', 'score', 'tokenize']);
+  t.deepEqual(commands.sort(), ['bench', 'convert', 'generate', 'info', 'logprobs', 'perplexity', 'pull', 'quantize', 'score', 'serve', 'tokenize']);
   for (const c of commands) {
     const h = await xglm([c, '--help']);
     t.is(h.code, 0);

@@ -3,6 +3,7 @@ import type { Command } from './main.js';
 import { specs } from './specs.js';
 import { runInfo } from './commands/info.js';
 import { runConvert, runPull, runQuantize } from './commands/convert.js';
+import { runServe } from './commands/serve.js';
 import { runBench, runGenerate, runLogprobs, runPerplexity, runScore, runTokenize } from './commands/run.js';
 
 export const commands: Command[] = [
@@ -16,4 +17,5 @@ export const commands: Command[] = [
   { spec: specs.pull, run: runPull },
   { spec: specs.info, run: runInfo },
   { spec: specs.bench, run: runBench },
+  { spec: specs.serve, run: runServe },
 ];

@@ -128,6 +128,31 @@ export const specs = {
       '--json prints {"prefill_tps":…,"decode_tps":…,"ttft_ms":…,"load_ms":…,"peak_rss_mb":…,"threads":…,"prompt_tokens":…,"gen_tokens":…,"ttft_prompt_tokens":…,"context_size":…,"cpu":…,"variant":…,"kernels":…} on stdout (the *_tokens fields are the counts measured, after clamping; cpu, variant and kernels say which CPU and code produced the figures); notes go to stderr.',
     ],
   },
+  serve: {
+    name: 'serve',
+    summary: 'an OpenAI-compatible HTTP server: completions, scoring, health',
+    usage: 'xglm serve [-m FILE] [--host 127.0.0.1] [--port 8080] [--parallel N] [--api-key K] [--quiet]',
+    flags: {
+      ...runtime,
+      host: { type: 'string', valueName: 'ADDR', default: '127.0.0.1', description: 'address to listen on (0.0.0.0: every interface — put a proxy with TLS in front)' },
+      port: { type: 'int', valueName: 'PORT', min: 0, max: 65535, default: 8080, description: 'TCP port (0: any free port)' },
+      parallel: { type: 'int', valueName: 'N', min: 1, max: 256, default: 4, description: 'requests running at once' },
+      queue: { type: 'int', valueName: 'N', min: 0, max: 100000, default: 64, description: 'requests waiting beyond --parallel; more get 429 with Retry-After' },
+      'api-key': { type: 'string', valueName: 'K', description: 'require Authorization: Bearer K on every request (default: $XGLM_API_KEY if set)' },
+      'max-body': { type: 'int', valueName: 'BYTES', min: 1024, default: 1048576, description: 'larger request bodies get 413' },
+      grace: { type: 'number', valueName: 'SECONDS', min: 0, default: 10, description: 'on SIGINT/SIGTERM, how long running requests may finish before they are aborted' },
+      quiet: { type: 'boolean', description: 'no access log (one line per request on stderr)' },
+    },
+    positionals: [0, 0],
+    examples: [
+      'xglm serve -m xglm-564M-q8_0.gguf --port 8080 --parallel 4',
+      `curl -s localhost:8080/v1/completions -H 'Content-Type: application/json' -d '{"prompt":"The capital of France is","max_tokens":16,"temperature":0}'`,
+    ],
+    notes: [
+      'Endpoints: POST /v1/completions (OpenAI: prompt, max_tokens, temperature, top_p, stop, seed, n, stream, logprobs, echo, …), GET /v1/models, GET /health (200 ready, 503 loading or draining), POST /v1/score ({"texts":[…]} or {"prefix":…,"continuations":[…]} → log-probabilities). docs/serve.md has the details, a reverse-proxy setup and how to scale out.',
+      'The model is the one given here: a request cannot load another file. Listens on 127.0.0.1 unless --host says otherwise. The first SIGINT or SIGTERM stops accepting requests and lets running ones finish (up to --grace), then exits 0; a second one aborts them at once.',
+    ],
+  },
   pull: {
     name: 'pull',
     summary: 'download a model from the HuggingFace hub and convert it',

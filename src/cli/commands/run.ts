@@ -9,7 +9,7 @@ import type { CliIo } from '../main.js';
 import { resolveModelPath } from '../model-path.js';
 import { progressBar } from '../progress.js';
 
-function contextOptions(args: ParsedArgs): ContextOptions {
+export function contextOptions(args: ParsedArgs): ContextOptions {
   const f = args.flags;
   return {
     ...(typeof f.threads === 'number' ? { threads: f.threads } : {}),
