@@ -136,7 +136,7 @@ export const specs = {
       ...runtime,
       host: { type: 'string', valueName: 'ADDR', default: '127.0.0.1', description: 'address to listen on (0.0.0.0: every interface — put a proxy with TLS in front)' },
       port: { type: 'int', valueName: 'PORT', min: 0, max: 65535, default: 8080, description: 'TCP port (0: any free port)' },
-      parallel: { type: 'int', valueName: 'N', min: 1, max: 256, default: 4, description: 'requests running at once' },
+      parallel: { type: 'int', valueName: 'N', min: 1, max: 63, default: 4, description: 'requests running at once, each on a sequence of its own (at most 63)' },
       queue: { type: 'int', valueName: 'N', min: 0, max: 100000, default: 64, description: 'requests waiting beyond --parallel; more get 429 with Retry-After' },
       'api-key': { type: 'string', valueName: 'K', description: 'require Authorization: Bearer K on every request (default: $XGLM_API_KEY if set)' },
       'max-body': { type: 'int', valueName: 'BYTES', min: 1024, default: 1048576, description: 'larger request bodies get 413' },

@@ -3,11 +3,13 @@
  * through an Engine. The HTTP layer (server.ts) speaks OpenAI's shapes and never touches
  * an XglmContext; this file maps its requests onto the public API.
  *
- * Today it runs on one context whose calls are queued one at a time (generate, score and
- * logprobs each wait for the previous call), so requests in flight take turns. When
- * generations on different sequences of one context run concurrently (batched per step),
- * `complete` passes `sequence: 'auto'` and `whenContextFull: 'wait'` and reads
- * per-token log-probabilities from the generation itself; nothing outside this file changes.
+ * It runs on one context. Each completion is a generation on a sequence of its own
+ * (`sequence: 'auto'`): generations in flight run concurrently, one token of each per graph
+ * evaluation (the context's scheduler), and one whose KV cells do not fit waits for them
+ * (`whenContextFull: 'wait'`) instead of failing. Scoring and log-probability calls run alone
+ * on the context: they wait for the running generations, and later ones wait for them. With
+ * `logprobs`, a completion's per-token log-probabilities come from one such call after the
+ * generation (the generation does not report them itself).
  */
 import path from 'node:path';
 import { XglmError, loadModel, type ContextOptions, type GenerationResult, type XglmContext, type XglmModel } from '../index.js';
@@ -164,6 +166,8 @@ export class Engine implements ServeEngine {
     this.#stats.completions++;
     const promptIds = typeof req.prompt === 'string' ? this.tokenize(req.prompt) : Array.from(req.prompt);
     const gen = this.ctx.generate(promptIds, {
+      sequence: 'auto',
+      whenContextFull: 'wait',
       maxTokens: req.maxTokens,
       temperature: req.temperature,
       topP: req.topP,
