@@ -75,7 +75,11 @@ std::wstring win32_long_path(const std::string & path) {
 bool xglm_file_exists(const std::string & path, std::string * why) {
 #ifdef _WIN32
     if (GetFileAttributesW(win32_long_path(path).c_str()) != INVALID_FILE_ATTRIBUTES) return true;
-    if (why != nullptr) *why = win32_message(GetLastError());
+    const DWORD code = GetLastError();
+    if (why != nullptr) {
+        // the same words as strerror(ENOENT) on POSIX, so messages (and scripts matching them) agree
+        *why = code == ERROR_FILE_NOT_FOUND || code == ERROR_PATH_NOT_FOUND ? "No such file or directory" : win32_message(code);
+    }
     return false;
 #else
     struct stat st{};
