@@ -24,6 +24,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const { root, TRIPLE, log, fail, run, ensureHostTools } = require('./win32-env.js');
+const { crossBuild } = require('./cross-env.js');
 const { LEFT_OUT } = require('./ship-prebuild.js');
 
 const TAG = 'prebuild-win32';
@@ -61,31 +62,10 @@ function imports(file) {
 }
 
 ensureHostTools(TAG, ['cmake', 'ninja', `${TRIPLE}-g++-posix`, `${TRIPLE}-dlltool`, `${TRIPLE}-objdump`]);
-run(TAG, process.execPath, [path.join(__dirname, 'fetch-ggml.js')]);
-
-let napiInclude;
-try {
-  napiInclude = require('node-api-headers').include_dir;
-} catch {
-  fail(TAG, 'the node-api-headers package is not installed', "run 'npm install' in the package folder first");
-}
-
-const started = Date.now();
-fs.mkdirSync(outDir, { recursive: true });
-run(TAG, 'cmake', [
-  '-S', root, '-B', buildDir, '-G', 'Ninja',
-  `-DCMAKE_TOOLCHAIN_FILE=${path.join(root, 'cmake', `${TRIPLE}.cmake`)}`,
-  '-DCMAKE_BUILD_TYPE=Release',
-  '-DXGLM_ALL_VARIANTS=ON',
-  `-DXGLM_DEV_CPU_VARIANTS=${devVariants.join(';')}`,
-  `-DXGLM_OUTPUT_DIR=${outDir}`,
-  `-DCMAKE_JS_INC=${napiInclude}`,
-  '--log-level=WARNING',
-], { hint: 'the CMake configure step failed; see its output above' });
-run(TAG, 'nice', ['-n', '10', 'cmake', '--build', buildDir, '--parallel', String(jobs)], {
-  hint: "fix the reported problem, then run 'npm run prebuild:win32' again (the build resumes)",
+const buildSeconds = crossBuild(TAG, {
+  triple: TRIPLE, buildDir, outDir, jobs, script: 'npm run prebuild:win32',
+  defines: [`-DXGLM_DEV_CPU_VARIANTS=${devVariants.join(';')}`],
 });
-const buildSeconds = (Date.now() - started) / 1000;
 
 // Pack: the addon and every ggml DLL beside it (backend.cpp finds the variants there).
 const isVariant = (n) => /^ggml-cpu-.+\.dll$/.test(n);

@@ -14,57 +14,26 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
 
-const root = path.resolve(__dirname, '..');
+const { root, log, fail, run, haveCommand, ensureHostTools: ensureTools } = require('./cross-env.js');
+
 const TRIPLE = 'x86_64-w64-mingw32';
 const NODE_WIN = { version: '20.20.2', sha256: '56c1520ee33b801e8bdb92fb321cf2e98529735b6d12bd4a2a6dec0ac0bab937' };
 const nodeDir = path.join(root, 'build', 'win32-node');
 const prefix = path.join(nodeDir, 'wineprefix');
 
-function log(tag, message) {
-  process.stderr.write(`${tag}: ${message}\n`);
-}
-
-function fail(tag, message, hint) {
-  process.stderr.write(`${tag}: error: ${message}\n  hint: ${hint}\n`);
-  process.exit(1);
-}
-
-function run(tag, cmd, args, opts = {}) {
-  const r = spawnSync(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'], ...opts });
-  if (r.error || r.status !== 0) fail(tag, `'${cmd} ${args.join(' ')}' failed`, opts.hint || 'see the output above');
-  return r;
-}
-
-function haveCommand(cmd) {
-  const r = spawnSync(cmd, ['--version'], { stdio: 'ignore' });
-  return !r.error;
-}
-
-// Host command → Debian package that provides it.
+// Host command → the Debian packages that provide it.
 const HOST_TOOLS = [
   ['cmake', 'cmake'],
   ['ninja', 'ninja-build'],
-  [`${TRIPLE}-g++-posix`, 'g++-mingw-w64-x86-64'],
+  [`${TRIPLE}-g++-posix`, 'g++-mingw-w64-x86-64 mingw-w64-tools'],
   [`${TRIPLE}-dlltool`, 'binutils-mingw-w64-x86-64'],
   [`${TRIPLE}-objdump`, 'binutils-mingw-w64-x86-64'],
   ['wine', 'wine wine64'],
 ];
 
-let aptUpdated = false;
-
 /** Installs the missing host tools with apt-get (once per machine). */
 function ensureHostTools(tag, needed = HOST_TOOLS.map(([cmd]) => cmd)) {
-  const missing = [...new Set(HOST_TOOLS.filter(([cmd]) => needed.includes(cmd) && !haveCommand(cmd)).flatMap(([, pkgs]) => pkgs.split(' ')))];
-  if (missing.length === 0) return;
-  if (missing.includes('g++-mingw-w64-x86-64')) missing.push('mingw-w64-tools');
-  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    fail(tag, `missing host packages: ${missing.join(' ')}`, `run 'sudo apt-get install --no-install-recommends ${missing.join(' ')}' and try again`);
-  }
-  log(tag, `installing ${missing.join(' ')} with apt-get`);
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  if (!aptUpdated) run(tag, 'apt-get', ['update', '-qq'], { env, hint: 'check the network access to the Debian mirror' });
-  aptUpdated = true;
-  run(tag, 'apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], { env, hint: 'install them by hand' });
+  ensureTools(tag, HOST_TOOLS, needed);
 }
 
 function sha256(file) {

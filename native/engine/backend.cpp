@@ -1,13 +1,7 @@
 #include "xglm-impl.h"
 
 #ifdef _WIN32
-#ifndef WIN32_LEAN_AND_MEAN
-#define WIN32_LEAN_AND_MEAN
-#endif
-#ifndef NOMINMAX
-#define NOMINMAX
-#endif
-#include <windows.h>
+#include "win32.h"
 #else
 #include <dirent.h>
 #include <dlfcn.h>

@@ -11,14 +11,9 @@
 #include <thread>
 
 #ifdef _WIN32
-#ifndef WIN32_LEAN_AND_MEAN
-#define WIN32_LEAN_AND_MEAN
-#endif
-#ifndef NOMINMAX
-#define NOMINMAX
-#endif
-#include <windows.h>
 #include <vector>
+
+#include "win32.h"
 #else
 #include <fcntl.h>
 #include <sys/mman.h>

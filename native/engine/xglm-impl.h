@@ -41,10 +41,6 @@ void   xglm_unmap_file(void * addr, size_t size);
 // Tells the OS that these mapped pages are not needed again (advice only).
 void   xglm_drop_pages(const void * addr, size_t size);
 size_t xglm_page_size();
-#ifdef _WIN32
-std::wstring xglm_utf8_to_wide(const std::string & s);
-std::string  xglm_wide_to_utf8(const std::wstring & w);
-#endif
 
 struct xglm_model {
     xglm_hparams hparams;
