@@ -269,12 +269,13 @@ async function main() {
     const hostLibc = process.report.getReport().header.glibcVersionRuntime ? 'glibc' : 'musl';
     const flags = [...(pOs !== process.platform ? [`--os=${pOs}`] : []), ...(cpu !== process.arch ? [`--cpu=${cpu}`] : []), ...(libc && libc !== hostLibc ? [`--libc=${libc}`] : [])];
     const other = consumer(`for-${p.platform}`, { ignoreScripts: true, flags });
-    const fake = p.platform === 'linux-arm64' && standIn ? ' (the STAND-IN package: its choice and location are checked, it cannot load here)' : ' (not loaded: another platform)';
+    const underWine = p.platform === 'win32-x64' && process.platform === 'linux' && process.arch === 'x64';
+    const fake = p.platform === 'linux-arm64' && standIn ? ' (the STAND-IN package: its choice and location are checked, it cannot load here)' : underWine ? ' (loaded under Wine below)' : ' (not loaded: another platform)';
     log(`npm install xglm-node ${flags.join(' ')}: added ${other.added}: ${other.packages.join(', ')}${fake}`);
     check(JSON.stringify(other.packages) === JSON.stringify(['xglm-node', p.name].sort()), `${flags.join(' ')} chooses ${p.name} and not ${own}`);
     const found = candidatesIn(other, pOs, cpu);
     check(found.length === 1 && found[0] === path.join('node_modules', p.name, 'xglm.node'), `the resolver, asked for ${p.platform}, takes ${found.join(', ') || 'nothing'}`);
-    if (p.platform === 'win32-x64' && process.platform === 'linux' && process.arch === 'x64') checkUnderWine(other, p);
+    if (underWine) checkUnderWine(other, p);
   }
   const skipped = Object.keys(PLATFORMS).filter((p) => !platformPackages.some((q) => q.platform === p));
   if (skipped.length) log(`no package (no prebuild) for ${skipped.join(', ')}: not checked`);
