@@ -102,7 +102,9 @@ function makeT(title, failures) {
     deepEqual: (a, b, message) => util.isDeepStrictEqual(a, b) || fail(`t.deepEqual: ${describe(a)} vs ${describe(b)}`, message),
     notDeepEqual: (a, b, message) => !util.isDeepStrictEqual(a, b) || fail(`t.notDeepEqual: both ${describe(a)}`, message),
     like: (a, b, message) => {
-      const pick = (x, shape) => (shape && typeof shape === 'object' && x && typeof x === 'object'
+      // ava's like: only the selector's own keys of plain objects; arrays and the rest compare whole
+      const plain = (v) => v !== null && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype;
+      const pick = (x, shape) => (plain(shape) && plain(x)
         ? Object.fromEntries(Object.keys(shape).map((k) => [k, pick(x[k], shape[k])])) : x);
       return util.isDeepStrictEqual(pick(a, b), b) || fail(`t.like: ${describe(a)} vs ${describe(b)}`, message);
     },
