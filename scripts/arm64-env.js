@@ -7,37 +7,17 @@
 // Used by scripts/prebuild-arm64.js and scripts/test-arm64.js.
 'use strict';
 
-const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 
-const root = path.resolve(__dirname, '..');
+const { root, log, fail, run, haveCommand, ensureHostTools: ensureTools } = require('./cross-env.js');
+
 const TRIPLE = 'aarch64-linux-gnu';
 // Debian's arm64 Node.js comes from this suite: trixie ships Node 20 (bookworm only 18,
 // which is below the package's engines and ava's).
 const DEBIAN_SUITE = process.env.XGLM_ARM64_DEBIAN_SUITE || 'trixie';
 const nodeDir = path.join(root, 'build', 'arm64-node');
 const sysroot = path.join(nodeDir, 'root');
-
-function log(tag, message) {
-  process.stderr.write(`${tag}: ${message}\n`);
-}
-
-function fail(tag, message, hint) {
-  process.stderr.write(`${tag}: error: ${message}\n  hint: ${hint}\n`);
-  process.exit(1);
-}
-
-function run(tag, cmd, args, opts = {}) {
-  const r = spawnSync(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'], ...opts });
-  if (r.error || r.status !== 0) fail(tag, `'${cmd} ${args.join(' ')}' failed`, opts.hint || 'see the output above');
-  return r;
-}
-
-function haveCommand(cmd) {
-  const r = spawnSync(cmd, ['--version'], { stdio: 'ignore' });
-  return !r.error;
-}
 
 // Host command → Debian package that provides it.
 const HOST_TOOLS = [
@@ -50,20 +30,9 @@ const HOST_TOOLS = [
   ['dpkg-deb', 'dpkg'],
 ];
 
-let aptUpdated = false;
-
 /** Installs the missing host tools with apt-get (once per machine). */
 function ensureHostTools(tag, needed = HOST_TOOLS.map(([cmd]) => cmd)) {
-  const missing = HOST_TOOLS.filter(([cmd]) => needed.includes(cmd) && !haveCommand(cmd)).map(([, pkg]) => pkg);
-  if (missing.length === 0) return;
-  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    fail(tag, `missing host packages: ${missing.join(' ')}`, `run 'sudo apt-get install ${missing.join(' ')}' and try again`);
-  }
-  log(tag, `installing ${missing.join(' ')} with apt-get`);
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  if (!aptUpdated) run(tag, 'apt-get', ['update', '-qq'], { env, hint: 'check the network access to the Debian mirror' });
-  aptUpdated = true;
-  run(tag, 'apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], { env, hint: 'install them by hand' });
+  ensureTools(tag, HOST_TOOLS, needed);
 }
 
 function aptOptions(dir) {

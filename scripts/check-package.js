@@ -14,7 +14,9 @@
 // 4. Once more with scripts enabled (as a plain `npm install xglm-node` does): nothing may
 //    compile (no build/) and npm runs none of xglm-node's scripts.
 // 5. Once per other platform package, with npm's --os/--cpu/--libc flags (e.g. --cpu=arm64):
-//    that platform's package is chosen, not the host's, and the resolver finds it. Without a
+//    that platform's package is chosen, not the host's, and the resolver finds it. The
+//    win32-x64 package (from prebuilds/win32-x64/) is then loaded for real: Windows node.exe
+//    under Wine requires xglm-node from that install and runs its CLI. Without a
 //    prebuilds/linux-arm64/ folder here, a STAND-IN arm64 package (a placeholder file, made only
 //    in the temp folder and published only to the local registry) is used, and said so.
 // verdaccio is stopped at the end, whatever happens. Run after `npm run build:prebuilds`.
@@ -173,6 +175,26 @@ function candidatesIn(c, platform, arch) {
   return JSON.parse(execFileSync(process.execPath, ['-e', code], { cwd: c.dir, encoding: 'utf8' })).map((f) => path.relative(c.dir, f));
 }
 
+/**
+ * The win32-x64 package, installed with --os=win32 and scripts disabled, loads on Windows: in
+ * the pinned Windows node.exe under Wine (scripts/win32-env.js installs both on first use),
+ * `require('xglm-node')` finds @xglm-node/win32-x64 by itself (no XGLM_ADDON_PATH) and the
+ * installed CLI generates with the demo model.
+ */
+function checkUnderWine(c, p) {
+  const win = require('./win32-env.js');
+  win.ensureHostTools('check-package', ['wine']);
+  const node = win.ensureWindowsNode('check-package');
+  win.ensurePrefix('check-package');
+  const env = { XGLM_ADDON_PATH: '', XGLM_CACHE_DIR: '' };
+  const info = win.runWindowsNode(node, ['-e', "const i = require('xglm-node').backendInfo(); console.log(process.platform + ' ' + i.variant + ' dynamic=' + i.dynamic + ' ' + require.resolve('" + p.name + "/package.json'))"], { cwd: c.dir, env });
+  const line = info.stdout.trim();
+  check(info.status === 0 && /^win32 \S+ dynamic=true /.test(line) && line.includes(p.name.replace('/', '\\')), `under Wine, node.exe loads xglm-node from ${p.name}: ${line || info.stderr.trim().split('\n').pop()}`);
+  const gen = win.runWindowsNode(node, [win.winPath(path.join(c.pkg, 'bin', 'xglm.js')), 'generate', 'Hello', '-n', '8', '--temp', '0'], { cwd: c.dir, env });
+  check(gen.status === 0 && gen.stdout.trim() !== '', `under Wine, the installed xglm generate "Hello" -n 8 --temp 0 → exit ${gen.status}, ${JSON.stringify(gen.stdout.trim())}`);
+  spawnSync('wineserver', ['-k'], { env: win.wineEnv() });
+}
+
 async function main() {
   log(`publish rehearsal in ${work}`);
   // 1. The packages.
@@ -247,11 +269,13 @@ async function main() {
     const hostLibc = process.report.getReport().header.glibcVersionRuntime ? 'glibc' : 'musl';
     const flags = [...(pOs !== process.platform ? [`--os=${pOs}`] : []), ...(cpu !== process.arch ? [`--cpu=${cpu}`] : []), ...(libc && libc !== hostLibc ? [`--libc=${libc}`] : [])];
     const other = consumer(`for-${p.platform}`, { ignoreScripts: true, flags });
-    const fake = p.platform === 'linux-arm64' && standIn ? ' (the STAND-IN package: its choice and location are checked, it cannot load here)' : ' (not loaded: another platform)';
+    const underWine = p.platform === 'win32-x64' && process.platform === 'linux' && process.arch === 'x64';
+    const fake = p.platform === 'linux-arm64' && standIn ? ' (the STAND-IN package: its choice and location are checked, it cannot load here)' : underWine ? ' (loaded under Wine below)' : ' (not loaded: another platform)';
     log(`npm install xglm-node ${flags.join(' ')}: added ${other.added}: ${other.packages.join(', ')}${fake}`);
     check(JSON.stringify(other.packages) === JSON.stringify(['xglm-node', p.name].sort()), `${flags.join(' ')} chooses ${p.name} and not ${own}`);
     const found = candidatesIn(other, pOs, cpu);
     check(found.length === 1 && found[0] === path.join('node_modules', p.name, 'xglm.node'), `the resolver, asked for ${p.platform}, takes ${found.join(', ') || 'nothing'}`);
+    if (underWine) checkUnderWine(other, p);
   }
   const skipped = Object.keys(PLATFORMS).filter((p) => !platformPackages.some((q) => q.platform === p));
   if (skipped.length) log(`no package (no prebuild) for ${skipped.join(', ')}: not checked`);

@@ -17,6 +17,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { root, TRIPLE, log, fail, run, ensureHostTools } = require('./arm64-env.js');
+const { crossBuild } = require('./cross-env.js');
 
 const TAG = 'prebuild-arm64';
 const args = process.argv.slice(2);
@@ -28,31 +29,7 @@ const outDir = path.join(root, 'build', 'arm64');
 const prebuildDir = path.join(root, 'prebuilds', 'linux-arm64');
 
 ensureHostTools(TAG);
-run(TAG, process.execPath, [path.join(__dirname, 'fetch-ggml.js')]);
-
-let napiInclude;
-try {
-  napiInclude = require('node-api-headers').include_dir;
-} catch {
-  fail(TAG, 'the node-api-headers package is not installed', "run 'npm install' in the package folder first");
-}
-
-const started = Date.now();
-fs.mkdirSync(outDir, { recursive: true });
-run(TAG, 'cmake', [
-  '-S', root, '-B', buildDir, '-G', 'Ninja',
-  `-DCMAKE_TOOLCHAIN_FILE=${path.join(root, 'cmake', `${TRIPLE}.cmake`)}`,
-  '-DCMAKE_BUILD_TYPE=Release',
-  '-DXGLM_ALL_VARIANTS=ON',
-  `-DXGLM_OUTPUT_DIR=${outDir}`,
-  `-DCMAKE_JS_INC=${napiInclude}`,
-  '--log-level=WARNING',
-], { hint: 'the CMake configure step failed; see its output above' });
-// Niced: the variants compile ggml's big files eight times over on shared cores.
-run(TAG, 'nice', ['-n', '10', 'cmake', '--build', buildDir, '--parallel', String(jobs)], {
-  hint: "fix the reported problem, then run 'npm run build:prebuilds:arm64' again (the build resumes)",
-});
-const buildSeconds = (Date.now() - started) / 1000;
+const buildSeconds = crossBuild(TAG, { triple: TRIPLE, buildDir, outDir, jobs, script: 'npm run build:prebuilds:arm64' });
 
 // Pack: the addon and every ggml library beside it (found through RPATH $ORIGIN).
 const wanted = fs.readdirSync(outDir).filter((n) => n === 'xglm.node' || /^libggml.*\.so$/.test(n));

@@ -51,7 +51,9 @@ const from = path.join(work, 'prebuilds', platformDir);
 const to = path.join(root, 'prebuilds', platformDir);
 fs.rmSync(to, { recursive: true, force: true });
 fs.mkdirSync(to, { recursive: true });
-for (const name of fs.readdirSync(from)) fs.copyFileSync(path.join(from, name), path.join(to, name));
+// prebuildify 6 names the addon after the package (xglm-node.node); the platform packages and
+// the resolver (src/native.ts) load xglm.node.
+for (const name of fs.readdirSync(from)) fs.copyFileSync(path.join(from, name), path.join(to, name.endsWith('.node') ? 'xglm.node' : name));
 fs.copyFileSync(path.join(root, 'deps', 'ggml', 'LICENSE'), path.join(to, 'LICENSE.ggml'));
 shipPrebuild(to);
 

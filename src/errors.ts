@@ -19,7 +19,9 @@ export type XglmErrorCode =
   | 'ERR_XGLM_ABORTED'
   | 'ERR_XGLM_COMPUTE'
   | 'ERR_XGLM_HUB'
-  | 'ERR_XGLM_CHECKSUM';
+  | 'ERR_XGLM_CHECKSUM'
+  /** Windows: the file to replace or delete is mapped by a loaded model (src/files.ts). */
+  | 'ERR_XGLM_FILE_IN_USE';
 
 export class XglmError extends Error {
   readonly code: XglmErrorCode;

@@ -306,7 +306,7 @@ export function native(): NativeAddon {
     `no usable native addon for ${where}, Node-API 8: ${found}`,
     {
       hint:
-        `prebuilt packages exist for linux-x64 and linux-arm64 (glibc); npm installs the one that fits unless optional dependencies are omitted. ` +
+        `prebuilt packages exist for linux-x64 and linux-arm64 (glibc) and win32-x64; npm installs the one that fits unless optional dependencies are omitted. ` +
         `Elsewhere, build from source: run '${BUILD_FROM_SOURCE_COMMAND}' in ${packageRoot} (it installs cmake-js on demand; needs cmake, a C++17 compiler and git)`,
     },
   );

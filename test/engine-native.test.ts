@@ -17,7 +17,7 @@ import { fixtureGguf } from './helpers/fixtures.js';
 import { skipWith, type Declare } from './helpers/skip.js';
 
 const dir = process.env.XGLM_ADDON_PATH ? path.dirname(path.resolve(process.env.XGLM_ADDON_PATH)) : path.join(__dirname, '..', 'build', 'Release');
-const binary = path.join(dir, 'xglm-engine-tests');
+const binary = path.join(dir, process.platform === 'win32' ? 'xglm-engine-tests.exe' : 'xglm-engine-tests');
 
 interface Listed {
   name: string;

@@ -1,8 +1,12 @@
 #include "xglm-impl.h"
 
+#ifdef _WIN32
+#include "win32.h"
+#else
 #include <dirent.h>
 #include <dlfcn.h>
 #include <unistd.h>
+#endif
 
 #include <cstdint>
 #include <cstdio>
@@ -33,6 +37,59 @@ void log_callback(enum ggml_log_level /*level*/, const char * text, void * /*use
 }
 
 #ifdef XGLM_BACKEND_DL
+#ifdef _WIN32
+// ggml's variant libraries: ggml-cpu-<variant>.dll on Windows, libggml-cpu-<variant>.so elsewhere.
+const char k_variant_prefix[] = "ggml-cpu-";
+const char k_variant_suffix[] = ".dll";
+
+// The folder that holds the binary the engine is linked into (the .node, or an executable such
+// as xglm-engine-tests), as UTF-8 with backslashes (LoadLibrary wants them).
+std::string binary_dir() {
+    HMODULE self = nullptr;
+    GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+                       reinterpret_cast<LPCWSTR>(&binary_dir), &self);
+    std::wstring buf(32768, L'\0');
+    const DWORD  n = GetModuleFileNameW(self, buf.data(), static_cast<DWORD>(buf.size()));
+    buf.resize(n);
+    const std::string path  = xglm_wide_to_utf8(buf);
+    const size_t      slash = path.find_last_of("\\/");
+    return slash == std::string::npos ? std::string(".") : path.substr(0, slash);
+}
+
+std::vector<std::string> list_variants(const std::string & dir) {
+    std::vector<std::string> names;
+    WIN32_FIND_DATAW         fd;
+    HANDLE h = FindFirstFileW(xglm_utf8_to_wide(dir + "\\" + k_variant_prefix + "*" + k_variant_suffix).c_str(), &fd);
+    if (h == INVALID_HANDLE_VALUE) return names;
+    do {
+        const std::string f = xglm_wide_to_utf8(fd.cFileName);
+        if (f.size() > sizeof(k_variant_prefix) + sizeof(k_variant_suffix) - 2) {
+            names.push_back(f.substr(sizeof(k_variant_prefix) - 1, f.size() - sizeof(k_variant_prefix) - sizeof(k_variant_suffix) + 2));
+        }
+    } while (FindNextFileW(h, &fd));
+    FindClose(h);
+    return names;
+}
+
+// ggml's own score for a variant library on this CPU: 0 = cannot run here.
+int variant_score(const std::string & path) {
+    // no error dialog for a library that cannot load on this CPU or system
+    const UINT old_mode = SetErrorMode(SEM_FAILCRITICALERRORS | SEM_NOOPENFILEERRORBOX);
+    HMODULE    handle   = LoadLibraryExW(xglm_utf8_to_wide(path).c_str(), nullptr, LOAD_WITH_ALTERED_SEARCH_PATH);
+    SetErrorMode(old_mode);
+    if (handle == nullptr) {
+        return 0;
+    }
+    using score_fn = int (*)();
+    auto score     = reinterpret_cast<score_fn>(reinterpret_cast<void *>(GetProcAddress(handle, "ggml_backend_score")));
+    const int s    = score != nullptr ? score() : 0;
+    FreeLibrary(handle);
+    return s;
+}
+#else
+const char k_variant_prefix[] = "libggml-cpu-";
+const char k_variant_suffix[] = ".so";
+
 // The folder that holds the binary the engine is linked into (where the variant libraries are):
 // the .node, or an executable such as xglm-engine-tests. For the main program glibc's dladdr
 // reports argv[0], which is a bare name when it was found on PATH; /proc/self/exe is then the file.
@@ -52,15 +109,14 @@ std::string binary_dir() {
 }
 
 std::vector<std::string> list_variants(const std::string & dir) {
-    static const char prefix[] = "libggml-cpu-";
-    static const char suffix[] = ".so";
     std::vector<std::string> names;
     if (DIR * d = opendir(dir.c_str())) {
         while (const dirent * e = readdir(d)) {
             std::string f = e->d_name;
-            if (f.size() > sizeof(prefix) + sizeof(suffix) - 2 && f.compare(0, sizeof(prefix) - 1, prefix) == 0 &&
-                f.compare(f.size() - (sizeof(suffix) - 1), sizeof(suffix) - 1, suffix) == 0) {
-                names.push_back(f.substr(sizeof(prefix) - 1, f.size() - sizeof(prefix) - sizeof(suffix) + 2));
+            if (f.size() > sizeof(k_variant_prefix) + sizeof(k_variant_suffix) - 2 &&
+                f.compare(0, sizeof(k_variant_prefix) - 1, k_variant_prefix) == 0 &&
+                f.compare(f.size() - (sizeof(k_variant_suffix) - 1), sizeof(k_variant_suffix) - 1, k_variant_suffix) == 0) {
+                names.push_back(f.substr(sizeof(k_variant_prefix) - 1, f.size() - sizeof(k_variant_prefix) - sizeof(k_variant_suffix) + 2));
             }
         }
         closedir(d);
@@ -80,12 +136,42 @@ int variant_score(const std::string & path) {
     dlclose(handle);
     return s;
 }
+#endif
+
+#ifdef _WIN32
+// ggml_backend_load takes a narrow path, which Windows reads in the ANSI code page: an install
+// folder with characters outside it would not load. The same steps with the UTF-16 path; the
+// library stays loaded for the life of the process (it is never unloaded on Linux either).
+ggml_backend_reg_t load_variant(const std::string & path) {
+    HMODULE handle = LoadLibraryExW(xglm_utf8_to_wide(path).c_str(), nullptr, LOAD_WITH_ALTERED_SEARCH_PATH);
+    if (handle == nullptr) return nullptr;
+    using init_fn = ggml_backend_reg_t (*)();
+    auto               init = reinterpret_cast<init_fn>(reinterpret_cast<void *>(GetProcAddress(handle, "ggml_backend_init")));
+    ggml_backend_reg_t reg  = init != nullptr ? init() : nullptr;
+    if (reg == nullptr) {
+        FreeLibrary(handle);
+        return nullptr;
+    }
+    ggml_backend_register(reg);
+    return reg;
+}
+#else
+ggml_backend_reg_t load_variant(const std::string & path) { return ggml_backend_load(path.c_str()); }
+#endif
+
+std::string variant_path(const std::string & dir, const std::string & name) {
+#ifdef _WIN32
+    return dir + "\\" + k_variant_prefix + name + k_variant_suffix;
+#else
+    return dir + "/" + k_variant_prefix + name + k_variant_suffix;
+#endif
+}
 
 bool load_cpu_variant() {
     const std::string dir = binary_dir();
     g_info.available      = list_variants(dir);
     if (g_info.available.empty()) {
-        g_error = "no ggml CPU library (libggml-cpu-*.so) beside the addon in " + dir +
+        g_error = std::string("no ggml CPU library (") + k_variant_prefix + "*" + k_variant_suffix + ") beside the addon in " + dir +
                   "; reinstall the package or rebuild it with 'npm run build:native'";
         return false;
     }
@@ -96,7 +182,7 @@ bool load_cpu_variant() {
         for (const auto & n : g_info.available) {
             known = known || n == chosen;
         }
-        if (!known || variant_score(dir + "/libggml-cpu-" + chosen + ".so") == 0) {
+        if (!known || variant_score(variant_path(dir, chosen)) == 0) {
             std::string list;
             for (const auto & n : g_info.available) {
                 list += (list.empty() ? "" : ", ") + n;
@@ -108,7 +194,7 @@ bool load_cpu_variant() {
     } else {
         int best = 0;
         for (const auto & n : g_info.available) {
-            const int s = variant_score(dir + "/libggml-cpu-" + n + ".so");
+            const int s = variant_score(variant_path(dir, n));
             if (s > best) {
                 best   = s;
                 chosen = n;
@@ -119,8 +205,8 @@ bool load_cpu_variant() {
             return false;
         }
     }
-    const std::string path = dir + "/libggml-cpu-" + chosen + ".so";
-    if (ggml_backend_load(path.c_str()) == nullptr) {
+    const std::string path = variant_path(dir, chosen);
+    if (load_variant(path) == nullptr) {
         g_error = "could not load " + path + "; reinstall the package";
         return false;
     }

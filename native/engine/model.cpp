@@ -3,11 +3,6 @@
 // See xglm.h for the contract and docs/converting.md for the file layout.
 #include "xglm-impl.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -171,9 +166,8 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
 
     // 1. metadata and tensor descriptions (no data is read)
     {
-        struct stat st{};
-        if (stat(path.c_str(), &st) != 0) {
-            xglm_fail(error, "cannot open " + path + ": " + std::strerror(errno) + "; check the path");
+        if (std::string why; !xglm_file_exists(path, &why)) {
+            xglm_fail(error, "cannot open " + path + ": " + why + "; check the path");
             return nullptr;
         }
         gguf_init_params gp = {true, &model->ctx_meta};
@@ -289,20 +283,8 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
 
     // 3. map the file; every tensor's bytes must lie inside it
     {
-        const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        struct stat st{};
-        if (fd < 0 || fstat(fd, &st) != 0) {
-            if (fd >= 0) close(fd);
-            xglm_fail(error, "cannot open " + path + ": " + std::strerror(errno));
-            return nullptr;
-        }
-        model->mapping_size = static_cast<size_t>(st.st_size);
-        void * addr         = mmap(nullptr, model->mapping_size, PROT_READ, MAP_SHARED, fd, 0);
-        close(fd);
-        if (addr == MAP_FAILED) {
-            xglm_fail(error, "cannot map " + path + " into memory: " + std::strerror(errno));
-            return nullptr;
-        }
+        void * addr = xglm_map_file(path, &model->mapping_size, error);
+        if (addr == nullptr) return nullptr;
         model->mapping = addr;
     }
     const size_t data_offset = gguf_get_data_offset(g);
@@ -381,15 +363,12 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
         if (!buf) return xglm_fail(error, "out of memory allocating repacked weights; load with repack disabled"), nullptr;
         xglm_advise_huge_pages(buf);  // before the copies below touch its pages
         model->bufs_owned.push_back(buf);
-        const long page = sysconf(_SC_PAGESIZE);
         for (size_t j = 0; j < copies.size(); ++j) {
             ggml_tensor *   c   = copies[j].first;
             const uint8_t * src = copies[j].second;
             ggml_backend_tensor_set(c, src, 0, ggml_nbytes(c));
             // the mapped original is not read again: drop its pages from this process
-            const uintptr_t b = (reinterpret_cast<uintptr_t>(src) + page - 1) / page * page;
-            const uintptr_t e = (reinterpret_cast<uintptr_t>(src) + ggml_nbytes(c)) / page * page;
-            if (e > b) madvise(reinterpret_cast<void *>(b), e - b, MADV_DONTNEED);
+            xglm_drop_pages(src, ggml_nbytes(c));
             if (!progress(0.1f + 0.9f * (j + 1) / copies.size())) return xglm_fail(error, "loading was cancelled"), nullptr;
         }
     }
@@ -460,20 +439,4 @@ size_t xglm_model_owned_bytes(const xglm_model * model) {
     return n;
 }
 
-size_t xglm_physical_memory() {
-    const long pages = sysconf(_SC_PHYS_PAGES);
-    const long page  = sysconf(_SC_PAGESIZE);
-    return pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : SIZE_MAX;
-}
-
-int xglm_physical_cores() {
-    // Distinct (package, core) pairs; SMT siblings share one.
-    std::set<std::string> cores;
-    const unsigned        n_logical = std::max(1u, std::thread::hardware_concurrency());
-    for (unsigned cpu = 0; cpu < n_logical; ++cpu) {
-        std::ifstream f("/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/thread_siblings_list");
-        std::string   siblings;
-        if (f && std::getline(f, siblings)) cores.insert(siblings);
-    }
-    return cores.empty() ? static_cast<int>(n_logical) : static_cast<int>(cores.size());
-}
+// xglm_physical_memory and xglm_physical_cores: platform.cpp

@@ -2,8 +2,6 @@
 // weights, the context's state, and what those files share.
 #pragma once
 
-#include <sys/mman.h>
-
 #include <atomic>
 #include <map>
 #include <memory>
@@ -32,6 +30,18 @@ struct xglm_layer {
     ggml_tensor * ffn_down_b    = nullptr;  // [n_embd]
 };
 
+// ---------------------------------------------------------------------------------------
+// the operating system (platform.cpp): POSIX or Windows
+
+// Maps a whole file read-only (path in UTF-8); nullptr and *error on failure.
+// Whether path (UTF-8) names something that can be opened; else *why says what is wrong.
+bool   xglm_file_exists(const std::string & path, std::string * why);
+void * xglm_map_file(const std::string & path, size_t * size, std::string * error);
+void   xglm_unmap_file(void * addr, size_t size);
+// Tells the OS that these mapped pages are not needed again (advice only).
+void   xglm_drop_pages(const void * addr, size_t size);
+size_t xglm_page_size();
+
 struct xglm_model {
     xglm_hparams hparams;
 
@@ -53,7 +63,7 @@ struct xglm_model {
     ~xglm_model() {
         for (auto * b : bufs_owned) ggml_backend_buffer_free(b);
         if (buf_mapped) ggml_backend_buffer_free(buf_mapped);
-        if (mapping) munmap(mapping, mapping_size);
+        if (mapping) xglm_unmap_file(mapping, mapping_size);
         if (ctx_owned) ggml_free(ctx_owned);
         if (ctx_meta) ggml_free(ctx_meta);
         if (gguf) gguf_free(gguf);

@@ -34,6 +34,12 @@
 #include "xglm-impl.h"
 #include "xglm.h"
 
+#ifdef _WIN32
+// The C runtime has _putenv_s (an empty value removes the variable), not setenv/unsetenv.
+static int setenv(const char * name, const char * value, int /*overwrite*/) { return _putenv_s(name, value); }
+static int unsetenv(const char * name) { return _putenv_s(name, ""); }
+#endif
+
 namespace {
 
 // ---------------------------------------------------------------------------------------

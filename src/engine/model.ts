@@ -2,6 +2,7 @@
  * The engine's model: a native Model (src/native.ts) behind the engine layer's checks
  * (./checks.ts). The public XglmModel (src/model.ts) wraps one; tests and tools use it directly.
  */
+import nodePath from 'node:path';
 import type { LoadModelOptions } from '../model.js';
 import { KV_TYPES, native, type NativeContextOptions, type NativeHParams, type NativeModel, type NativeTensorInfo } from '../native.js';
 import { call, checkInt, invalid } from './checks.js';
@@ -17,9 +18,20 @@ export type EngineContextOptions = NativeContextOptions;
 export async function openEngineModel(path: string, options: EngineModelOptions = {}): Promise<EngineModel> {
   if (typeof path !== 'string' || path === '') throw invalid('model path must be a non-empty string');
   const m = await call(() =>
-    native().Model.load(path, { useRepack: options.useRepack ?? true }, options.onProgress ? (f) => options.onProgress!(f) : undefined),
+    native().Model.load(nativePath(path), { useRepack: options.useRepack ?? true }, options.onProgress ? (f) => options.onProgress!(f) : undefined),
   );
   return new EngineModel(m);
+}
+
+/**
+ * The path as the addon opens it. On Windows, a path of MAX_PATH (260) characters or more is
+ * given in its `\\?\` form (absolute, backslashes), which the wide file API takes at any
+ * length; ggml opens the file to read its header with _wfopen, which does not add it.
+ */
+export function nativePath(path: string, platform: NodeJS.Platform = process.platform): string {
+  if (platform !== 'win32') return path;
+  const full = nodePath.win32.resolve(path);
+  return full.length >= 260 ? nodePath.win32.toNamespacedPath(full) : path;
 }
 
 export class EngineModel {

@@ -17,6 +17,7 @@ import {
   ggmlTypeName,
   ggufValueTypeName,
 } from './types.js';
+import { renameIntoPlace } from '../files.js';
 
 export const GGUF_WRITE_VERSION = 3;
 
@@ -354,7 +355,7 @@ export class GgufWriter {
     }
     this.closed = true;
     await this.handle.close();
-    await fs.promises.rename(this.tmpFile, this.file);
+    await renameIntoPlace(this.tmpFile, this.file);
   }
 
   /** Closes and deletes the partial file. */

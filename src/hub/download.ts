@@ -23,6 +23,7 @@ import {
 } from './http.js';
 import { withFileLock } from './lock.js';
 import { INCOMPLETE_SUFFIX } from './paths.js';
+import { renameIntoPlace } from '../files.js';
 
 export type FilePhase = 'download' | 'retry' | 'verify' | 'done';
 
@@ -110,7 +111,7 @@ async function download(
   const size = (await statSize(partial)) ?? 0;
   onProgress({ phase: 'verify', bytesDone: size, bytesTotal: expected.size });
   await verify(partial, file, expected, size);
-  await fs.promises.rename(partial, dest);
+  await renameIntoPlace(partial, dest);
   onProgress({ phase: 'done', bytesDone: size, bytesTotal: size });
   return { path: dest, size, sha256: expected.sha256, cached: false };
 }

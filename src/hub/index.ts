@@ -29,6 +29,7 @@ import {
   snapshotDir,
 } from './paths.js';
 import { CONFIG_FILE, assertXglmConfig, planDownloads, shardsFromIndex } from './select.js';
+import { renameIntoPlace } from '../files.js';
 
 export { HubError } from './http.js';
 export { resolveCacheRoot } from './paths.js';
@@ -264,7 +265,7 @@ export async function pull(repo: string, options: PullOptions = {}): Promise<Pul
   try {
     // general.name: the repo's name, not the snapshot folder's (a commit sha).
     await convert(files.dir, partial, { type, name: path.basename(repo), onProgress: options.onConvertProgress });
-    await fs.promises.rename(partial, outFile);
+    await renameIntoPlace(partial, outFile);
   } catch (err) {
     await fs.promises.rm(partial, { force: true });
     throw err;

@@ -1,7 +1,8 @@
 /**
  * Where pulled checkpoints live, and the names we accept before they touch the disk.
  *
- * Layout under the cache root (default `$XDG_CACHE_HOME/xglm-node`, else `~/.cache/xglm-node`):
+ * Layout under the cache root (default `$XDG_CACHE_HOME/xglm-node`, else `~/.cache/xglm-node`;
+ * on Windows `%LOCALAPPDATA%\xglm-node\Cache`, the per-user, non-roaming place for caches):
  *
  * ```
  * hub/<owner>/<name>/<commit>/config.json, model.safetensors, …   one folder per commit
@@ -27,13 +28,23 @@ const MAX_REPO_ID_LENGTH = 96;
 const REPO_PART = /^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$/;
 const COMMIT_SHA = /^[0-9a-f]{40}$/;
 
-/** The cache root: the `cacheDir` option, else `XGLM_CACHE_DIR`, else the XDG cache folder + `/xglm-node`. */
-export function resolveCacheRoot(cacheDir?: string, env: NodeJS.ProcessEnv = process.env): string {
-  if (cacheDir) return path.resolve(cacheDir);
-  if (env.XGLM_CACHE_DIR) return path.resolve(env.XGLM_CACHE_DIR);
+/**
+ * The cache root: the `cacheDir` option, else `XGLM_CACHE_DIR`, else the XDG cache folder +
+ * `/xglm-node` (an absolute `XDG_CACHE_HOME` counts on Windows too); else, on Windows,
+ * `%LOCALAPPDATA%\xglm-node\Cache` (a roaming profile must not carry gigabytes of weights).
+ * HuggingFace's `HF_HOME` is not used: the layout is xglm-node's own.
+ */
+export function resolveCacheRoot(cacheDir?: string, env: NodeJS.ProcessEnv = process.env, platform: NodeJS.Platform = process.platform): string {
+  const p = platform === 'win32' ? path.win32 : path.posix;
+  if (cacheDir) return p.resolve(cacheDir);
+  if (env.XGLM_CACHE_DIR) return p.resolve(env.XGLM_CACHE_DIR);
   // The XDG spec says a relative XDG_CACHE_HOME is invalid and must be ignored.
-  const xdg = env.XDG_CACHE_HOME && path.isAbsolute(env.XDG_CACHE_HOME) ? env.XDG_CACHE_HOME : path.join(os.homedir(), '.cache');
-  return path.join(xdg, 'xglm-node');
+  if (env.XDG_CACHE_HOME && p.isAbsolute(env.XDG_CACHE_HOME)) return p.join(env.XDG_CACHE_HOME, 'xglm-node');
+  if (platform === 'win32') {
+    const local = env.LOCALAPPDATA && p.isAbsolute(env.LOCALAPPDATA) ? env.LOCALAPPDATA : p.join(os.homedir(), 'AppData', 'Local');
+    return p.join(local, 'xglm-node', 'Cache');
+  }
+  return p.join(os.homedir(), '.cache', 'xglm-node');
 }
 
 export function isCommitSha(revision: string): boolean {
@@ -47,7 +58,7 @@ export function assertRepoId(repo: string): void {
     parts.length >= 1 &&
     parts.length <= 2 &&
     repo.length <= MAX_REPO_ID_LENGTH &&
-    parts.every((part) => REPO_PART.test(part) && !part.includes('--') && !part.includes('..'));
+    parts.every((part) => REPO_PART.test(part) && !part.includes('--') && !part.includes('..') && isWindowsSafeName(part));
   if (!ok) {
     throw new XglmError('ERR_XGLM_INVALID_ARGUMENT', `invalid HuggingFace repo id ${JSON.stringify(repo)}`, {
       hint: 'use the form owner/name, e.g. facebook/xglm-564M',
@@ -78,6 +89,17 @@ export function assertSafeRepoFile(name: string): void {
   if (!isSafeRepoFile(name)) throw new XglmError('ERR_XGLM_HUB', `the hub listed an unsafe file name ${JSON.stringify(name)}`);
 }
 
+// Names Windows cannot create in any folder: its device names (with any extension), the
+// characters it reserves, and a trailing dot or space (which it drops silently). Refused on
+// every platform, so a cache folder copied between machines means the same everywhere.
+const WINDOWS_DEVICE = /^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(\..*)?$/i;
+const WINDOWS_RESERVED = /[<>:"|?*\x00-\x1f]/;
+
+/** Whether one path component can be a file or folder name on Windows. */
+export function isWindowsSafeName(part: string): boolean {
+  return !WINDOWS_DEVICE.test(part) && !WINDOWS_RESERVED.test(part) && !/[. ]$/.test(part);
+}
+
 export function isSafeRepoFile(name: string): boolean {
   return (
     typeof name === 'string' &&
@@ -85,7 +107,7 @@ export function isSafeRepoFile(name: string): boolean {
     name.length <= 1024 &&
     !name.startsWith('/') &&
     !/[\0\\]/.test(name) &&
-    !name.split('/').some((part) => part === '' || part === '.' || part === '..') &&
+    !name.split('/').some((part) => part === '' || part === '.' || part === '..' || !isWindowsSafeName(part)) &&
     !name.endsWith(INCOMPLETE_SUFFIX) &&
     !name.endsWith(LOCK_SUFFIX) &&
     name !== MANIFEST_NAME
