@@ -32,6 +32,9 @@ const SUITES = [
   'test/runtime.test.ts',
   'test/attention.test.ts',
   'test/output-gemv.test.ts',
+  // concurrent streams: several rows per step through ggml's matrix products and the attention
+  // op over several sequences, each stream equal to its run alone
+  'test/batched.test.ts',
   // the C++ engine and op tests: xglm-engine-tests is built beside the addon in build/Variants
   // and loads the variant XGLM_CPU_VARIANT names, as the addon does
   'test/engine-native.test.ts',
