@@ -17,7 +17,7 @@
 //
 //   node scripts/test-win32.js [--dev] [--all] [test files…]
 //   --dev: test build/win32-dev/prebuild (npm run prebuild:win32 -- --dev-variants …)
-//   default files: the native, engine and runtime suites; --all: every test file
+//   default files: the native, engine, runtime, batched and electron-safety suites; --all: every test file
 'use strict';
 
 const fs = require('node:fs');
@@ -32,7 +32,7 @@ const dev = args.includes('--dev');
 const all = args.includes('--all');
 const explicitFiles = args.filter((a) => !a.startsWith('--'));
 
-const DEFAULT_SUITES = [/^native/, /^engine/, /^runtime/, /^electron/];
+const DEFAULT_SUITES = [/^native/, /^engine/, /^runtime/, /^batched/, /^electron/];
 
 const prebuild = dev ? path.join(root, 'build', 'win32-dev', 'prebuild') : path.join(root, 'prebuilds', 'win32-x64');
 if (!fs.existsSync(path.join(prebuild, 'xglm.node'))) {
@@ -208,15 +208,18 @@ check('a renamed host executable (not node.exe) loads the addon and generates th
   return undefined;
 });
 
-// The CLI, from the compiled dist/ (npm run build:ts) as an installed package runs it.
+// The CLI, from the compiled dist/ as an installed package runs it; compiled here first, so it is
+// never older than src/ (a stale dist/ speaks an older protocol to the addon).
 const cli = path.join(root, 'bin', 'xglm.js');
-const haveDist = fs.existsSync(path.join(root, 'dist', 'cli', 'main.js'));
+const buildTs = spawnSync('npm', ['run', 'build:ts'], { cwd: root, encoding: 'utf8' });
+if (buildTs.status !== 0) process.stdout.write(`${buildTs.stdout}${buildTs.stderr}`);
+const haveDist = buildTs.status === 0 && fs.existsSync(path.join(root, 'dist', 'cli', 'main.js'));
 function runCli(cliArgs, input) {
   return env.runWindowsNode(node, [env.winPath(cli), ...cliArgs], { cwd: root, env: { XGLM_ADDON_PATH: testEnv.XGLM_ADDON_PATH }, input });
 }
 if (!haveDist) {
   totals.failed++;
-  process.stdout.write("  ✘ [win32] the CLI: dist/ is missing (run 'npm run build:ts' first)\n");
+  process.stdout.write("  ✘ [win32] the CLI: 'npm run build:ts' failed, so dist/ cannot be run (its output is above)\n");
 } else {
   check('xglm info (the demo model) prints the model and the Windows backend', () => {
     const r = runCli(['info']);
