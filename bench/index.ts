@@ -19,6 +19,7 @@ import path from 'node:path';
 import { XGLM_564M_SHAPE, chooseTensorType, convert, parseOutputType, writeRandomCheckpoint } from '../src/convert/index.js';
 import { readGgufHeader } from '../src/gguf/index.js';
 import { native } from '../src/native.js';
+import { benchPromptIds } from '../src/cli/bench.js';
 import { packageRoot } from '../src/paths.js';
 import { toGpt2Gguf } from './peer-gguf.js';
 import { writeReport, type BenchReport, type ImplResult } from './report.js';
@@ -172,7 +173,9 @@ async function main(): Promise<void> {
     for (const threads of threadsList) {
       const runs: { ours: ImplResult[]; peer: ImplResult[] } = { ours: [], peer: [] };
       for (let r = 0; r < reps; r++) {
-        const cfg = { threads, prompts, decode, ttftPrompt: 64, nCtx, vocab: XGLM_564M_SHAPE.vocabSize };
+        // the peer's runner takes its token ids from here: one generator for both sides
+        const promptIds = benchPromptIds(Math.max(16, 64, ...prompts), XGLM_564M_SHAPE.vocabSize);
+        const cfg = { threads, prompts, decode, ttftPrompt: 64, nCtx, vocab: XGLM_564M_SHAPE.vocabSize, promptIds };
         const order = r % 2 === 0 ? ['ours', 'peer'] : ['peer', 'ours'];
         for (const who of order) {
           if (who === 'peer' && !peerDir) continue;
@@ -192,7 +195,7 @@ async function main(): Promise<void> {
     const threads = Math.max(...threadsList);
     log(`scoring ${copaItems} COPA-shaped items (${type}, ${threads} threads)`);
     const copa = copaLikeItems(copaItems);
-    const base = { threads, prompts: [], decode: 0, ttftPrompt: 64, nCtx, vocab: XGLM_564M_SHAPE.vocabSize };
+    const base = { threads, prompts: [], decode: 0, ttftPrompt: 64, nCtx, vocab: XGLM_564M_SHAPE.vocabSize, promptIds: benchPromptIds(64, XGLM_564M_SHAPE.vocabSize) };
     const o = runChild(['--import', 'tsx', path.join(__dirname, 'ours-runner.ts'), JSON.stringify({ ...base, modelPath: path.join(cache, `xglm-564m-random-${type}.gguf`), copa })], packageRoot);
     let peerMs: number | undefined;
     if (peerDir) {

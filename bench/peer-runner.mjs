@@ -1,6 +1,6 @@
 // One measurement of node-llama-cpp (the peer) on a GGUF file, in its own process.
 // Run by bench/index.ts with node-llama-cpp installed on demand in .bench-cache/peer/:
-//   node peer-runner.mjs '{"modelPath":"…","threads":2,"prompts":[128,512],"decode":128,"ttftPrompt":64,"nCtx":1024,"vocab":256008}'
+//   node peer-runner.mjs '{"modelPath":"…","threads":2,"prompts":[128,512],"decode":128,"ttftPrompt":64,"nCtx":1024,"vocab":256008,"promptIds":[2,…]}'
 // Prints one JSON line: { load_ms, prefill: {"128": tps, …}, decode_tps, ttft_ms, peak_rss_mb }.
 // Token ids are fed directly (the same ids as ours), so tokenization is not measured.
 import { getLlama } from 'node-llama-cpp';
@@ -13,15 +13,10 @@ function peakRssMb() {
   return m ? Number(m[1]) / 1024 : process.resourceUsage().maxRSS / 1024;
 }
 
-// the same ids as src/bench-core.ts benchPromptIds
-function promptTokens(n, vocab) {
-  const ids = [2];
-  let x = 12345;
-  while (ids.length < n) {
-    x = (x * 1103515245 + 12345) % 2147483648;
-    ids.push(10 + (x % (vocab - 20)));
-  }
-  return ids;
+// ours' ids (src/cli/bench.ts benchPromptIds, made by bench/index.ts): the first n of them
+function promptTokens(n) {
+  if (!Array.isArray(cfg.promptIds) || cfg.promptIds.length < n) throw new Error(`peer-runner: cfg.promptIds has fewer than ${n} ids`);
+  return cfg.promptIds.slice(0, n);
 }
 
 const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error', progressLogs: false });
@@ -31,11 +26,11 @@ const out = { load_ms: performance.now() - t0, prefill: {} };
 const ctx = await model.createContext({ contextSize: cfg.nCtx, batchSize: Math.min(512, cfg.nCtx), threads: cfg.threads, sequences: 1, flashAttention: false });
 const seq = ctx.getSequence();
 // one short evaluation first (as ours-runner.ts does): the first touches every weight page
-for await (const _tok of seq.evaluate(promptTokens(16, cfg.vocab), { temperature: 0 })) break;
+for await (const _tok of seq.evaluate(promptTokens(16), { temperature: 0 })) break;
 
 for (const n of cfg.prompts) {
   await seq.clearHistory();
-  const ids = promptTokens(n, cfg.vocab);
+  const ids = promptTokens(n);
   t0 = performance.now();
   await seq.evaluateWithoutGeneratingNewTokens(ids);
   out.prefill[n] = ids.length / ((performance.now() - t0) / 1000);
@@ -43,7 +38,7 @@ for (const n of cfg.prompts) {
 
 if (cfg.decode > 0) {
   await seq.clearHistory();
-  const ids = promptTokens(cfg.ttftPrompt, cfg.vocab);
+  const ids = promptTokens(cfg.ttftPrompt);
   const start = performance.now();
   let n = 0;
   let decodeStart = 0;
