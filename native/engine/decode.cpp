@@ -138,19 +138,20 @@ xglm_status xglm_decode(xglm_context * lctx, const xglm_batch & batch, std::stri
     }
     int n_rows = 0;
     for (int i = 0; i < n; ++i) {
-        const std::string at = "batch token " + std::to_string(i) + ": ";
+        // built only for an error message, not per token
+        auto at = [i] { return "batch token " + std::to_string(i) + ": "; };
         if (batch.tokens[i] < 0 || batch.tokens[i] >= hp.n_vocab) {
-            xglm_fail(error, at + "token id " + std::to_string(batch.tokens[i]) + " is outside the vocabulary [0, " +
+            xglm_fail(error, at() + "token id " + std::to_string(batch.tokens[i]) + " is outside the vocabulary [0, " +
                             std::to_string(hp.n_vocab) + ")");
             return XGLM_ERR_INPUT;
         }
         if (batch.pos[i] < 0 || batch.pos[i] >= hp.n_ctx_train) {
-            xglm_fail(error, at + "position " + std::to_string(batch.pos[i]) + " is outside the model's context [0, " +
+            xglm_fail(error, at() + "position " + std::to_string(batch.pos[i]) + " is outside the model's context [0, " +
                             std::to_string(hp.n_ctx_train) + "); XGLM's absolute positions cannot be shifted, truncate the input");
             return XGLM_ERR_INPUT;
         }
         if (batch.seq[i] < 0 || batch.seq[i] >= XGLM_MAX_SEQ) {
-            xglm_fail(error, at + "sequence id " + std::to_string(batch.seq[i]) + " is outside [0, " + std::to_string(XGLM_MAX_SEQ) + ")");
+            xglm_fail(error, at() + "sequence id " + std::to_string(batch.seq[i]) + " is outside [0, " + std::to_string(XGLM_MAX_SEQ) + ")");
             return XGLM_ERR_INPUT;
         }
         if (batch.want_logits[i]) logits_row[i] = n_rows++;
