@@ -185,6 +185,11 @@ job_result decode_result(xglm_status st, std::string err) {
     }
 }
 
+// sample(), logprobs() and getLogits() on a batch index without logits.
+job_result no_logits(int32_t row) {
+    return error("ERR_XGLM_INVALID_ARGUMENT", "batch token " + std::to_string(row) + " has no logits; evaluate it with wantLogits set");
+}
+
 Napi::Float32Array float_array(Napi::Env env, const float * data, size_t n) {
     Napi::Float32Array a = Napi::Float32Array::New(env, n);
     if (n) std::memcpy(a.Data(), data, n * sizeof(float));
@@ -301,7 +306,7 @@ class Context : public Napi::ObjectWrap<Context> {
         const uint64_t seed   = reseed ? static_cast<uint64_t>(o.Get("seed").As<Napi::Number>().Int64Value()) : 0;
         return enqueue(env, job_kind::work, [this, row, p = std::move(p), reseed, seed](xglm_context *& ctx) -> job_result {
             const float * logits = xglm_get_logits(ctx, row);
-            if (!logits) return error("ERR_XGLM_INVALID_ARGUMENT", "batch token " + std::to_string(row) + " has no logits; evaluate it with wantLogits set");
+            if (!logits) return no_logits(row);
             if (reseed) rng_.seed(seed);
             const int32_t id = xglm_sample(logits, n_vocab_, p, rng_);
             return ok([id](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, id); });
@@ -382,7 +387,7 @@ class Context : public Napi::ObjectWrap<Context> {
             std::vector<float>   lps;
             for (size_t i = 0; i < n; ++i) {
                 const float * logits = xglm_get_logits(ctx, rows[i]);
-                if (!logits) return error("ERR_XGLM_INVALID_ARGUMENT", "batch token " + std::to_string(rows[i]) + " has no logits; evaluate it with wantLogits set");
+                if (!logits) return no_logits(rows[i]);
                 if (targets[i] >= n_vocab_) return error("ERR_XGLM_INVALID_ARGUMENT", "target token " + std::to_string(targets[i]) + " is outside the vocabulary");
                 (*lp)[i] = targets[i] < 0 ? NAN : static_cast<float>(xglm_log_softmax_at(logits, n_vocab_, targets[i]));
                 if (k > 0) {
@@ -407,7 +412,7 @@ class Context : public Napi::ObjectWrap<Context> {
         const int32_t row = int_arg(info, 0, "batchIndex");
         return enqueue(info.Env(), job_kind::work, [this, row](xglm_context *& ctx) -> job_result {
             const float * logits = xglm_get_logits(ctx, row);
-            if (!logits) return error("ERR_XGLM_INVALID_ARGUMENT", "batch token " + std::to_string(row) + " has no logits; evaluate it with wantLogits set");
+            if (!logits) return no_logits(row);
             auto copy = std::make_shared<std::vector<float>>(logits, logits + n_vocab_);
             return ok([copy](Napi::Env env) -> Napi::Value { return float_array(env, copy->data(), copy->size()); });
         });
