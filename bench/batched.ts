@@ -19,6 +19,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { benchPromptIds } from '../src/cli/bench.js';
 import { loadModel } from '../src/index.js';
 
 const { values } = parseArgs({
@@ -40,15 +41,7 @@ const tokens = Number(values.tokens);
 const threads = Number(values.threads);
 
 /** Distinct random ids per stream (bench/peer-batched.mjs gets the same ids, peerPrompts). */
-function promptTokens(n: number, vocab: number, salt: number): number[] {
-  const ids = [2];
-  let x = 12345 + salt * 7919;
-  while (ids.length < n) {
-    x = (x * 1103515245 + 12345) % 2147483648;
-    ids.push(10 + (x % (vocab - 20)));
-  }
-  return ids;
-}
+const promptTokens = benchPromptIds;
 
 /** The prompts of one N by salt, for the peer (its runner cannot import this file). */
 function peerPrompts(n: number, vocab = 256008): Record<number, number[]> {

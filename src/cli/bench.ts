@@ -81,10 +81,10 @@ export function planBenchmark(contextLength: number, options: BenchOptions = {})
   return { prompt: p, decode: d, ttftPrompt: tp, contextSize, notes };
 }
 
-/** Deterministic token ids spread over the vocabulary, starting with </s> (same as bench/peer-runner.mjs). */
-export function benchPromptIds(n: number, vocab: number): number[] {
+/** Deterministic token ids spread over the vocabulary, starting with </s> (same as bench/peer-runner.mjs); another `salt`, other ids (bench/batched.ts: one set per stream). */
+export function benchPromptIds(n: number, vocab: number, salt = 0): number[] {
   const ids = [2];
-  let x = 12345;
+  let x = 12345 + salt * 7919;
   while (ids.length < n) {
     x = (x * 1103515245 + 12345) % 2147483648;
     ids.push(10 + (x % (vocab - 20)));
