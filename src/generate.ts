@@ -205,10 +205,12 @@ export function runGeneration(core: ContextCore, prompt: string | readonly numbe
     }
   }
   // options.signal or Generation.abort()
+  // (its listener on options.signal goes when the generation ends: one signal may serve many)
   const own = new AbortController();
   const outer = options.signal;
+  const forward = () => own.abort();
   if (outer?.aborted) own.abort();
-  else outer?.addEventListener('abort', () => own.abort(), { once: true });
+  else outer?.addEventListener('abort', forward, { once: true });
   const signal = own.signal;
 
   return new Generation(async (emit) => {
@@ -370,7 +372,7 @@ export function runGeneration(core: ContextCore, prompt: string | readonly numbe
           tokensPerSecond: genMs > 0 && generated.length > 1 ? (generated.length - 1) / (genMs / 1000) : 0,
         },
       };
-    }, signal);
+    }, signal).finally(() => outer?.removeEventListener('abort', forward));
   }, () => own.abort());
 }
 
