@@ -77,7 +77,6 @@ struct token_stream {
     // past a stop that JS has not seen yet.
     static constexpr int64_t LOOKAHEAD = 2;
     std::mutex              mutex;
-    std::condition_variable seen_cv;
     int64_t                 seen = 0;
 };
 
@@ -532,11 +531,8 @@ class Context : public Napi::ObjectWrap<Context> {
         } catch (const Napi::Error &) {
             s.stop.store(true);  // the JS side catches its own errors; this is a terminating env
         }
-        {
-            std::lock_guard<std::mutex> lock(s.mutex);
-            ++s.seen;
-        }
-        s.seen_cv.notify_one();
+        std::lock_guard<std::mutex> lock(s.mutex);
+        ++s.seen;  // the context thread reads it before each step (ready in run_step)
     }
 
     // Settles a finished job's promise.
