@@ -195,13 +195,19 @@ export class ContextCore {
     }
   }
 
+  /** The sequences a call runs or waits on. */
+  private claimedSeqs(): Set<number> {
+    const claimed = new Set(this.runningSeqs);
+    for (const w of this.waiting) if (w.seq !== undefined) claimed.add(w.seq);
+    return claimed;
+  }
+
   /**
    * Forgets the cached tokens of every sequence but `keep` that no call runs or waits on (to
    * make room for a generation that waits for cells); true when it freed any.
    */
   async forgetIdle(keep: number): Promise<boolean> {
-    const claimed = new Set(this.runningSeqs);
-    for (const w of this.waiting) if (w.seq !== undefined) claimed.add(w.seq);
+    const claimed = this.claimedSeqs();
     let freed = false;
     for (const [seq, toks] of [...this.cached]) {
       if (seq === keep || claimed.has(seq) || toks.length === 0) continue;
@@ -218,8 +224,7 @@ export class ContextCore {
    * left to them.
    */
   pickSequence(prompt: readonly number[]): number {
-    const claimed = new Set(this.runningSeqs);
-    for (const w of this.waiting) if (w.seq !== undefined) claimed.add(w.seq);
+    const claimed = this.claimedSeqs();
     let best = -1;
     let bestShared = 1;
     let empty = -1;
