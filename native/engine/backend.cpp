@@ -303,8 +303,7 @@ void * xglm_cpu_proc(const char * name) {
 
 void xglm_advise_huge_pages(ggml_backend_buffer_t buf) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    const char * off = std::getenv("XGLM_NO_HUGE_PAGES");
-    if (!buf || (off != nullptr && off[0] != '\0' && std::strcmp(off, "0") != 0)) return;
+    if (!buf || xglm_env_flag("XGLM_NO_HUGE_PAGES")) return;
     constexpr uintptr_t huge = uintptr_t(2) << 20;
     const auto          base = reinterpret_cast<uintptr_t>(ggml_backend_buffer_get_base(buf));
     const uintptr_t     end  = base + ggml_backend_buffer_get_size(buf);

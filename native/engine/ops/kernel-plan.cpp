@@ -4,15 +4,10 @@
 #include <cstdlib>
 #include <cstring>
 
-namespace {
-
-// Whether an environment switch such as XGLM_NO_CUSTOM_ATTN is on: set, non-empty and not "0".
-bool env_flag(const char * name) {
+bool xglm_env_flag(const char * name) {
     const char * v = std::getenv(name);
     return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
 }
-
-}  // namespace
 
 bool xglm_kernel_plan_from_env(xglm_kernel_isa isa, xglm_kernel_plan * plan, std::string * error) {
     *plan     = xglm_kernel_plan{};
@@ -29,8 +24,8 @@ bool xglm_kernel_plan_from_env(xglm_kernel_isa isa, xglm_kernel_plan * plan, std
             return false;
         }
     }
-    const bool gemv   = ours && !env_flag("XGLM_NO_CUSTOM_GEMV");
-    plan->attention   = ours && !env_flag("XGLM_NO_CUSTOM_ATTN");
+    const bool gemv   = ours && !xglm_env_flag("XGLM_NO_CUSTOM_GEMV");
+    plan->attention   = ours && !xglm_env_flag("XGLM_NO_CUSTOM_ATTN");
     plan->gemv_q4_0   = gemv;
     plan->gemv_q6_k   = gemv;
     plan->gelu_bias   = gemv;

@@ -28,5 +28,8 @@ struct xglm_kernel_plan {
 // it does not know.
 bool xglm_kernel_plan_from_env(xglm_kernel_isa isa, xglm_kernel_plan * plan, std::string * error);
 
+// Whether an environment switch such as XGLM_NO_CUSTOM_ATTN is on: set, non-empty and not "0".
+bool xglm_env_flag(const char * name);
+
 // "avx512", "avx2" or "none" (backendInfo().kernels).
 const char * xglm_kernel_isa_name(xglm_kernel_isa isa);
