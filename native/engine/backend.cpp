@@ -26,6 +26,7 @@ std::mutex        g_mutex;
 bool              g_done = false;
 xglm_backend_info g_info;
 std::string       g_error;
+xglm_kernel_isa   g_isa = xglm_kernel_isa::none;  // choose_kernels; g_info.kernels is its name
 
 // ggml logs to stderr by default; a library should be quiet unless asked (XGLM_LOG=1).
 // Its errors reach users as our own error messages (e.g. a bad GGUF file), not as log lines.
@@ -239,26 +240,24 @@ bool has_feature(const char * name) {
 // (e.g. the 16-lane variance sum of its AVX-512 norm) where they repeat it bit for bit.
 // XGLM_KERNELS=ggml runs none of them in any context (kernel-plan.h), and says so here too.
 void choose_kernels() {
-    g_info.kernels = "none";
-    if (const char * k = std::getenv("XGLM_KERNELS"); k != nullptr && std::strcmp(k, "ggml") == 0) return;
+    g_isa = xglm_kernel_isa::none;
 #if defined(__x86_64__)
-    const bool avx2 = has_feature("AVX2") && has_feature("FMA") && has_feature("F16C") && __builtin_cpu_supports("avx2") &&
-                      __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    // ggml's AVX-512 paths need AVX512F and DQ; every AVX-512 variant it builds has both
-    const bool avx512 = avx2 && has_feature("AVX512") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-    g_info.kernels = avx512 ? "avx512" : avx2 ? "avx2" : "none";
+    if (const char * k = std::getenv("XGLM_KERNELS"); k == nullptr || std::strcmp(k, "ggml") != 0) {
+        const bool avx2 = has_feature("AVX2") && has_feature("FMA") && has_feature("F16C") && __builtin_cpu_supports("avx2") &&
+                          __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        // ggml's AVX-512 paths need AVX512F and DQ; every AVX-512 variant it builds has both
+        const bool avx512 = avx2 && has_feature("AVX512") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+        g_isa = avx512 ? xglm_kernel_isa::avx512 : avx2 ? xglm_kernel_isa::avx2 : xglm_kernel_isa::none;
+    }
 #endif
+    g_info.kernels = xglm_kernel_isa_name(g_isa);
 }
 
 }  // namespace
 
 xglm_kernel_isa xglm_backend_kernel_isa() {
     // decided once: the backend is initialised before any model or graph exists
-    static const xglm_kernel_isa isa = [] {
-        const xglm_backend_info * b = xglm_backend_init(nullptr);
-        if (b == nullptr || b->kernels == "none") return xglm_kernel_isa::none;
-        return b->kernels == "avx512" ? xglm_kernel_isa::avx512 : xglm_kernel_isa::avx2;
-    }();
+    static const xglm_kernel_isa isa = xglm_backend_init(nullptr) != nullptr ? g_isa : xglm_kernel_isa::none;
     return isa;
 }
 
