@@ -97,7 +97,7 @@ int64_t xglm_scheduler::add(xglm_stream_params params, xglm_status * status, std
     if (n_prompt == 0) return fail(XGLM_ERR_INPUT, "a stream needs at least one prompt token");
     if (params.reserve < 0) return fail(XGLM_ERR_INPUT, "reserve must be >= 0");
     const int32_t seq = params.gen.seq;
-    if (seq < 0 || seq >= XGLM_MAX_SEQ) return fail(XGLM_ERR_INPUT, "sequence id " + std::to_string(seq) + " is outside [0, 64)");
+    if (seq < 0 || seq >= XGLM_MAX_SEQ) return fail(XGLM_ERR_INPUT, "sequence id " + std::to_string(seq) + " is outside [0, " + std::to_string(XGLM_MAX_SEQ) + ")");
     for (const auto & s : streams_) {
         if (s->seq == seq) return fail(XGLM_ERR_INPUT, "sequence " + std::to_string(seq) + " already has a running generation");
     }
