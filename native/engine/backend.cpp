@@ -27,6 +27,7 @@ bool              g_done = false;
 xglm_backend_info g_info;
 std::string       g_error;
 xglm_kernel_isa   g_isa = xglm_kernel_isa::none;  // choose_kernels; g_info.kernels is its name
+bool              g_vnni = false;                  // choose_kernels: the variant runs AVX-512 VNNI
 
 // ggml logs to stderr by default; a library should be quiet unless asked (XGLM_LOG=1).
 // Its errors reach users as our own error messages (e.g. a bad GGUF file), not as log lines.
@@ -240,7 +241,8 @@ bool has_feature(const char * name) {
 // (e.g. the 16-lane variance sum of its AVX-512 norm) where they repeat it bit for bit.
 // XGLM_KERNELS=ggml runs none of them in any context (kernel-plan.h), and says so here too.
 void choose_kernels() {
-    g_isa = xglm_kernel_isa::none;
+    g_isa  = xglm_kernel_isa::none;
+    g_vnni = false;
 #if defined(__x86_64__)
     if (const char * k = std::getenv("XGLM_KERNELS"); k == nullptr || std::strcmp(k, "ggml") != 0) {
         const bool avx2 = has_feature("AVX2") && has_feature("FMA") && has_feature("F16C") && __builtin_cpu_supports("avx2") &&
@@ -248,6 +250,10 @@ void choose_kernels() {
         // ggml's AVX-512 paths need AVX512F and DQ; every AVX-512 variant it builds has both
         const bool avx512 = avx2 && has_feature("AVX512") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
         g_isa = avx512 ? xglm_kernel_isa::avx512 : avx2 ? xglm_kernel_isa::avx2 : xglm_kernel_isa::none;
+        // the VNNI products need the variant to run AVX-512 VNNI (cascadelake, icelake, zen4,
+        // sapphirerapids …; not skylakex), with BW and VL, which all of those have
+        g_vnni = avx512 && has_feature("AVX512_VNNI") && __builtin_cpu_supports("avx512vnni") &&
+                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
     }
 #endif
     g_info.kernels = xglm_kernel_isa_name(g_isa);
@@ -259,6 +265,10 @@ xglm_kernel_isa xglm_backend_kernel_isa() {
     // decided once: the backend is initialised before any model or graph exists
     static const xglm_kernel_isa isa = xglm_backend_init(nullptr) != nullptr ? g_isa : xglm_kernel_isa::none;
     return isa;
+}
+
+bool xglm_backend_kernel_vnni() {
+    return xglm_backend_kernel_isa() == xglm_kernel_isa::avx512 && g_vnni;
 }
 
 const xglm_backend_info * xglm_backend_init(std::string * error) {

@@ -38,7 +38,7 @@ xglm_context * xglm_context_new(std::shared_ptr<const xglm_model> model, const x
         return nullptr;
     }
     // the custom ops of every graph of this context (kernel-plan.h)
-    if (!xglm_kernel_plan_from_env(xglm_backend_kernel_isa(), &lctx->kernels, error)) return nullptr;
+    if (!xglm_kernel_plan_from_env(xglm_backend_kernel_isa(), xglm_backend_kernel_vnni(), &lctx->kernels, error)) return nullptr;
     lctx->n_threads = p.n_threads > 0 ? std::min(p.n_threads, GGML_MAX_N_THREADS) : xglm_physical_cores();
 
     // backend and a persistent threadpool

@@ -17,13 +17,14 @@ ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, g
     return ggml_add(ctx, ggml_mul(ctx, x, w), b);
 }
 
-// Whether the decode-gemv op can take all four products of a layer for this ubatch: one token
-// (decode) and repacked Q4_0 weights. Then the layer runs as five nodes plus the cache writes:
+// Whether the decode-gemv op can take all four products of a layer for this ubatch: up to
+// XGLM_GEMV_MAX_COLS tokens (decode, one token per active sequence) and repacked Q4_0 weights.
+// Then the layer runs as five nodes plus the cache writes:
 // the norms, bias adds, GELU and residual adds ride inside the products (decode-gemv.h), which
 // keep ggml's arithmetic for them. Other types keep ggml's nodes: F16 and Q8_0 measured no
 // faster as custom ops, and Q6_K layer weights (q4_k_m) were not measured.
 bool fused_layer(const xglm_kernel_plan & plan, const xglm_layer & l, const ggml_tensor * x) {
-    if (!plan.gemv_q4_0 || x->ne[1] != 1 || x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x)) return false;
+    if (!plan.gemv_q4_0 || x->ne[1] > XGLM_GEMV_MAX_COLS || x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x)) return false;
     for (const auto & [w, b] : {std::pair{l.attn_qkv, l.attn_qkv_b}, std::pair{l.attn_output, l.attn_output_b},
                                 std::pair{l.ffn_up, l.ffn_up_b}, std::pair{l.ffn_down, l.ffn_down_b}}) {
         if (w->type != GGML_TYPE_Q4_0 || !xglm_decode_gemv_weight_usable(w, b)) return false;
@@ -139,7 +140,7 @@ ggml_tensor * plain_layer(layer_graph & g, const xglm_layer & layer, int il, ggm
     return ggml_add(ctx, cur, ffn_inp);
 }
 
-// The same layer for one token over repacked Q4_0 weights (fused_layer): its four products are
+// The same layer for a few tokens over repacked Q4_0 weights (fused_layer): its four products are
 // decode-gemv ops that fold in the norms before and the bias adds, GELU and residual adds after,
 // so that the layer is five nodes plus the cache writes instead of ~20 (decode-gemv.h).
 ggml_tensor * fused_decode_layer(layer_graph & g, const xglm_layer & layer, int il, ggml_tensor * inpL) {
@@ -148,19 +149,23 @@ ggml_tensor * fused_decode_layer(layer_graph & g, const xglm_layer & layer, int 
     const float              eps  = g.lctx->model->hparams.norm_eps;
 
     xglm_gemv_fuse qkv_f;
+    qkv_f.vnni = plan.vnni;
     qkv_f.norm_w = layer.attn_norm, qkv_f.norm_b = layer.attn_norm_b, qkv_f.norm_eps = eps, qkv_f.norm_isa = plan.isa;
     ggml_tensor * cur = self_attention(g, il, xglm_decode_gemv(ctx, layer.attn_qkv, inpL, layer.attn_qkv_b, qkv_f));
     xglm_gemv_fuse out_f;
+    out_f.vnni            = plan.vnni;
     out_f.residual        = inpL;
     ggml_tensor * ffn_inp = xglm_decode_gemv(ctx, layer.attn_output, cur, layer.attn_output_b, out_f);  // + inpL
     name(ffn_inp, "ffn_inp", il);
 
     xglm_gemv_fuse up;
+    up.vnni   = plan.vnni;
     up.norm_w = layer.ffn_norm, up.norm_b = layer.ffn_norm_b, up.norm_eps = eps, up.norm_isa = plan.isa;
     up.gelu   = true;
     cur       = xglm_decode_gemv(ctx, layer.ffn_up, ffn_inp, layer.ffn_up_b, up);  // [n_ff, n_tokens]
     name(cur, "ffn_gelu", il);
     xglm_gemv_fuse down;
+    down.vnni     = plan.vnni;
     down.residual = ffn_inp;
     return xglm_decode_gemv(ctx, layer.ffn_down, cur, layer.ffn_down_b, down);  // + ffn_inp: l_out
 }
@@ -218,11 +223,13 @@ ggml_cgraph * xglm_build_graph(xglm_context * lctx, int n_tokens, int n_kv, int 
         name(in->out_ids, "inp_out_ids", -1);
         ggml_set_input(in->out_ids);
         cur = ggml_get_rows(ctx, inpL, in->out_ids);  // [n_embd, n_outputs]
-        // one row of logits from Q6_K weights (decode): a custom op that overlaps the weight
-        // read with the dot products and applies the final norm itself (unless the normed row
-        // is to be kept); XGLM_NO_CUSTOM_GEMV=1 keeps ggml's nodes (A/B tests)
-        if (plan.gemv_q6_k && n_outputs == 1 && model.output->type == GGML_TYPE_Q6_K && xglm_decode_gemv_usable(model.output, cur, nullptr)) {
+        // a few rows of logits from Q6_K weights (decode, one per active sequence): a custom op
+        // that overlaps the weight read with the dot products, unpacks each weight block once
+        // for all rows and applies the final norm itself (unless the normed rows are to be
+        // kept); XGLM_NO_CUSTOM_GEMV=1 keeps ggml's nodes (A/B tests)
+        if (plan.gemv_q6_k && model.output->type == GGML_TYPE_Q6_K && xglm_decode_gemv_usable(model.output, cur, nullptr)) {
             xglm_gemv_fuse f;
+            f.vnni = plan.vnni;
             if (!keep) {
                 f.norm_w = model.output_norm, f.norm_b = model.output_norm_b, f.norm_eps = eps, f.norm_isa = plan.isa;
             } else {
@@ -230,7 +237,7 @@ ggml_cgraph * xglm_build_graph(xglm_context * lctx, int n_tokens, int n_kv, int 
                 name(cur, "result_norm", -1);
                 ggml_set_output(cur);
             }
-            cur = xglm_decode_gemv(ctx, model.output, cur, nullptr, f);  // [n_vocab, 1]
+            cur = xglm_decode_gemv(ctx, model.output, cur, nullptr, f);  // [n_vocab, n_outputs]
             if (plan.log) std::fprintf(stderr, "xglm: logits through the Q6_K decode-gemv op\n");
         } else {
             cur = layer_norm(ctx, cur, model.output_norm, model.output_norm_b, eps);

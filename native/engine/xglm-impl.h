@@ -162,6 +162,8 @@ void xglm_advise_huge_pages(ggml_backend_buffer_t buf);
 // The custom ops' code path for the ggml CPU variant in use (backend.cpp), decided once: the
 // backend is initialised before any model or graph exists.
 xglm_kernel_isa xglm_backend_kernel_isa();
+// Whether that variant runs AVX-512 VNNI (the Q4_0 decode-gemv's VNNI kernels).
+bool xglm_backend_kernel_vnni();
 
 // Sets *error (when given) and returns false.
 inline bool xglm_fail(std::string * error, const std::string & msg) {

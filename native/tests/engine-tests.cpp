@@ -87,7 +87,7 @@ std::string fmt(const char * f, double a, double b = 0, double c = 0) {
 xglm_kernel_plan current_plan() {
     xglm_kernel_plan plan;
     std::string      err;
-    if (!xglm_kernel_plan_from_env(xglm_backend_kernel_isa(), &plan, &err)) throw failure{err};
+    if (!xglm_kernel_plan_from_env(xglm_backend_kernel_isa(), xglm_backend_kernel_vnni(), &plan, &err)) throw failure{err};
     return plan;
 }
 
@@ -105,6 +105,10 @@ std::string op_skip_reason(bool on, const char * op) {
     }
     return std::string("the kernel plan does not run the ") + op + " op: " + why;
 }
+
+// Why the VNNI forms of the decode-gemv products do not run here.
+const char * const no_vnni_reason =
+    "the kernel plan has no AVX-512 VNNI products: this ggml CPU variant runs no AVX-512 VNNI code, or XGLM_KERNELS=avx2";
 
 std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
     std::mt19937                    rng(seed);
@@ -368,11 +372,11 @@ void kernel_plan() {
     auto plan = [](xglm_kernel_isa isa) {
         xglm_kernel_plan p;
         std::string      err;
-        if (!xglm_kernel_plan_from_env(isa, &p, &err)) throw failure{err};
+        if (!xglm_kernel_plan_from_env(isa, isa == xglm_kernel_isa::avx512, &p, &err)) throw failure{err};
         return p;
     };
     auto all = [](const xglm_kernel_plan & p) { return p.attention && p.gemv_q4_0 && p.gemv_q6_k && p.gelu_bias; };
-    auto none = [](const xglm_kernel_plan & p) { return !p.attention && !p.gemv_q4_0 && !p.gemv_q6_k && !p.gelu_bias; };
+    auto none = [](const xglm_kernel_plan & p) { return !p.attention && !p.gemv_q4_0 && !p.gemv_q6_k && !p.gelu_bias && !p.vnni; };
     env_guard env;
     for (const char * n : {"XGLM_KERNELS", "XGLM_NO_CUSTOM_ATTN", "XGLM_NO_CUSTOM_GEMV"}) env.set(n, nullptr);
     for (auto isa : {xglm_kernel_isa::avx2, xglm_kernel_isa::avx512}) {
@@ -380,16 +384,28 @@ void kernel_plan() {
         CHECK(all(p) && p.isa == isa, std::string("every op runs with ") + xglm_kernel_isa_name(isa));
     }
     CHECK(none(plan(xglm_kernel_isa::none)), "no op without AVX2 code");
+    {
+        xglm_kernel_plan p;
+        std::string      err;
+        CHECK(plan(xglm_kernel_isa::avx512).vnni, "VNNI products where the AVX-512 variant runs VNNI");
+        CHECK(xglm_kernel_plan_from_env(xglm_kernel_isa::avx512, false, &p, &err) && !p.vnni, "no VNNI products on a variant without VNNI");
+        CHECK(xglm_kernel_plan_from_env(xglm_kernel_isa::avx2, true, &p, &err) && !p.vnni, "VNNI products only with the AVX-512 code path");
+    }
     setenv("XGLM_KERNELS", "auto", 1);
     CHECK(all(plan(xglm_kernel_isa::avx2)), "XGLM_KERNELS=auto is the default");
     setenv("XGLM_KERNELS", "ggml", 1);
     CHECK(none(plan(xglm_kernel_isa::avx512)), "XGLM_KERNELS=ggml turns every op off");
     CHECK(plan(xglm_kernel_isa::avx512).isa == xglm_kernel_isa::avx512, "the plan still names the variant's code path");
+    setenv("XGLM_KERNELS", "avx2", 1);
+    {
+        const xglm_kernel_plan p = plan(xglm_kernel_isa::avx512);
+        CHECK(all(p) && !p.vnni && p.isa == xglm_kernel_isa::avx512, "XGLM_KERNELS=avx2: every op, no VNNI products");
+    }
     setenv("XGLM_KERNELS", "fast", 1);
     {
         xglm_kernel_plan p;
         std::string      err;
-        CHECK(!xglm_kernel_plan_from_env(xglm_kernel_isa::avx2, &p, &err) && err.find("XGLM_KERNELS=fast") != std::string::npos,
+        CHECK(!xglm_kernel_plan_from_env(xglm_kernel_isa::avx2, false, &p, &err) && err.find("XGLM_KERNELS=fast") != std::string::npos,
               "an unknown XGLM_KERNELS value is an error");
     }
     unsetenv("XGLM_KERNELS");
@@ -404,6 +420,7 @@ void kernel_plan() {
     {
         const xglm_kernel_plan p = plan(xglm_kernel_isa::avx2);
         CHECK(p.attention && !p.gemv_q4_0 && !p.gemv_q6_k && !p.gelu_bias, "XGLM_NO_CUSTOM_GEMV=1: decode-gemv and GELU off");
+        CHECK(!plan(xglm_kernel_isa::avx512).vnni, "XGLM_NO_CUSTOM_GEMV=1: no VNNI products either");
     }
     unsetenv("XGLM_NO_CUSTOM_GEMV");
     setenv("XGLM_LOG", "1", 1);
@@ -474,38 +491,58 @@ std::vector<uint8_t> quantized(ggml_type type, int64_t n_in, int64_t n_out, uint
     return q;
 }
 
-// decode-gemv.h, Q6_K in plain rows: bit-identical to ggml_mul_mat (+ bias; + the folded norm).
-void op_decode_gemv_q6_k() {
+// The column counts the decode-gemv tests take: one token, the tiles of both kernels and their
+// remainders, up to XGLM_GEMV_MAX_COLS (the tokens of a batched decode step).
+constexpr int64_t gemv_col_counts[] = {1, 2, 3, 4, 5, 8, 9, XGLM_GEMV_MAX_COLS};
+
+// decode-gemv.h, Q6_K in plain rows: bit-identical to ggml_mul_mat (+ bias; + the folded norm),
+// for every column count; `vnni`: through the AVX-512 VNNI kernels (op_decode_gemv_q6_k_vnni).
+void decode_gemv_q6_k(bool vnni) {
     const xglm_kernel_plan plan = current_plan();
     const int64_t n_in = 1024, n_out = 1000;
     for (int threads : {1, 2}) {
-        ggml_world     w(threads);
-        ggml_context * leaves = w.context();
-        ggml_tensor *  wt     = ggml_new_tensor_2d(leaves, GGML_TYPE_Q6_K, n_in, n_out);
-        ggml_tensor *  x      = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_in);
-        ggml_tensor *  b      = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_out);
-        ggml_tensor *  nw     = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_in);
-        ggml_tensor *  nb     = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_in);
-        w.alloc(leaves);
-        const auto q = quantized(GGML_TYPE_Q6_K, n_in, n_out, 30);
-        ggml_backend_tensor_set(wt, q.data(), 0, q.size());
-        set_f32(x, random_floats(n_in, 31)), set_f32(b, random_floats(n_out, 32)), set_f32(nw, random_floats(n_in, 33));
-        set_f32(nb, random_floats(n_in, 34));
-        CHECK(xglm_decode_gemv_usable(wt, x, b), "the op takes a plain Q6_K weight");
+        for (int64_t n_cols : gemv_col_counts) {
+            ggml_world     w(threads);
+            ggml_context * leaves = w.context();
+            ggml_tensor *  wt     = ggml_new_tensor_2d(leaves, GGML_TYPE_Q6_K, n_in, n_out);
+            ggml_tensor *  x      = ggml_new_tensor_2d(leaves, GGML_TYPE_F32, n_in, n_cols);
+            ggml_tensor *  b      = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_out);
+            ggml_tensor *  nw     = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_in);
+            ggml_tensor *  nb     = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_in);
+            w.alloc(leaves);
+            const auto q = quantized(GGML_TYPE_Q6_K, n_in, n_out, 30);
+            ggml_backend_tensor_set(wt, q.data(), 0, q.size());
+            set_f32(x, random_floats(n_in * n_cols, 31)), set_f32(b, random_floats(n_out, 32)), set_f32(nw, random_floats(n_in, 33));
+            set_f32(nb, random_floats(n_in, 34));
+            const std::string at = std::to_string(threads) + " thread(s), " + std::to_string(n_cols) + " column(s), " +
+                                   (vnni ? "VNNI" : "AVX2") + ": ";
+            CHECK(xglm_decode_gemv_usable(wt, x, b), at + "the op takes a plain Q6_K weight");
 
-        ggml_context * nodes = w.context();
-        const auto     ref   = w.compute(nodes, ggml_add(nodes, ggml_mul_mat(nodes, wt, x), b));
-        const auto     ours  = w.compute(nodes, xglm_decode_gemv(nodes, wt, x, b));
-        CHECK(count_bit_differences(ours, ref) == 0, std::to_string(threads) + " thread(s): w·x + b differs from mul_mat + add");
+            xglm_gemv_fuse plain;
+            plain.vnni           = vnni;
+            ggml_context * nodes = w.context();
+            const auto     ref   = w.compute(nodes, ggml_add(nodes, ggml_mul_mat(nodes, wt, x), b));
+            const auto     ours  = w.compute(nodes, xglm_decode_gemv(nodes, wt, x, b, plain));
+            CHECK(count_bit_differences(ours, ref) == 0, at + "w·x + b differs from mul_mat + add");
 
-        xglm_gemv_fuse f;
-        f.norm_w = nw, f.norm_b = nb, f.norm_eps = 1e-5f, f.norm_isa = plan.isa;
-        ggml_context * nodes2 = w.context();
-        const auto ref_n  = w.compute(nodes2, ggml_mul_mat(nodes2, wt, ggml_layer_norm(nodes2, x, nw, nb, 1e-5f)));
-        const auto ours_n = w.compute(nodes2, xglm_decode_gemv(nodes2, wt, x, nullptr, f));
-        CHECK(count_bit_differences(ours_n, ref_n) == 0, std::to_string(threads) + " thread(s): w·LN(x) differs from norm → mul → add → mul_mat");
+            xglm_gemv_fuse f = plain;
+            f.norm_w = nw, f.norm_b = nb, f.norm_eps = 1e-5f, f.norm_isa = plan.isa;
+            ggml_context * nodes2 = w.context();
+            const auto ref_n  = w.compute(nodes2, ggml_mul_mat(nodes2, wt, ggml_layer_norm(nodes2, x, nw, nb, 1e-5f)));
+            const auto ours_n = w.compute(nodes2, xglm_decode_gemv(nodes2, wt, x, nullptr, f));
+            CHECK(count_bit_differences(ours_n, ref_n) == 0, at + "w·LN(x) differs from norm → mul → add → mul_mat");
+        }
     }
+    // more columns than the op takes: not usable (the graph keeps ggml's mul_mat)
+    ggml_world     w(1);
+    ggml_context * leaves = w.context();
+    ggml_tensor *  wt     = ggml_new_tensor_2d(leaves, GGML_TYPE_Q6_K, n_in, n_out);
+    ggml_tensor *  x      = ggml_new_tensor_2d(leaves, GGML_TYPE_F32, n_in, XGLM_GEMV_MAX_COLS + 1);
+    w.alloc(leaves);
+    CHECK(!xglm_decode_gemv_usable(wt, x, nullptr), "more than XGLM_GEMV_MAX_COLS columns are not usable");
 }
+void op_decode_gemv_q6_k() { decode_gemv_q6_k(false); }
+void op_decode_gemv_q6_k_vnni() { decode_gemv_q6_k(true); }
 
 // The CPU_REPACK buffer type, where ggml rearranges Q4_0 weights for its AVX2 gemv.
 ggml_backend_buffer_type_t repack_buffer_type() {
@@ -520,57 +557,69 @@ ggml_backend_buffer_type_t repack_buffer_type() {
 // decode-gemv.h, Q4_0 as repacked by ggml: bit-identical to ggml_mul_mat on the same repacked
 // weight for the product, the bias, the folded norm and the residual; the folded GELU within
 // the erf bound of op_gelu_bias.
-void op_decode_gemv_q4_0() {
+// `vnni`: through the AVX-512 VNNI kernels (op_decode_gemv_q4_0_vnni) instead of the AVX2 ones.
+void decode_gemv_q4_0(bool vnni) {
     const xglm_kernel_plan plan = current_plan();
     ggml_backend_buffer_type_t repack = repack_buffer_type();
     const int64_t n_in = 1024, n_out = 512;
     for (int threads : {1, 2}) {
-        ggml_world     w(threads);
-        ggml_context * wctx = w.context(4);
-        ggml_tensor *  wt   = ggml_new_tensor_2d(wctx, GGML_TYPE_Q4_0, n_in, n_out);
-        w.alloc(wctx, repack);
-        const auto q = quantized(GGML_TYPE_Q4_0, n_in, n_out, 40);
-        ggml_backend_tensor_set(wt, q.data(), 0, q.size());  // ggml repacks while setting
-        ggml_context * leaves = w.context();
-        ggml_tensor *  x      = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_in);
-        ggml_tensor *  b      = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_out);
-        ggml_tensor *  nw     = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_in);
-        ggml_tensor *  nb     = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_in);
-        ggml_tensor *  res    = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_out);
-        w.alloc(leaves);
-        set_f32(x, random_floats(n_in, 41)), set_f32(b, random_floats(n_out, 42)), set_f32(nw, random_floats(n_in, 43));
-        set_f32(nb, random_floats(n_in, 44)), set_f32(res, random_floats(n_out, 45));
-        if (!xglm_decode_gemv_usable(wt, x, b)) throw skipped{"ggml did not repack this Q4_0 weight into 8-row groups here"};
-        const std::string at = std::to_string(threads) + " thread(s): ";
+        for (int64_t n_cols : gemv_col_counts) {
+            ggml_world     w(threads);
+            ggml_context * wctx = w.context(4);
+            ggml_tensor *  wt   = ggml_new_tensor_2d(wctx, GGML_TYPE_Q4_0, n_in, n_out);
+            w.alloc(wctx, repack);
+            const auto q = quantized(GGML_TYPE_Q4_0, n_in, n_out, 40);
+            ggml_backend_tensor_set(wt, q.data(), 0, q.size());  // ggml repacks while setting
+            ggml_context * leaves = w.context();
+            ggml_tensor *  x      = ggml_new_tensor_2d(leaves, GGML_TYPE_F32, n_in, n_cols);
+            ggml_tensor *  b      = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_out);
+            ggml_tensor *  nw     = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_in);
+            ggml_tensor *  nb     = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_in);
+            ggml_tensor *  res    = ggml_new_tensor_2d(leaves, GGML_TYPE_F32, n_out, n_cols);
+            w.alloc(leaves);
+            set_f32(x, random_floats(n_in * n_cols, 41)), set_f32(b, random_floats(n_out, 42)), set_f32(nw, random_floats(n_in, 43));
+            set_f32(nb, random_floats(n_in, 44)), set_f32(res, random_floats(n_out * n_cols, 45));
+            if (!xglm_decode_gemv_usable(wt, x, b)) throw skipped{"ggml did not repack this Q4_0 weight into 8-row groups here"};
 
-        ggml_context * n1 = w.context();
-        CHECK(count_bit_differences(w.compute(n1, xglm_decode_gemv(n1, wt, x, b)), w.compute(n1, ggml_add(n1, ggml_mul_mat(n1, wt, x), b))) == 0,
-              at + "w·x + b differs from mul_mat + add");
+            ggml_context * n1     = w.context();
+            const auto     ref    = w.compute(n1, ggml_add(n1, ggml_mul_mat(n1, wt, x), b));
+            ggml_context * n2     = w.context();
+            const auto     ref_n  = w.compute(n2, ggml_add(n2, ggml_mul_mat(n2, wt, ggml_layer_norm(n2, x, nw, nb, 1e-5f)), b));
+            ggml_context * n3     = w.context();
+            const auto     ref_r  = w.compute(n3, ggml_add(n3, ggml_add(n3, ggml_mul_mat(n3, wt, x), b), res));
+            {
+                const std::string at = std::to_string(threads) + " thread(s), " + std::to_string(n_cols) + " column(s), " +
+                                       (vnni ? "VNNI" : "AVX2") + ": ";
+                xglm_gemv_fuse plain;
+                plain.vnni     = vnni;
+                ggml_context * m1 = w.context();
+                CHECK(count_bit_differences(w.compute(m1, xglm_decode_gemv(m1, wt, x, b, plain)), ref) == 0, at + "w·x + b differs from mul_mat + add");
 
-        xglm_gemv_fuse norm;
-        norm.norm_w = nw, norm.norm_b = nb, norm.norm_eps = 1e-5f, norm.norm_isa = plan.isa;
-        ggml_context * n2 = w.context();
-        const auto ref_n = w.compute(n2, ggml_add(n2, ggml_mul_mat(n2, wt, ggml_layer_norm(n2, x, nw, nb, 1e-5f)), b));
-        CHECK(count_bit_differences(w.compute(n2, xglm_decode_gemv(n2, wt, x, b, norm)), ref_n) == 0, at + "w·LN(x) + b differs from ggml's nodes");
+                xglm_gemv_fuse norm = plain;
+                norm.norm_w = nw, norm.norm_b = nb, norm.norm_eps = 1e-5f, norm.norm_isa = plan.isa;
+                ggml_context * m2 = w.context();
+                CHECK(count_bit_differences(w.compute(m2, xglm_decode_gemv(m2, wt, x, b, norm)), ref_n) == 0, at + "w·LN(x) + b differs from ggml's nodes");
 
-        xglm_gemv_fuse residual;
-        residual.residual = res;
-        ggml_context * n3 = w.context();
-        const auto ref_r  = w.compute(n3, ggml_add(n3, ggml_add(n3, ggml_mul_mat(n3, wt, x), b), res));
-        CHECK(count_bit_differences(w.compute(n3, xglm_decode_gemv(n3, wt, x, b, residual)), ref_r) == 0, at + "w·x + b + r differs from ggml's nodes");
+                xglm_gemv_fuse residual = plain;
+                residual.residual       = res;
+                ggml_context * m3       = w.context();
+                CHECK(count_bit_differences(w.compute(m3, xglm_decode_gemv(m3, wt, x, b, residual)), ref_r) == 0, at + "w·x + b + r differs from ggml's nodes");
 
-        xglm_gemv_fuse gelu;
-        gelu.gelu = true;
-        ggml_context * n4     = w.context();
-        const auto     linear = w.compute(n4, ggml_add(n4, ggml_mul_mat(n4, wt, x), b));
-        const auto     ours_g = w.compute(n4, xglm_decode_gemv(n4, wt, x, b, gelu));
-        for (int64_t i = 0; i < n_out; ++i) {
-            const float ref   = gelu_erff(linear[i]);
-            const float bound = 2.5e-7f * std::fabs(linear[i]) / 2 + 4 * std::numeric_limits<float>::epsilon() * std::fabs(ref) + 1e-30f;
-            CHECK(std::fabs(ours_g[i] - ref) <= bound, at + "GELU(w·x + b) row " + std::to_string(i) + " outside the erf bound");
+                xglm_gemv_fuse gelu = plain;
+                gelu.gelu           = true;
+                ggml_context * m4     = w.context();
+                const auto     ours_g = w.compute(m4, xglm_decode_gemv(m4, wt, x, b, gelu));
+                for (int64_t i = 0; i < n_out * n_cols; ++i) {
+                    const float r     = gelu_erff(ref[i]);
+                    const float bound = 2.5e-7f * std::fabs(ref[i]) / 2 + 4 * std::numeric_limits<float>::epsilon() * std::fabs(r) + 1e-30f;
+                    CHECK(std::fabs(ours_g[i] - r) <= bound, at + "GELU(w·x + b) value " + std::to_string(i) + " outside the erf bound");
+                }
+            }
         }
     }
 }
+void op_decode_gemv_q4_0() { decode_gemv_q4_0(false); }
+void op_decode_gemv_q4_0_vnni() { decode_gemv_q4_0(true); }
 
 // attention.h: against softmax(q·kᵀ·scale + mask)·v in double precision from the same F16
 // cache, and against ggml_flash_attn_ext within what F16 rounding allows it.
@@ -894,11 +943,26 @@ const std::vector<test_case> & cases() {
          }},
         {"op_gelu_bias", op_gelu_bias, [] { return op_skip_reason(current_plan().gelu_bias, "GELU"); }},
         {"op_decode_gemv_q6_k", op_decode_gemv_q6_k, [] { return op_skip_reason(current_plan().gemv_q6_k, "Q6_K decode-gemv"); }},
+        {"op_decode_gemv_q6_k_vnni", op_decode_gemv_q6_k_vnni,
+         [] {
+             const xglm_kernel_plan p = current_plan();
+             std::string            r = op_skip_reason(p.gemv_q6_k, "Q6_K decode-gemv");
+             if (r.empty() && !p.vnni) r = no_vnni_reason;
+             return r;
+         }},
         {"op_decode_gemv_q4_0", op_decode_gemv_q4_0,
          [] {
              const std::string r = op_skip_reason(current_plan().gemv_q4_0, "Q4_0 decode-gemv");
              if (!r.empty() || repack_buffer_type()) return r;
              return std::string("this ggml CPU backend has no CPU_REPACK buffer (the op takes only repacked Q4_0)");
+         }},
+        {"op_decode_gemv_q4_0_vnni", op_decode_gemv_q4_0_vnni,
+         [] {
+             const xglm_kernel_plan p = current_plan();
+             std::string            r = op_skip_reason(p.gemv_q4_0, "Q4_0 decode-gemv");
+             if (r.empty() && !p.vnni) r = no_vnni_reason;
+             if (r.empty() && !repack_buffer_type()) r = "this ggml CPU backend has no CPU_REPACK buffer (the op takes only repacked Q4_0)";
+             return r;
          }},
         {"op_attention", op_attention, [] { return op_skip_reason(current_plan().attention, "attention"); }},
         {"op_attention_store", op_attention_store, [] { return op_skip_reason(current_plan().attention, "attention"); }},

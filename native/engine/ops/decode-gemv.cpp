@@ -144,6 +144,122 @@ XGLM_AVX2 float dot_q6_K(const void * row, const void * col, int64_t n) {
     return xglm_hsum_8(acc);
 }
 
+// Rows of Q6_K · NC Q8_K columns at once: each weight block is unpacked once and dotted with
+// every column, where dot_q6_K unpacks it per column (ggml's mul_mat too: one vec_dot per row
+// and column). Per (row, column) the integers and the float order are dot_q6_K's, so each
+// result is bit-identical to it. out[c] = the row · column c.
+template <int NC>
+XGLM_AVX2 void dot_q6_K_cols(const block_q6_K * x, const block_q8_K * const * y, int nb, float * out) {
+    const __m256i m3  = _mm256_set1_epi8(3);
+    const __m256i m15 = _mm256_set1_epi8(15);
+    const __m256i scale_pick[4] = {
+        _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3),
+        _mm256_setr_epi8(4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7),
+        _mm256_setr_epi8(8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10,
+                         11, 10, 11, 10, 11),
+        _mm256_setr_epi8(12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 14, 15, 14, 15, 14, 15, 14,
+                         15, 14, 15, 14, 15, 14, 15, 14, 15),
+    };
+    __m256 acc[NC];
+    for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
+    for (int i = 0; i < nb; ++i) {
+        const float   dx       = _cvtsh_ss(x[i].d);
+        const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x[i].scales)));
+        // the block's 256 quants (0..63) in 8 registers of 32, and the int16 scale of each
+        __m256i q[8], sc[8];
+        for (int j = 0; j < 2; ++j) {
+            const __m256i s16   = _mm256_permute4x64_epi64(scales16, j == 0 ? 0x44 : 0xEE);
+            const __m256i bits1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].ql + 64 * j));
+            const __m256i bits2 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].ql + 64 * j + 32));
+            const __m256i bitsH = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].qh + 32 * j));
+            const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(bitsH, m3), 4);
+            const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(bitsH, _mm256_set1_epi8(12)), 2);
+            const __m256i h2 = _mm256_and_si256(bitsH, _mm256_set1_epi8(48));
+            const __m256i h3 = _mm256_srli_epi16(_mm256_and_si256(bitsH, _mm256_set1_epi8(-64)), 2);
+            q[4 * j + 0] = _mm256_or_si256(_mm256_and_si256(bits1, m15), h0);
+            q[4 * j + 1] = _mm256_or_si256(_mm256_and_si256(bits2, m15), h1);
+            q[4 * j + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits1, 4), m15), h2);
+            q[4 * j + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits2, 4), m15), h3);
+            for (int k = 0; k < 4; ++k) sc[4 * j + k] = _mm256_shuffle_epi8(s16, scale_pick[k]);
+        }
+        for (int c = 0; c < NC; ++c) {
+            const block_q8_K & yc   = y[c][i];
+            const __m256i      q8s  = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(yc.bsums));
+            const __m256i      sub  = _mm256_slli_epi32(_mm256_madd_epi16(q8s, scales16), 5);
+            __m256i            sumi = _mm256_setzero_si256();
+            for (int k = 0; k < 8; ++k) {
+                const __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256(reinterpret_cast<const __m256i *>(yc.qs + 32 * k)));
+                sumi            = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc[k], p));
+            }
+            sumi   = _mm256_sub_epi32(sumi, sub);
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(yc.d * dx), _mm256_cvtepi32_ps(sumi), acc[c]);
+        }
+    }
+    for (int c = 0; c < NC; ++c) out[c] = xglm_hsum_8(acc[c]);
+}
+
+// The same with AVX-512 VNNI, for ggml variants that run it: 64 quants per instruction, and
+// vpdpwssd applies the int16 scales and accumulates in one step (maddubs → madd → add above).
+// The 16 int32 lanes fold to dot_q6_K_cols's 8 (lane i + lane 8 + i: the same products), so the
+// integers, and from there the float steps, are the same: bit-identical to it.
+XGLM_AVX512_BEGIN
+template <int NC>
+XGLM_AVX512_VNNI void dot_q6_K_cols_vnni(const block_q6_K * x, const block_q8_K * const * y, int nb, float * out) {
+    const __m256i m3  = _mm256_set1_epi8(3);
+    const __m256i m15 = _mm256_set1_epi8(15);
+    const __m256i scale_pick[4] = {
+        _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3),
+        _mm256_setr_epi8(4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7),
+        _mm256_setr_epi8(8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10,
+                         11, 10, 11, 10, 11),
+        _mm256_setr_epi8(12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 14, 15, 14, 15, 14, 15, 14,
+                         15, 14, 15, 14, 15, 14, 15, 14, 15),
+    };
+    __m256 acc[NC];
+    for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
+    for (int i = 0; i < nb; ++i) {
+        const float   dx       = _cvtsh_ss(x[i].d);
+        const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x[i].scales)));
+        // q[2j + m]: quants 64m..64m+63 of half j (dot_q6_K_cols's q[4j + 2m] and q[4j + 2m + 1]),
+        // next to the q8 bytes 128j + 64m.., and their int16 scales
+        __m512i q[4], sc[4];
+        for (int j = 0; j < 2; ++j) {
+            const __m256i s16   = _mm256_permute4x64_epi64(scales16, j == 0 ? 0x44 : 0xEE);
+            const __m256i bits1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].ql + 64 * j));
+            const __m256i bits2 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].ql + 64 * j + 32));
+            const __m256i bitsH = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].qh + 32 * j));
+            const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(bitsH, m3), 4);
+            const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(bitsH, _mm256_set1_epi8(12)), 2);
+            const __m256i h2 = _mm256_and_si256(bitsH, _mm256_set1_epi8(48));
+            const __m256i h3 = _mm256_srli_epi16(_mm256_and_si256(bitsH, _mm256_set1_epi8(-64)), 2);
+            const __m256i q0 = _mm256_or_si256(_mm256_and_si256(bits1, m15), h0);
+            const __m256i q1 = _mm256_or_si256(_mm256_and_si256(bits2, m15), h1);
+            const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits1, 4), m15), h2);
+            const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits2, 4), m15), h3);
+            q[2 * j]      = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
+            q[2 * j + 1]  = _mm512_inserti64x4(_mm512_castsi256_si512(q2), q3, 1);
+            sc[2 * j]     = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_shuffle_epi8(s16, scale_pick[0])),
+                                               _mm256_shuffle_epi8(s16, scale_pick[1]), 1);
+            sc[2 * j + 1] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_shuffle_epi8(s16, scale_pick[2])),
+                                               _mm256_shuffle_epi8(s16, scale_pick[3]), 1);
+        }
+        for (int c = 0; c < NC; ++c) {
+            const block_q8_K & yc  = y[c][i];
+            const __m256i      q8s = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(yc.bsums));
+            const __m256i      sub = _mm256_slli_epi32(_mm256_madd_epi16(q8s, scales16), 5);
+            __m512i            s   = _mm512_setzero_si512();
+            for (int k = 0; k < 4; ++k) {
+                s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(q[k], _mm512_loadu_si512(yc.qs + 64 * k)), sc[k]);
+            }
+            __m256i sumi = _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+            sumi         = _mm256_sub_epi32(sumi, sub);
+            acc[c]       = _mm256_fmadd_ps(_mm256_set1_ps(yc.d * dx), _mm256_cvtepi32_ps(sumi), acc[c]);
+        }
+    }
+    for (int c = 0; c < NC; ++c) out[c] = xglm_hsum_8(acc[c]);
+}
+XGLM_AVX512_END
+
 // --- the column as Q8_0 -----------------------------------------------------------------
 
 // x as Q8_0 blocks exactly as ggml's AVX2 quantize_row_q8_0 makes them (not the reference
@@ -196,79 +312,184 @@ XGLM_AVX2 void prepare_q4_0x8(const float * x, void * col, int64_t n) {
     }
 }
 
-// Rows 8g..8g+7 · Q8_0 column, as ggml's AVX2 gemv for block_q4_0x8 computes them: per block an
-// exact integer dot for each row, then acc_r += isum_r · (d_w,r · d_h) with one FMA per block.
-// The integer dots here take the nibbles unsigned (q = s ^ 8, 0..15) and subtract 8·Σ q_h:
-// Σ (q − 8)·q_h is the same integer, with fewer instructions than sign-extending the nibbles.
-XGLM_AVX2 __m256 dot_q4_0x8(const block_q4_0x8 * x, const void * col, int64_t n) {
-    const int64_t   nb    = n / QK8_0;
-    const auto *    y     = static_cast<const block_q8_0 *>(col);
-    const float *   yd    = reinterpret_cast<const float *>(y + nb);
-    const int32_t * ysum  = reinterpret_cast<const int32_t *>(yd + nb);
-    const __m256i   m4    = _mm256_set1_epi8(0x0F);
-    const __m256i   flip  = _mm256_set1_epi8(static_cast<char>(0x88));
-    const __m256i   ones  = _mm256_set1_epi16(1);
+// One prepared Q8_0 column (prepare_q4_0x8): its blocks, their scales as F32, their quant sums.
+struct q8_0_column {
+    const block_q8_0 * q;
+    const float *      d;
+    const int32_t *    sum;
+};
+
+q8_0_column q8_0_parts(const void * col, int64_t nb) {
+    const auto *  q = static_cast<const block_q8_0 *>(col);
+    const float * d = reinterpret_cast<const float *>(q + nb);
+    return {q, d, reinterpret_cast<const int32_t *>(d + nb)};
+}
+
+// Rows 8g..8g+7 (x: the group's nb blocks) · NC Q8_0 columns, as ggml's AVX2 gemv for
+// block_q4_0x8 computes each column: per block an exact integer dot for each row, then
+// acc_r += isum_r · (d_w,r · d_h) with one FMA per block. The weight block is unpacked once for
+// all NC columns. The integer dots take the nibbles unsigned (q = s ^ 8, 0..15) and subtract
+// 8·Σ q_h: Σ (q − 8)·q_h is the same integer, with fewer instructions than sign-extending the
+// nibbles. acc[c] = the 8 rows · column c.
+template <int NC>
+XGLM_AVX2 void dot_q4_0x8_cols(const block_q4_0x8 * x, const q8_0_column * y, int64_t nb, __m256 * acc) {
+    const __m256i m4    = _mm256_set1_epi8(0x0F);
+    const __m256i flip  = _mm256_set1_epi8(static_cast<char>(0x88));
+    const __m256i ones  = _mm256_set1_epi16(1);
     // hadd leaves the rows as [0 1 4 5 | 2 3 6 7]
-    const __m256i   order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
-    __m256          acc   = _mm256_setzero_ps();
+    const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    __m256        a[NC];
+    for (int c = 0; c < NC; ++c) a[c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
         const auto *  qs = reinterpret_cast<const __m256i *>(x[b].qs);
         const __m256i r0 = _mm256_xor_si256(_mm256_loadu_si256(qs + 0), flip);  // rows 0-3, bytes 0-7
         const __m256i r1 = _mm256_xor_si256(_mm256_loadu_si256(qs + 1), flip);  // rows 4-7, bytes 0-7
         const __m256i r2 = _mm256_xor_si256(_mm256_loadu_si256(qs + 2), flip);  // rows 0-3, bytes 8-15
         const __m256i r3 = _mm256_xor_si256(_mm256_loadu_si256(qs + 3), flip);  // rows 4-7, bytes 8-15
-        // the column's quants 0-7, 8-15, 16-23, 24-31, each repeated for 4 rows
-        const int8_t * q8 = y[b].qs;
-        const __m256i  y0 = _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(q8)));
-        const __m256i  y1 = _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(q8 + 8)));
-        const __m256i  y2 = _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(q8 + 16)));
-        const __m256i  y3 = _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(q8 + 24)));
-        // low nibbles are quants 0-15 of the block, high nibbles 16-31; int16 sums stay below
-        // 4·2·15·127 < 2^15
-        __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(r0, m4), y0);
-        lo         = _mm256_add_epi16(lo, _mm256_maddubs_epi16(_mm256_and_si256(r2, m4), y1));
-        lo         = _mm256_add_epi16(lo, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(r0, 4), m4), y2));
-        lo         = _mm256_add_epi16(lo, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(r2, 4), m4), y3));
-        __m256i hi = _mm256_maddubs_epi16(_mm256_and_si256(r1, m4), y0);
-        hi         = _mm256_add_epi16(hi, _mm256_maddubs_epi16(_mm256_and_si256(r3, m4), y1));
-        hi         = _mm256_add_epi16(hi, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(r1, 4), m4), y2));
-        hi         = _mm256_add_epi16(hi, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(r3, 4), m4), y3));
-        __m256i isum = _mm256_hadd_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones));
-        isum         = _mm256_sub_epi32(_mm256_permutevar8x32_epi32(isum, order), _mm256_set1_epi32(8 * ysum[b]));
-
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x[b].d)));
-        acc             = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(yd[b])), acc);
+        // low nibbles are quants 0-15 of the block, high nibbles 16-31
+        const __m256i lo_q[4] = {_mm256_and_si256(r0, m4), _mm256_and_si256(r2, m4),
+                                 _mm256_and_si256(_mm256_srli_epi16(r0, 4), m4), _mm256_and_si256(_mm256_srli_epi16(r2, 4), m4)};
+        const __m256i hi_q[4] = {_mm256_and_si256(r1, m4), _mm256_and_si256(r3, m4),
+                                 _mm256_and_si256(_mm256_srli_epi16(r1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(r3, 4), m4)};
+        const __m256  dw      = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x[b].d)));
+        for (int c = 0; c < NC; ++c) {
+            // the column's quants 0-7, 8-15, 16-23, 24-31, each repeated for 4 rows; int16
+            // sums stay below 4·2·15·127 < 2^15
+            const int8_t * q8 = y[c].q[b].qs;
+            __m256i        lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+            for (int k = 0; k < 4; ++k) {
+                const __m256i yk = _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(q8 + 8 * k)));
+                lo               = _mm256_add_epi16(lo, _mm256_maddubs_epi16(lo_q[k], yk));
+                hi               = _mm256_add_epi16(hi, _mm256_maddubs_epi16(hi_q[k], yk));
+            }
+            __m256i isum = _mm256_hadd_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones));
+            isum         = _mm256_sub_epi32(_mm256_permutevar8x32_epi32(isum, order), _mm256_set1_epi32(8 * y[c].sum[b]));
+            a[c]         = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(y[c].d[b])), a[c]);
+        }
     }
-    return acc;
+    for (int c = 0; c < NC; ++c) acc[c] = a[c];
 }
 
-// groups [g0, g1) of 8 rows (+ bias, then GELU or + residual if asked). No software prefetch: with it this
-// kernel measured no faster than ggml's (1.0-1.1x), without it 1.2x; the hardware prefetcher
-// keeps up here.
-XGLM_AVX2 void dot_groups_q4_0x8(const char * w, size_t group_bytes, const void * col, int64_t n, const float * bias,
-                                 bool gelu, const float * residual, float * out, int64_t g0, int64_t g1) {
+// The same with AVX-512 VNNI, for ggml variants that run it: the 8 rows' 8-byte pieces fill one
+// 512-bit register, so four vpdpbusd make each row's integer dot as two int32 halves (the
+// maddubs/madd/add chain above is one instruction each). Same integers, same float steps, so
+// the same bits as dot_q4_0x8_cols.
+XGLM_AVX512_BEGIN
+template <int NC>
+XGLM_AVX512_VNNI void dot_q4_0x8_cols_vnni(const block_q4_0x8 * x, const q8_0_column * y, int64_t nb, __m256 * acc) {
+    const __m512i m4   = _mm512_set1_epi8(0x0F);
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x88));
+    __m256        a[NC];
+    for (int c = 0; c < NC; ++c) a[c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        // 64-bit lane r holds row r's bytes 0-7 (lo) and 8-15 (hi)
+        const __m512i lo = _mm512_xor_si512(_mm512_loadu_si512(x[b].qs), flip);
+        const __m512i hi = _mm512_xor_si512(_mm512_loadu_si512(x[b].qs + 64), flip);
+        const __m512i q[4] = {_mm512_and_si512(lo, m4), _mm512_and_si512(hi, m4), _mm512_and_si512(_mm512_srli_epi16(lo, 4), m4),
+                              _mm512_and_si512(_mm512_srli_epi16(hi, 4), m4)};
+        const __m256  dw   = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x[b].d)));
+        for (int c = 0; c < NC; ++c) {
+            const int8_t * q8 = y[c].q[b].qs;
+            __m512i        s  = _mm512_setzero_si512();
+            for (int k = 0; k < 4; ++k) {
+                int64_t y8;
+                std::memcpy(&y8, q8 + 8 * k, sizeof y8);
+                s = _mm512_dpbusd_epi32(s, q[k], _mm512_set1_epi64(y8));
+            }
+            // row r = the two int32 halves of lane r
+            __m256i isum = _mm512_cvtepi64_epi32(_mm512_add_epi32(s, _mm512_srli_epi64(s, 32)));
+            isum         = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * y[c].sum[b]));
+            a[c]         = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(y[c].d[b])), a[c]);
+        }
+    }
+    for (int c = 0; c < NC; ++c) acc[c] = a[c];
+}
+
+XGLM_AVX512_END
+
+using q4_0x8_tile_fn = void (*)(const block_q4_0x8 *, const q8_0_column *, int64_t, __m256 *);
+
+// Column tiles: as many columns per weight pass as the registers hold (16 ymm for AVX2, 32 with
+// AVX-512); index = the tile's column count.
+constexpr q4_0x8_tile_fn q4_0x8_tiles[] = {nullptr, dot_q4_0x8_cols<1>, dot_q4_0x8_cols<2>, dot_q4_0x8_cols<3>,
+                                           dot_q4_0x8_cols<4>};
+constexpr q4_0x8_tile_fn q4_0x8_tiles_vnni[] = {nullptr,
+                                                dot_q4_0x8_cols_vnni<1>,
+                                                dot_q4_0x8_cols_vnni<2>,
+                                                dot_q4_0x8_cols_vnni<3>,
+                                                dot_q4_0x8_cols_vnni<4>,
+                                                dot_q4_0x8_cols_vnni<5>,
+                                                dot_q4_0x8_cols_vnni<6>,
+                                                dot_q4_0x8_cols_vnni<7>,
+                                                dot_q4_0x8_cols_vnni<8>};
+
+// Where a product's results go, and what is applied to them on the way (xglm_gemv_fuse).
+struct gemv_out {
+    const float * bias;      // [n_rows] or nullptr
+    bool          gelu;
+    const float * residual;  // column c at residual + c·residual_stride, or nullptr
+    size_t        residual_stride;
+    float *       out;  // column c at out + c·n_rows
+    int64_t       n_rows;
+};
+
+// groups [g0, g1) of 8 rows · all columns (+ bias, then GELU or + residual if asked). No
+// software prefetch: with it the one-column kernel measured no faster than ggml's (1.0-1.1x),
+// without it 1.2x; the hardware prefetcher keeps up here.
+XGLM_AVX2 void dot_groups_q4_0x8(const char * w, size_t group_bytes, const q8_0_column * cols, int n_cols, int64_t nb,
+                                 bool vnni, const gemv_out & o, int64_t g0, int64_t g1) {
+    const int tile = vnni ? 8 : 4;
     for (int64_t g = g0; g < g1; ++g) {
-        __m256 v = dot_q4_0x8(reinterpret_cast<const block_q4_0x8 *>(w + g * group_bytes), col, n);
-        if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + 8 * g));
-        if (gelu) v = xglm_gelu_erf_8(v);
-        if (residual) v = _mm256_add_ps(v, _mm256_loadu_ps(residual + 8 * g));
-        _mm256_storeu_ps(out + 8 * g, v);
+        const auto * x = reinterpret_cast<const block_q4_0x8 *>(w + g * group_bytes);
+        for (int c0 = 0; c0 < n_cols; c0 += tile) {
+            const int nc = std::min(tile, n_cols - c0);
+            __m256    acc[8];
+            (vnni ? q4_0x8_tiles_vnni : q4_0x8_tiles)[nc](x, cols + c0, nb, acc);
+            for (int c = 0; c < nc; ++c) {
+                __m256 v = acc[c];
+                if (o.bias) v = _mm256_add_ps(v, _mm256_loadu_ps(o.bias + 8 * g));
+                if (o.gelu) v = xglm_gelu_erf_8(v);
+                if (o.residual) v = _mm256_add_ps(v, _mm256_loadu_ps(o.residual + (c0 + c) * o.residual_stride + 8 * g));
+                _mm256_storeu_ps(o.out + (c0 + c) * o.n_rows + 8 * g, v);
+            }
+        }
     }
 }
 
-// --- the op -----------------------------------------------------------------------------
+// --- Q6_K rows ----------------------------------------------------------------------------
 
-using row_dot_fn = float (*)(const void * row, const void * col, int64_t n);
+using q6_K_tile_fn = void (*)(const block_q6_K *, const block_q8_K * const *, int, float *);
+constexpr q6_K_tile_fn q6_K_tiles[] = {nullptr, dot_q6_K_cols<1>, dot_q6_K_cols<2>, dot_q6_K_cols<3>, dot_q6_K_cols<4>};
+constexpr q6_K_tile_fn q6_K_tiles_vnni[] = {nullptr,
+                                            dot_q6_K_cols_vnni<1>,
+                                            dot_q6_K_cols_vnni<2>,
+                                            dot_q6_K_cols_vnni<3>,
+                                            dot_q6_K_cols_vnni<4>,
+                                            dot_q6_K_cols_vnni<5>,
+                                            dot_q6_K_cols_vnni<6>,
+                                            dot_q6_K_cols_vnni<7>,
+                                            dot_q6_K_cols_vnni<8>};
 
-// rows [r0, r1) of the product (+ bias), asking for weight bytes prefetch_distance ahead
-template <row_dot_fn dot>
-XGLM_AVX2 void dot_rows(const char * w, size_t row_bytes, const void * col, int64_t n, const float * bias,
-                        float * out, int64_t r0, int64_t r1) {
+// rows [r0, r1) · all columns (+ bias), asking for weight bytes prefetch_distance ahead. One
+// column takes dot_q6_K, which streams the block instead of holding it unpacked.
+XGLM_AVX2 void dot_rows_q6_K(const char * w, size_t row_bytes, const block_q8_K * const * cols, int n_cols, int nb,
+                             bool vnni, const gemv_out & o, int64_t r0, int64_t r1) {
+    const int tile = vnni ? 8 : 4;
     for (int64_t r = r0; r < r1; ++r) {
         const char * row = w + r * row_bytes;
         for (size_t off = 0; off < row_bytes; off += 64) _mm_prefetch(row + prefetch_distance + off, _MM_HINT_T0);
-        const float v = dot(row, col, n);
-        out[r]        = bias ? v + bias[r] : v;
+        const float bias = o.bias ? o.bias[r] : 0.0f;
+        if (n_cols == 1) {
+            const float v = dot_q6_K(row, cols[0], int64_t(nb) * QK_K);
+            o.out[r]      = o.bias ? v + bias : v;
+            continue;
+        }
+        for (int c0 = 0; c0 < n_cols; c0 += tile) {
+            const int nc = std::min(tile, n_cols - c0);
+            float     v[8];
+            (vnni ? q6_K_tiles_vnni : q6_K_tiles)[nc](reinterpret_cast<const block_q6_K *>(row), cols + c0, nb, v);
+            for (int c = 0; c < nc; ++c) o.out[(c0 + c) * o.n_rows + r] = o.bias ? v[c] + bias : v[c];
+        }
     }
 }
 
@@ -278,13 +499,13 @@ XGLM_AVX2 void dot_rows(const char * w, size_t row_bytes, const void * col, int6
 // The op's options travel in its userdata pointer: flag bits below, the norm's eps as the float
 // bits of the upper 32 (custom ops take no parameters). Sources: w, x, then b, norm_w and norm_b,
 // residual, each when its flag is set.
-// The norm's code path (xglm_kernel_isa) takes bits 4-5.
-constexpr uint64_t has_bias = 1, has_norm = 2, has_gelu = 4, has_residual = 8;
+// The norm's code path (xglm_kernel_isa) takes bits 4-5; bit 6 asks for the VNNI kernels.
+constexpr uint64_t has_bias = 1, has_norm = 2, has_gelu = 4, has_residual = 8, use_vnni = 64;
 constexpr int      norm_isa_shift = 4;
 
 void * encode_options(const ggml_tensor * b, const xglm_gemv_fuse & f) {
     uint64_t bits = (b ? has_bias : 0) | (f.norm_w ? has_norm : 0) | (f.gelu ? has_gelu : 0) | (f.residual ? has_residual : 0) |
-                    static_cast<uint64_t>(f.norm_isa) << norm_isa_shift;
+                    static_cast<uint64_t>(f.norm_isa) << norm_isa_shift | (f.vnni ? use_vnni : 0);
     uint32_t eps  = 0;
     std::memcpy(&eps, &f.norm_eps, sizeof eps);
     return reinterpret_cast<void *>(static_cast<uintptr_t>(bits | static_cast<uint64_t>(eps) << 32));
@@ -300,25 +521,40 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const float *       bias   = opts & has_bias ? static_cast<const float *>(dst->src[src++]->data) : nullptr;
     const ggml_tensor * norm_w = opts & has_norm ? dst->src[src++] : nullptr;
     const ggml_tensor * norm_b = opts & has_norm ? dst->src[src++] : nullptr;
-    const float * residual     = opts & has_residual ? static_cast<const float *>(dst->src[src++]->data) : nullptr;
-    const bool    gelu         = (opts & has_gelu) != 0;
-    const int64_t n            = w->ne[0];
-    const int64_t n_rows       = w->ne[1];
+    const ggml_tensor * res    = opts & has_residual ? dst->src[src++] : nullptr;
+    const int64_t       n      = w->ne[0];
+    const int64_t       n_rows = w->ne[1];
+    const int           n_cols = static_cast<int>(x->ne[1]);
+    const gemv_out      o      = {bias,
+                                  (opts & has_gelu) != 0,
+                                  res ? static_cast<const float *>(res->data) : nullptr,
+                                  res ? res->nb[1] / sizeof(float) : 0,
+                                  static_cast<float *>(dst->data),
+                                  n_rows};
 
-    // each thread prepares the column itself (≤ a few µs): custom ops have no barrier to share it
+    // each thread prepares the columns itself (≤ a few µs each): custom ops have no barrier to
+    // share them
     thread_local std::vector<uint8_t> col;
     thread_local std::vector<float>   normed;
-    col.resize(column_bytes(w->type, n));
-    const auto * xf = static_cast<const float *>(x->data);
-    if (norm_w) {
-        const uint32_t eps_bits = static_cast<uint32_t>(opts >> 32);
-        float          eps;
-        std::memcpy(&eps, &eps_bits, sizeof eps);
-        normed.resize(n);
-        const auto isa = static_cast<xglm_kernel_isa>(opts >> norm_isa_shift & 3);
-        xglm_layer_norm_row(xf, static_cast<const float *>(norm_w->data), static_cast<const float *>(norm_b->data), eps, n,
-                            normed.data(), isa);
-        xf = normed.data();
+    const size_t                      col_bytes = column_bytes(w->type, n);
+    col.resize(col_bytes * n_cols);
+    if (norm_w) normed.resize(n);
+    const auto isa = static_cast<xglm_kernel_isa>(opts >> norm_isa_shift & 3);
+    for (int c = 0; c < n_cols; ++c) {
+        const auto * xf = reinterpret_cast<const float *>(static_cast<const char *>(x->data) + c * x->nb[1]);
+        if (norm_w) {
+            const uint32_t eps_bits = static_cast<uint32_t>(opts >> 32);
+            float          eps;
+            std::memcpy(&eps, &eps_bits, sizeof eps);
+            xglm_layer_norm_row(xf, static_cast<const float *>(norm_w->data), static_cast<const float *>(norm_b->data), eps, n,
+                                normed.data(), isa);
+            xf = normed.data();
+        }
+        if (w->type == GGML_TYPE_Q4_0) {
+            prepare_q4_0x8(xf, col.data() + c * col_bytes, n);
+        } else {
+            quantize_row_q8_K_ref(xf, col.data() + c * col_bytes, n);
+        }
     }
 
     if (w->type == GGML_TYPE_Q4_0) {
@@ -327,25 +563,21 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
         const int64_t per      = (n_groups / nth + 1) & ~int64_t(1);
         const int64_t g0       = std::min<int64_t>(n_groups, per * ith);
         const int64_t g1       = ith == nth - 1 ? n_groups : std::min<int64_t>(n_groups, g0 + per);
-        prepare_q4_0x8(xf, col.data(), n);
-        dot_groups_q4_0x8(static_cast<const char *>(w->data), sizeof(block_q4_0x8) * (n / QK8_0), col.data(), n, bias, gelu,
-                          residual, static_cast<float *>(dst->data), g0, g1);
+        q8_0_column   cols[XGLM_GEMV_MAX_COLS];
+        for (int c = 0; c < n_cols; ++c) cols[c] = q8_0_parts(col.data() + c * col_bytes, n / QK8_0);
+        dot_groups_q4_0x8(static_cast<const char *>(w->data), sizeof(block_q4_0x8) * (n / QK8_0), cols, n_cols, n / QK8_0,
+                          (opts & use_vnni) != 0, o, g0, g1);
         return;
     }
 
     // shares rounded to 16 rows so no two threads write the same output cache line
-    const int64_t per = (n_rows / nth + 15) & ~int64_t(15);
-    const int64_t r0  = std::min<int64_t>(n_rows, per * ith);
-    const int64_t r1  = ith == nth - 1 ? n_rows : std::min<int64_t>(n_rows, r0 + per);
-    const auto *  wd  = static_cast<const char *>(w->data);
-    auto *        out = static_cast<float *>(dst->data);
-    switch (w->type) {
-        case GGML_TYPE_Q6_K:
-            quantize_row_q8_K_ref(xf, col.data(), n);
-            dot_rows<dot_q6_K>(wd, w->nb[1], col.data(), n, bias, out, r0, r1);
-            break;
-        default: break;
-    }
+    const int64_t      per = (n_rows / nth + 15) & ~int64_t(15);
+    const int64_t      r0  = std::min<int64_t>(n_rows, per * ith);
+    const int64_t      r1  = ith == nth - 1 ? n_rows : std::min<int64_t>(n_rows, r0 + per);
+    const block_q8_K * cols[XGLM_GEMV_MAX_COLS];
+    for (int c = 0; c < n_cols; ++c) cols[c] = reinterpret_cast<const block_q8_K *>(col.data() + c * col_bytes);
+    dot_rows_q6_K(static_cast<const char *>(w->data), w->nb[1], cols, n_cols, static_cast<int>(n / QK_K), (opts & use_vnni) != 0, o, r0,
+                  r1);
 #else
     (void)dst, (void)ith, (void)nth, (void)opts;
 #endif
@@ -380,8 +612,8 @@ bool xglm_decode_gemv_weight_usable(const ggml_tensor * w, const ggml_tensor * b
 }
 
 bool xglm_decode_gemv_usable(const ggml_tensor * w, const ggml_tensor * x, const ggml_tensor * b) {
-    return xglm_decode_gemv_weight_usable(w, b) && x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && ggml_nrows(x) == 1 &&
-           ggml_is_contiguous(x);
+    return xglm_decode_gemv_weight_usable(w, b) && x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && x->ne[1] >= 1 &&
+           x->ne[1] <= XGLM_GEMV_MAX_COLS && x->ne[2] == 1 && x->ne[3] == 1 && x->nb[0] == sizeof(float);
 }
 
 ggml_tensor * xglm_decode_gemv(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * b, const xglm_gemv_fuse & fuse) {
@@ -392,12 +624,16 @@ ggml_tensor * xglm_decode_gemv(ggml_context * ctx, ggml_tensor * w, ggml_tensor 
         return t->type == GGML_TYPE_F32 && ggml_nelements(t) == n && ggml_is_contiguous(t);
     };
     if (fuse.norm_w && !(f32_vector(fuse.norm_w, w->ne[0]) && f32_vector(fuse.norm_b, w->ne[0]))) return nullptr;
-    if (fuse.residual && !f32_vector(fuse.residual, w->ne[1])) return nullptr;
+    if (fuse.residual && !(fuse.residual->type == GGML_TYPE_F32 && fuse.residual->ne[0] == w->ne[1] &&
+                           fuse.residual->ne[1] == x->ne[1] && ggml_nrows(fuse.residual) == x->ne[1] &&
+                           fuse.residual->nb[0] == sizeof(float))) {
+        return nullptr;
+    }
     ggml_tensor * args[6];
     int           n_args = 0;
     for (ggml_tensor * t : {w, x, b, fuse.norm_w, fuse.norm_b, fuse.residual}) {
         if (t) args[n_args++] = t;
     }
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], 1, 1, 1, args, n_args, decode_gemv_op, GGML_N_TASKS_MAX,
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, n_args, decode_gemv_op, GGML_N_TASKS_MAX,
                           encode_options(b, fuse));
 }

@@ -1,26 +1,32 @@
-// Weight · one-column products of a decode step (one token, or one logits row) as a ggml
-// custom op, for the weight types where ggml's one-column mul_mat leaves speed unused:
+// Weight · few-column products of decode steps (one token per active sequence, or their logits
+// rows) as a ggml custom op, for the weight types where ggml's mul_mat leaves speed unused:
 //   Q6_K (the token_embd of q4_0/q4_k_m files): ggml reads the 200+ MB weight and computes its
 //     dot products one after the other (~16 GB/s effective with 2 threads on Zen 3); here the
 //     weight stream is prefetched ahead of the dot products so the two overlap (~23 GB/s, the
-//     machine's read bandwidth being ~30).
+//     machine's read bandwidth being ~30). With several columns ggml unpacks every weight block
+//     once per column (one vec_dot per row and column); here once for all of them.
 //   Q4_0 as repacked by ggml's CPU_REPACK buffer (the layer weights of q4_0 files): the same
-//     integer dots with half the instructions of ggml's AVX2 gemv, the bias add fused, and
-//     optionally the layer norm before, the GELU or the residual add after (xglm_gemv_fuse):
-//     ggml's gelu_erf node runs on one thread (~5% of a 564M token) and every small node costs
-//     a barrier.
-// Numerics are ggml's: the column is quantized as mul_mat quantizes it (Q8_K by ggml's own
+//     integer dots with half the instructions of ggml's AVX2 gemv (a quarter with AVX-512 VNNI),
+//     the bias add fused, and optionally the layer norm before, the GELU or the residual add
+//     after (xglm_gemv_fuse): ggml's gelu_erf node runs on one thread (~5% of a 564M token) and
+//     every small node costs a barrier.
+// Up to XGLM_GEMV_MAX_COLS columns: the tokens of a batched decode step (one per sequence).
+// Numerics are ggml's: each column is quantized as mul_mat quantizes it (Q8_K by ggml's own
 // quantizer, Q8_0 as ggml's AVX2 quantize_row_q8_0), every block product is the same exact
-// integer, and the float sums follow ggml's order, so results are bit-identical (the fused
-// GELU's erf is a polynomial within 1.5e-7 of libm's erff, which ggml calls).
+// integer, and the float sums follow ggml's order, so results are bit-identical, column by
+// column, whatever the column count (the fused GELU's erf is a polynomial within 1.5e-7 of
+// libm's erff, which ggml calls).
 // Measured and left to ggml: F16 and Q8_0 (1.0-1.05x and ~1.1x; ggml is near the memory floor).
 #pragma once
 
 #include "ggml.h"
 #include "kernel-plan.h"
 
+// The most columns (tokens) one product takes: beyond, ggml's tiled matrix products win.
+#define XGLM_GEMV_MAX_COLS 16
+
 // Whether xglm_decode_gemv can compute w · x (+ b) here: w Q6_K in plain rows or Q4_0 repacked
-// by ggml (8-row groups), x one F32 column, b nullptr or F32 [n_out]. Whether this CPU and the
+// by ggml (8-row groups), x 1..XGLM_GEMV_MAX_COLS F32 columns, b nullptr or F32 [n_out]. Whether this CPU and the
 // switches allow the op at all is the kernel plan's decision (kernel-plan.h).
 bool xglm_decode_gemv_usable(const ggml_tensor * w, const ggml_tensor * x, const ggml_tensor * b);
 
@@ -37,10 +43,11 @@ struct xglm_gemv_fuse {
     // the ggml CPU code path whose norm it repeats bit for bit (the plan's isa)
     xglm_kernel_isa norm_isa = xglm_kernel_isa::none;
     bool          gelu     = false;    // GELU (exact erf) after the bias; Q4_0 only
-    ggml_tensor * residual = nullptr;  // F32 [n_out] added after the bias; Q4_0 only
+    ggml_tensor * residual = nullptr;  // F32 [n_out, n_cols] added after the bias; Q4_0 only
+    bool          vnni     = false;    // through AVX-512 VNNI (the plan's vnni): the same bits, faster
 };
 
-// w [n_in, n_out], x [n_in, 1] (F32), b [n_out] (F32) or nullptr -> w · x (+ b), [n_out, 1] F32,
+// w [n_in, n_out], x [n_in, n_cols] (F32), b [n_out] (F32) or nullptr -> w · x (+ b), [n_out, n_cols] F32,
 // with the extras of `fuse`. nullptr when `fuse` asks for what this weight type cannot do.
 // Only after xglm_decode_gemv_usable returned true.
 ggml_tensor * xglm_decode_gemv(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * b,

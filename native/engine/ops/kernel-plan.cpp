@@ -9,7 +9,7 @@ bool xglm_env_flag(const char * name) {
     return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
 }
 
-bool xglm_kernel_plan_from_env(xglm_kernel_isa isa, xglm_kernel_plan * plan, std::string * error) {
+bool xglm_kernel_plan_from_env(xglm_kernel_isa isa, bool vnni, xglm_kernel_plan * plan, std::string * error) {
     *plan     = xglm_kernel_plan{};
     plan->isa = isa;
     plan->log = std::getenv("XGLM_LOG") != nullptr;
@@ -17,9 +17,12 @@ bool xglm_kernel_plan_from_env(xglm_kernel_isa isa, xglm_kernel_plan * plan, std
     if (const char * k = std::getenv("XGLM_KERNELS"); k != nullptr && k[0] != '\0') {
         if (std::strcmp(k, "ggml") == 0) {
             ours = false;
+        } else if (std::strcmp(k, "avx2") == 0) {
+            vnni = false;
         } else if (std::strcmp(k, "auto") != 0) {
             if (error) {
-                *error = std::string("XGLM_KERNELS=") + k + " is not known; use 'ggml' (ggml's own nodes only) or unset it";
+                *error = std::string("XGLM_KERNELS=") + k +
+                         " is not known; use 'ggml' (ggml's own nodes only), 'avx2' (no AVX-512 VNNI products) or unset it";
             }
             return false;
         }
@@ -28,6 +31,7 @@ bool xglm_kernel_plan_from_env(xglm_kernel_isa isa, xglm_kernel_plan * plan, std
     plan->attention   = ours && !xglm_env_flag("XGLM_NO_CUSTOM_ATTN");
     plan->gemv_q4_0   = gemv;
     plan->gemv_q6_k   = gemv;
+    plan->vnni        = gemv && vnni && isa == xglm_kernel_isa::avx512;
     plan->gelu_bias   = gemv;
     return true;
 }

@@ -16,17 +16,20 @@ struct xglm_kernel_plan {
     bool            attention = false;  // attention.h over F16 caches, ubatches under 64 tokens
     bool            gemv_q4_0 = false;  // decode-gemv.h: the fused decode layer over repacked Q4_0
     bool            gemv_q6_k = false;  // decode-gemv.h: the one logits row from Q6_K weights
+    bool            vnni      = false;  // decode-gemv.h: its products through AVX-512 VNNI
     bool            gelu_bias = false;  // gelu.h: bias + GELU of quantized models' feed-forward
     bool            log       = false;  // XGLM_LOG: each graph build says on stderr which ops ran
 };
 
 // The plan for a ggml CPU variant whose code path is `isa`, narrowed by the environment:
 //   XGLM_KERNELS=ggml        none of the ops (ggml's own nodes only); unset or "auto": all that run
+//   XGLM_KERNELS=avx2        the ops in their AVX2 forms: no AVX-512 VNNI products (A/B runs)
 //   XGLM_NO_CUSTOM_ATTN=1    no attention op
 //   XGLM_NO_CUSTOM_GEMV=1    no decode-gemv op and no GELU op (it gates the fused GELU too)
 // (a switch is on when set, non-empty and not "0"). false and *error for an XGLM_KERNELS value
 // it does not know.
-bool xglm_kernel_plan_from_env(xglm_kernel_isa isa, xglm_kernel_plan * plan, std::string * error);
+// `vnni`: whether that variant runs AVX-512 VNNI code (only with isa avx512).
+bool xglm_kernel_plan_from_env(xglm_kernel_isa isa, bool vnni, xglm_kernel_plan * plan, std::string * error);
 
 // Whether an environment switch such as XGLM_NO_CUSTOM_ATTN is on: set, non-empty and not "0".
 bool xglm_env_flag(const char * name);
