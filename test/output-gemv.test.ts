@@ -131,6 +131,99 @@ opTest('decode logits: the Q6_K and Q4_0 ops equal ggml mul_mat (1 and 2 threads
   nearF32(t, custom2.rows, exact.rows, 'op');
 });
 
+// Batched decode (issue: concurrent generations): 8 sequences, each with its own prompt, then
+// steps of one token per sequence in ONE evaluation (the rows of a batched step, every row with
+// logits), against each sequence decoded alone in a context of its own. The products of a
+// batched step take 8 columns (decode-gemv's multi-column kernels, AVX2 and, where the variant
+// runs it, VNNI; or ggml's mul_mat) and attention reads each row's own cells, so every row is
+// computed as alone: the logits must be equal bit for bit, with the ops and without them.
+const SEQS = 8;
+const batchedChildSource = `
+import fs from 'node:fs';
+import { openEngineModel } from ${JSON.stringify(path.join(root, 'src', 'engine', 'model.js'))};
+const [file, mode, out] = process.argv.slice(2);
+const seqs = ${SEQS};
+const prompts = Array.from({ length: seqs }, (_, s) => [2, 17 + s, 301 + 7 * s, 999 - s, 40 + s].slice(0, 2 + (s % 4)));
+const steps = ${JSON.stringify(steps)};
+const tokenAt = (s: number, i: number) => (steps[i]! + 97 * s) % 3000;
+(async () => {
+  const model = await openEngineModel(file!);
+  const rows: Float32Array[] = [];  // step-major: step i, then sequence s
+  if (mode === 'batched') {
+    const ctx = await model.createContext({ threads: 2, contextSize: 256 });
+    for (const [s, p] of prompts.entries()) await ctx.evaluate({ tokens: p, positions: p.map((_, i) => i), seqIds: p.map(() => s) });
+    for (let i = 0; i < steps.length; i++) {
+      const ids = prompts.map((_, s) => s);
+      await ctx.evaluate({ tokens: ids.map((s) => tokenAt(s, i)), positions: ids.map((s) => prompts[s]!.length + i), seqIds: ids, logits: 'all' });
+      for (const s of ids) rows.push(await ctx.getLogits(s));
+    }
+    await ctx.dispose();
+  } else {
+    const alone: Float32Array[][] = [];
+    for (const [s, p] of prompts.entries()) {
+      const ctx = await model.createContext({ threads: 2, contextSize: 256 });
+      await ctx.evaluate({ tokens: p, positions: p.map((_, i) => i) });
+      alone.push([]);
+      for (let i = 0; i < steps.length; i++) {
+        await ctx.evaluate({ tokens: [tokenAt(s, i)], positions: [p.length + i] });
+        alone[s]!.push(await ctx.getLogits(0));
+      }
+      await ctx.dispose();
+    }
+    for (let i = 0; i < steps.length; i++) for (let s = 0; s < seqs; s++) rows.push(alone[s]![i]!);
+  }
+  const all = new Float32Array(rows.reduce((n, r) => n + r.length, 0));
+  rows.forEach((r, i) => all.set(r, i * r.length));
+  fs.writeFileSync(out!, new Uint8Array(all.buffer));
+  model.dispose();
+})();
+`;
+const batchedChildFile = tmpPath('gemv-batched-rows.ts');
+fs.writeFileSync(batchedChildFile, batchedChildSource);
+
+function batchedRows(file: string, mode: 'batched' | 'alone', env: Record<string, string>): Run {
+  const out = tmpPath(`gemv-rows-${runs++}.bin`);
+  const childEnv: NodeJS.ProcessEnv = { ...process.env, XGLM_LOG: '1', ...env };
+  if (!('XGLM_NO_CUSTOM_GEMV' in env)) delete childEnv.XGLM_NO_CUSTOM_GEMV;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', batchedChildFile, file, mode, out], { cwd: root, env: childEnv, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`batched child failed (${r.status}): ${r.stderr}`);
+  const buf = fs.readFileSync(out);
+  const all = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+  const nRows = steps.length * SEQS;
+  const nVocab = all.length / nRows;
+  return { rows: Array.from({ length: nRows }, (_, i) => all.subarray(i * nVocab, (i + 1) * nVocab)), stderr: r.stderr };
+}
+
+for (const [label, env] of [
+  ['with the ops where they run', {}],
+  ['with ggml\'s mul_mat (XGLM_NO_CUSTOM_GEMV=1)', { XGLM_NO_CUSTOM_GEMV: '1' }],
+] as const) {
+  test(`batched decode steps of 8 sequences (q4_0 file, F16 cache) give each sequence the logits it gets alone, bit for bit, ${label}`, async (t) => {
+    const { q4 } = await files;
+    const batched = batchedRows(q4, 'batched', env);
+    const alone = batchedRows(q4, 'alone', env);
+    if (!('XGLM_NO_CUSTOM_GEMV' in env) && KERNELS !== 'none') {
+      t.true(batched.stderr.includes(LOG_LINE), 'the 8 logits rows of a step through the Q6_K op');
+      t.true(batched.stderr.includes(LAYER_LOG_LINE), 'the 8-token steps through the Q4_0 layer op');
+    } else {
+      t.false(batched.stderr.includes('decode-gemv op'), 'mul_mat only');
+    }
+    let differing = 0;
+    for (let i = 0; i < batched.rows.length; i++) {
+      const a = batched.rows[i]!;
+      const b = alone.rows[i]!;
+      let same = a.length === b.length;
+      for (let k = 0; same && k < a.length; k++) same = Object.is(a[k], b[k]);
+      if (!same) {
+        differing++;
+        const { diff, scale } = maxDiff(a, b);
+        t.log(`step ${Math.floor(i / SEQS)}, sequence ${i % SEQS}: max|diff| ${diff} of max|logit| ${scale}`);
+      }
+    }
+    t.is(differing, 0, `${differing} of ${batched.rows.length} logits rows differ from the sequence decoded alone`);
+  });
+}
+
 /** q4_0 layers against f32 weights: same argmax mostly, differences a fraction of the range. */
 function nearF32(t: ExecutionContext, rows: Float32Array[], exact: Float32Array[], label: string): void {
   let worstF32 = 0;
