@@ -17,14 +17,15 @@ ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, g
     return ggml_add(ctx, ggml_mul(ctx, x, w), b);
 }
 
-// Whether the decode-gemv op can take all four products of a layer for this ubatch: up to
-// XGLM_GEMV_MAX_COLS tokens (decode, one token per active sequence) and repacked Q4_0 weights.
-// Then the layer runs as five nodes plus the cache writes:
+// Whether the decode-gemv op can take all four products of a layer for this ubatch: repacked
+// Q4_0 weights (any token count: a decode token, one per active sequence, a prompt's ubatch;
+// measured faster than ggml's gemm at all of them). Then the layer runs as five nodes plus the
+// cache writes:
 // the norms, bias adds, GELU and residual adds ride inside the products (decode-gemv.h), which
 // keep ggml's arithmetic for them. Other types keep ggml's nodes: F16 and Q8_0 measured no
 // faster as custom ops, and Q6_K layer weights (q4_k_m) were not measured.
 bool fused_layer(const xglm_kernel_plan & plan, const xglm_layer & l, const ggml_tensor * x) {
-    if (!plan.gemv_q4_0 || x->ne[1] > XGLM_GEMV_MAX_COLS || x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x)) return false;
+    if (!plan.gemv_q4_0 || x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x)) return false;
     for (const auto & [w, b] : {std::pair{l.attn_qkv, l.attn_qkv_b}, std::pair{l.attn_output, l.attn_output_b},
                                 std::pair{l.ffn_up, l.ffn_up_b}, std::pair{l.ffn_down, l.ffn_down_b}}) {
         if (w->type != GGML_TYPE_Q4_0 || !xglm_decode_gemv_weight_usable(w, b)) return false;
@@ -140,7 +141,7 @@ ggml_tensor * plain_layer(layer_graph & g, const xglm_layer & layer, int il, ggm
     return ggml_add(ctx, cur, ffn_inp);
 }
 
-// The same layer for a few tokens over repacked Q4_0 weights (fused_layer): its four products are
+// The same layer over repacked Q4_0 weights (fused_layer): its four products are
 // decode-gemv ops that fold in the norms before and the bias adds, GELU and residual adds after,
 // so that the layer is five nodes plus the cache writes instead of ~20 (decode-gemv.h).
 ggml_tensor * fused_decode_layer(layer_graph & g, const xglm_layer & layer, int il, ggml_tensor * inpL) {
@@ -223,10 +224,10 @@ ggml_cgraph * xglm_build_graph(xglm_context * lctx, int n_tokens, int n_kv, int 
         name(in->out_ids, "inp_out_ids", -1);
         ggml_set_input(in->out_ids);
         cur = ggml_get_rows(ctx, inpL, in->out_ids);  // [n_embd, n_outputs]
-        // a few rows of logits from Q6_K weights (decode, one per active sequence): a custom op
-        // that overlaps the weight read with the dot products, unpacks each weight block once
-        // for all rows and applies the final norm itself (unless the normed rows are to be
-        // kept); XGLM_NO_CUSTOM_GEMV=1 keeps ggml's nodes (A/B tests)
+        // logits rows from Q6_K weights (decode: one per active sequence; scoring: one per
+        // token): a custom op that overlaps the weight read with the dot products, unpacks each
+        // weight block once for up to 8 rows and applies the final norm itself (unless the
+        // normed rows are to be kept); XGLM_NO_CUSTOM_GEMV=1 keeps ggml's nodes (A/B tests)
         if (plan.gemv_q6_k && model.output->type == GGML_TYPE_Q6_K && xglm_decode_gemv_usable(model.output, cur, nullptr)) {
             xglm_gemv_fuse f;
             f.vnni = plan.vnni;

@@ -1,5 +1,7 @@
-// Weight · few-column products of decode steps (one token per active sequence, or their logits
-// rows) as a ggml custom op, for the weight types where ggml's mul_mat leaves speed unused:
+// Weight · activation products as a ggml custom op, for the weight types where ggml's mul_mat
+// leaves speed unused. Named for decode, where they started (one column: the token), they take
+// any number of columns: the tokens of a batched decode step (one per active sequence), the
+// logits rows of scoring, a prompt's ubatch.
 //   Q6_K (the token_embd of q4_0/q4_k_m files): ggml reads the 200+ MB weight and computes its
 //     dot products one after the other (~16 GB/s effective with 2 threads on Zen 3); here the
 //     weight stream is prefetched ahead of the dot products so the two overlap (~23 GB/s, the
@@ -7,10 +9,11 @@
 //     once per column (one vec_dot per row and column); here once for all of them.
 //   Q4_0 as repacked by ggml's CPU_REPACK buffer (the layer weights of q4_0 files): the same
 //     integer dots with half the instructions of ggml's AVX2 gemv (a quarter with AVX-512 VNNI),
-//     the bias add fused, and optionally the layer norm before, the GELU or the residual add
-//     after (xglm_gemv_fuse): ggml's gelu_erf node runs on one thread (~5% of a 564M token) and
-//     every small node costs a barrier.
-// Up to XGLM_GEMV_MAX_COLS columns: the tokens of a batched decode step (one per sequence).
+//     each weight block unpacked once for up to 8 columns, the bias add fused, and optionally
+//     the layer norm before, the GELU or the residual add after (xglm_gemv_fuse): ggml's
+//     gelu_erf node runs on one thread (~5% of a 564M token) and every small node costs a
+//     barrier. Measured faster than ggml's repacked gemm at every token count tried, 1 to 448
+//     (bench/step.ts; docs/benchmarks.md).
 // Numerics are ggml's: each column is quantized as mul_mat quantizes it (Q8_K by ggml's own
 // quantizer, Q8_0 as ggml's AVX2 quantize_row_q8_0), every block product is the same exact
 // integer, and the float sums follow ggml's order, so results are bit-identical, column by
@@ -22,11 +25,8 @@
 #include "ggml.h"
 #include "kernel-plan.h"
 
-// The most columns (tokens) one product takes: beyond, ggml's tiled matrix products win.
-#define XGLM_GEMV_MAX_COLS 16
-
 // Whether xglm_decode_gemv can compute w · x (+ b) here: w Q6_K in plain rows or Q4_0 repacked
-// by ggml (8-row groups), x 1..XGLM_GEMV_MAX_COLS F32 columns, b nullptr or F32 [n_out]. Whether this CPU and the
+// by ggml (8-row groups), x F32 columns, b nullptr or F32 [n_out]. Whether this CPU and the
 // switches allow the op at all is the kernel plan's decision (kernel-plan.h).
 bool xglm_decode_gemv_usable(const ggml_tensor * w, const ggml_tensor * x, const ggml_tensor * b);
 
