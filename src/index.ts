@@ -1,6 +1,6 @@
 export { XglmError } from './errors.js';
 export type { XglmErrorCode } from './errors.js';
-export type { BackendInfo, KvType } from './native.js';
+export type { BackendInfo, KernelPlan, KvType } from './native.js';
 import { native, type BackendInfo } from './native.js';
 
 /** Which ggml CPU code this process runs (loads the native addon). */

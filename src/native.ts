@@ -30,7 +30,23 @@ export interface BackendInfo {
    * otherwise (ggml's ops only, e.g. under `XGLM_CPU_VARIANT=x64` or on arm64).
    */
   kernels: 'avx512' | 'avx2' | 'none';
+  /**
+   * The kernel plan a context created now gets (decided once per context from the ggml variant
+   * and the environment: `XGLM_KERNELS`, `XGLM_NO_CUSTOM_*`): per kind of graph node, whether
+   * xglm-node's own op runs (`impl: 'xglm'`) and which kernel, or ggml's node and why.
+   */
+  kernelPlan: KernelPlan;
   ggmlVersion: string;
+}
+
+export interface KernelPlan {
+  /** The ops' code path, as `kernels`. */
+  isa: 'avx512' | 'avx2' | 'none';
+  /** Whether the decode products take their AVX-512 VNNI forms. */
+  vnni: boolean;
+  ops: Array<{ node: string; impl: 'xglm' | 'ggml'; detail: string }>;
+  /** Set when `XGLM_KERNELS` has a value no context accepts (creating one fails). */
+  error?: string;
 }
 
 export interface GgmlTypeInfo {

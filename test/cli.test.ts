@@ -117,9 +117,32 @@ test('convert, quantize and info: files that load and describe themselves', asyn
   t.is(info.vocabSize, 2008);
   t.true(info.tensorTypes.q4_0.tensors > 0);
   t.is(typeof info.cpu.variant, 'string');
+  t.deepEqual(info.kernels, backendInfo().kernelPlan, '--json has the kernel plan as its kernels object');
   const text = await xglm(['info', q4]);
   t.regex(text.stdout, /architecture\s+xglm/);
   t.regex(text.stdout, /CPU\s+\S+/);
+  t.regex(text.stdout, /kernel plan/);
+  for (const op of backendInfo().kernelPlan.ops) t.true(text.stdout.includes(`${op.node}: `), `the text names ${op.node}`);
+});
+
+test('info: the kernel plan follows XGLM_KERNELS (ggml: every node ggml\'s, with the reason; unknown: said)', async (t) => {
+  const plan = async (value: string) => JSON.parse((await xglm(['info', '--json'], '', { XGLM_KERNELS: value })).stdout).kernels;
+  const ggml = await plan('ggml');
+  t.is(ggml.vnni, false);
+  t.true(ggml.ops.length >= 4);
+  for (const op of ggml.ops) t.is(op.impl, 'ggml', op.node);
+  // the nodes our ops would take say why they do not
+  const ours = backendInfo().kernels === 'none' ? 'runs no AVX2 code' : 'XGLM_KERNELS=ggml';
+  t.true(ggml.ops.filter((o: { detail: string }) => o.detail.includes(ours)).length >= 4, JSON.stringify(ggml.ops));
+  const bogus = await plan('fastest');
+  t.regex(bogus.error, /XGLM_KERNELS=fastest is not known/);
+  if (backendInfo().kernels !== 'none') {
+    const auto = await plan('auto');
+    t.true(auto.ops.some((o: { impl: string }) => o.impl === 'xglm'));
+    const avx2 = await plan('avx2');
+    t.is(avx2.vnni, false);
+    t.deepEqual(avx2.ops.map((o: { impl: string }) => o.impl), auto.ops.map((o: { impl: string }) => o.impl), 'avx2 keeps every op, in its AVX2 form');
+  }
 });
 
 test('perplexity and bench run and print their JSON shapes', async (t) => {
@@ -210,7 +233,7 @@ test('info: stdout ends with a newline; the demo-model note is its own line on s
   const r = await xglm(['info']);
   t.is(r.code, 0, r.stderr);
   t.true(r.stdout.endsWith('\n'), JSON.stringify(r.stdout.slice(-40)));
-  t.regex(r.stdout, /^ggml +\S+\n$/m);
+  t.regex(r.stdout, /^ggml +\S+\n/m);
   t.notRegex(r.stdout, /xglm: note/);
   const lines = notes(t, r);
   t.is(lines.length, 1);

@@ -22,6 +22,23 @@ Napi::Value backend_info(const Napi::CallbackInfo & info) {
     }
     out.Set("available", available);
     out.Set("kernels", b->kernels);
+    xglm_kernel_plan_info plan{};
+    std::string           error;
+    Napi::Object          kp = Napi::Object::New(env);
+    // an unknown XGLM_KERNELS value: said here, and an error when a context is created
+    if (!xglm_kernel_plan_now(&plan, &error)) kp.Set("error", error);
+    Napi::Array ops = Napi::Array::New(env, plan.ops.size());
+    for (size_t i = 0; i < plan.ops.size(); ++i) {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("node", plan.ops[i].node);
+        o.Set("impl", plan.ops[i].ours ? "xglm" : "ggml");
+        o.Set("detail", plan.ops[i].detail);
+        ops.Set(static_cast<uint32_t>(i), o);
+    }
+    kp.Set("isa", plan.isa.empty() ? b->kernels : plan.isa);
+    kp.Set("vnni", plan.vnni);
+    kp.Set("ops", ops);
+    out.Set("kernelPlan", kp);
     out.Set("ggmlVersion", ggml_version());
     return out;
 }

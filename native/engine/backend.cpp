@@ -267,6 +267,16 @@ xglm_kernel_isa xglm_backend_kernel_isa() {
     return isa;
 }
 
+bool xglm_kernel_plan_now(xglm_kernel_plan_info * out, std::string * error) {
+    xglm_kernel_plan plan;
+    if (!xglm_kernel_plan_from_env(xglm_backend_kernel_isa(), xglm_backend_kernel_vnni(), &plan, error)) return false;
+    out->isa  = xglm_kernel_isa_name(plan.isa);
+    out->vnni = plan.vnni;
+    out->ops.clear();
+    for (const auto & o : xglm_kernel_plan_ops(plan)) out->ops.push_back({o.node, o.detail, o.ours});
+    return true;
+}
+
 bool xglm_backend_kernel_vnni() {
     return xglm_backend_kernel_isa() == xglm_kernel_isa::avx512 && g_vnni;
 }

@@ -44,6 +44,21 @@ struct xglm_backend_info {
 // when no usable CPU backend exists (e.g. a forced variant this CPU cannot run).
 const xglm_backend_info * xglm_backend_init(std::string * error);
 
+// The kernel plan a context created now would get (the ggml variant in use and the
+// environment: XGLM_KERNELS, XGLM_NO_CUSTOM_*): per kind of graph node, whether xglm-node's own
+// op runs (`ours`) and which kernel, or why ggml's node does. false and *error for an unknown
+// XGLM_KERNELS value.
+struct xglm_kernel_plan_info {
+    std::string isa;   // "avx512", "avx2" or "none": the ops' code path
+    bool        vnni;  // the products' AVX-512 VNNI forms
+    struct op {
+        std::string node, detail;
+        bool        ours;
+    };
+    std::vector<op> ops;
+};
+bool xglm_kernel_plan_now(xglm_kernel_plan_info * out, std::string * error);
+
 // ---------------------------------------------------------------------------------------
 // model
 

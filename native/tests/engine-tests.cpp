@@ -384,6 +384,18 @@ void kernel_plan() {
         CHECK(all(p) && p.isa == isa, std::string("every op runs with ") + xglm_kernel_isa_name(isa));
     }
     CHECK(none(plan(xglm_kernel_isa::none)), "no op without AVX2 code");
+    CHECK(plan(xglm_kernel_isa::none).gemv_off.find("no AVX2") != std::string::npos, "the plan says why: no AVX2 code");
+    {
+        // the description names every op the plan runs, and only those, as xglm-node's
+        const xglm_kernel_plan p   = plan(xglm_kernel_isa::avx512);
+        const auto             ops = xglm_kernel_plan_ops(p);
+        int                    n   = 0;
+        for (const auto & o : ops) n += o.ours;
+        CHECK(n == 4 && ops.size() == 6 && ops[0].detail.find("VNNI") != std::string::npos, "the described plan: four ops of ours, VNNI products");
+        for (const auto & o : xglm_kernel_plan_ops(plan(xglm_kernel_isa::none))) {
+            CHECK(!o.ours, "no op of ours described without AVX2 code: " + o.node);
+        }
+    }
     {
         xglm_kernel_plan p;
         std::string      err;
@@ -395,11 +407,13 @@ void kernel_plan() {
     CHECK(all(plan(xglm_kernel_isa::avx2)), "XGLM_KERNELS=auto is the default");
     setenv("XGLM_KERNELS", "ggml", 1);
     CHECK(none(plan(xglm_kernel_isa::avx512)), "XGLM_KERNELS=ggml turns every op off");
+    CHECK(plan(xglm_kernel_isa::none).gemv_off == "XGLM_KERNELS=ggml", "XGLM_KERNELS=ggml is the reason given, whatever the variant");
     CHECK(plan(xglm_kernel_isa::avx512).isa == xglm_kernel_isa::avx512, "the plan still names the variant's code path");
     setenv("XGLM_KERNELS", "avx2", 1);
     {
         const xglm_kernel_plan p = plan(xglm_kernel_isa::avx512);
         CHECK(all(p) && !p.vnni && p.isa == xglm_kernel_isa::avx512, "XGLM_KERNELS=avx2: every op, no VNNI products");
+        CHECK(p.vnni_off == "XGLM_KERNELS=avx2", "XGLM_KERNELS=avx2 is the reason given");
     }
     setenv("XGLM_KERNELS", "fast", 1);
     {

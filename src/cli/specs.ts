@@ -84,7 +84,7 @@ export const specs = {
   },
   info: {
     name: 'info',
-    summary: 'show a model file: architecture, dimensions, vocabulary, tensor types, CPU variant',
+    summary: 'show a model file (architecture, dimensions, vocabulary, tensor types), the CPU variant and the kernel plan',
     usage: 'xglm info [MODEL] [--json]',
     flags: { json },
     positionals: [0, 1],

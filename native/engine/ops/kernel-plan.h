@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 // The custom ops' code path: the ops run where ggml itself runs AVX2 (+FMA, F16C) code, so a
 // forced `XGLM_CPU_VARIANT=x64` runs none of them, and `avx512` tells the ops that repeat ggml's
@@ -19,7 +20,18 @@ struct xglm_kernel_plan {
     bool            vnni      = false;  // decode-gemv.h: its products through AVX-512 VNNI
     bool            gelu_bias = false;  // gelu.h: bias + GELU of quantized models' feed-forward
     bool            log       = false;  // XGLM_LOG: each graph build says on stderr which ops ran
+    // why an op is off (empty when it runs): the switch, or the variant's code
+    std::string     attention_off, gemv_off, vnni_off;
 };
+
+// One line of a plan: which implementation a kind of graph node gets, and what it is or why
+// ggml's (backendInfo().kernelPlan, `xglm info`, bench output).
+struct xglm_kernel_op {
+    std::string node;    // e.g. "layer products, repacked Q4_0 (q4_0 files)"
+    bool        ours;    // xglm-node's op, else ggml's node
+    std::string detail;  // the kernel, or why ggml's
+};
+std::vector<xglm_kernel_op> xglm_kernel_plan_ops(const xglm_kernel_plan & plan);
 
 // The plan for a ggml CPU variant whose code path is `isa`, narrowed by the environment:
 //   XGLM_KERNELS=ggml        none of the ops (ggml's own nodes only); unset or "auto": all that run

@@ -12,7 +12,8 @@ export async function runInfo(args: ParsedArgs, io: CliIo): Promise<void> {
   const info = describeModelFile(file);
   const backend = backendInfo();
   if (args.flags.json) {
-    io.stdout.write(JSON.stringify({ ...info, cpu: backend }) + '\n');
+    const { kernelPlan, ...cpu } = backend;
+    io.stdout.write(JSON.stringify({ ...info, cpu, kernels: kernelPlan }) + '\n');
     return;
   }
   const types = Object.entries(info.tensorTypes)
@@ -32,9 +33,13 @@ export async function runInfo(args: ParsedArgs, io: CliIo): Promise<void> {
     ['vocabulary', `${info.vocabSize} (${info.tokenizerModel ?? 'no'} tokenizer)`],
     ['tensor types', types],
     ['CPU', `${backend.variant}${backend.dynamic ? ` (chosen from ${backend.available.length} variants)` : ' (built for this machine)'}; ${backend.features.join(' ')}`],
-    ['kernels', `${backend.kernels}${backend.kernels === 'none' ? ' (ggml ops only)' : ' (xglm-node attention, decode products, GELU)'}`],
+    ['kernels', `${backend.kernels}${backend.kernels === 'none' ? ' (ggml ops only)' : ' (xglm-node attention, decode products, GELU)'}${backend.kernelPlan.vnni ? ', AVX-512 VNNI products' : ''}`],
     ['ggml', backend.ggmlVersion],
   ];
   const w = Math.max(...rows.map(([k]) => k.length)) + 2;
-  io.stdout.write(rows.map(([k, v]) => `${k.padEnd(w)}${v}`).join('\n') + '\n');
+  const plan = backend.kernelPlan;
+  const planLines = plan.error
+    ? [`  ${plan.error}`]
+    : plan.ops.map((o) => `  ${o.node}: ${o.impl === 'xglm' ? 'xglm-node' : 'ggml'} — ${o.detail}`);
+  io.stdout.write(rows.map(([k, v]) => `${k.padEnd(w)}${v}`).join('\n') + '\n' + 'kernel plan (per kind of graph node; see docs/api.md, XGLM_KERNELS)\n' + planLines.join('\n') + '\n');
 }
