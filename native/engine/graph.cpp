@@ -18,23 +18,33 @@ ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, g
 }
 
 // Whether the decode-gemv op can take all four products of a layer for this ubatch: repacked
-// Q4_0 weights (any token count: a decode token, one per active sequence, a prompt's ubatch;
-// measured faster than ggml's gemm at all of them). Then the layer runs as five nodes plus the
-// cache writes:
+// Q4_0 or plain Q8_0 weights (any token count: a decode token, one per active sequence, a
+// prompt's ubatch). Then the layer runs as five nodes plus the cache writes:
 // the norms, bias adds, GELU and residual adds ride inside the products (decode-gemv.h), which
 // keep ggml's arithmetic for them. Other types keep ggml's nodes: F16 and Q8_0 measured no
 // faster as custom ops, and Q6_K layer weights (q4_k_m) were not measured.
 bool fused_layer(const xglm_kernel_plan & plan, const xglm_layer & l, const ggml_tensor * x) {
-    if (!plan.gemv_q4_0 || x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x)) return false;
+    if (x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x)) return false;
     for (const auto & [w, b] : {std::pair{l.attn_qkv, l.attn_qkv_b}, std::pair{l.attn_output, l.attn_output_b},
                                 std::pair{l.ffn_up, l.ffn_up_b}, std::pair{l.ffn_down, l.ffn_down_b}}) {
-        if (w->type != GGML_TYPE_Q4_0 || !xglm_decode_gemv_weight_usable(w, b)) return false;
+        const bool planned = (w->type == GGML_TYPE_Q4_0 && plan.gemv_q4_0) || (w->type == GGML_TYPE_Q8_0 && plan.gemv_q8_0);
+        if (!planned || !xglm_decode_gemv_weight_usable(w, b)) return false;
     }
     return true;
 }
 
 ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
     return ggml_add(ctx, ggml_mul_mat(ctx, w, x), b);
+}
+
+// The weight types decode-gemv takes, as XGLM_LOG's lines name them.
+const char * gemv_type_label(ggml_type t) {
+    switch (t) {
+        case GGML_TYPE_Q4_0: return "Q4_0";
+        case GGML_TYPE_Q8_0: return "Q8_0";
+        case GGML_TYPE_Q6_K: return "Q6_K";
+        default:             return ggml_type_name(t);
+    }
 }
 
 void name(ggml_tensor * t, const char * what, int il) {
@@ -203,6 +213,7 @@ ggml_cgraph * xglm_build_graph(xglm_context * lctx, int n_tokens, int n_kv, int 
     const bool keep = lctx->params.keep_activations;
     if (keep) ggml_set_output(inpL);
     int n_custom_gemv = 0;  // layer products through decode-gemv's op
+    const char * layer_type = nullptr;  // their weight type (the first layer's qkv)
 
     layer_graph lg{ctx, gf, in, lctx, n_tokens, n_kv, 0};
     for (int il = 0; il < hp.n_layer; ++il) {
@@ -210,6 +221,7 @@ ggml_cgraph * xglm_build_graph(xglm_context * lctx, int n_tokens, int n_kv, int 
         if (fused_layer(plan, layer, inpL)) {
             inpL = fused_decode_layer(lg, layer, il, inpL);
             n_custom_gemv += 4;
+            if (!layer_type) layer_type = gemv_type_label(layer.attn_qkv->type);
         } else {
             inpL = plain_layer(lg, layer, il, inpL);
         }
@@ -228,7 +240,9 @@ ggml_cgraph * xglm_build_graph(xglm_context * lctx, int n_tokens, int n_kv, int 
         // token): a custom op that overlaps the weight read with the dot products, unpacks each
         // weight block once for up to 8 rows and applies the final norm itself (unless the
         // normed rows are to be kept); XGLM_NO_CUSTOM_GEMV=1 keeps ggml's nodes (A/B tests)
-        if (plan.gemv_q6_k && model.output->type == GGML_TYPE_Q6_K && xglm_decode_gemv_usable(model.output, cur, nullptr)) {
+        const ggml_type out_type = model.output->type;
+        if (((plan.gemv_q6_k && out_type == GGML_TYPE_Q6_K) || (plan.gemv_q8_0 && out_type == GGML_TYPE_Q8_0)) &&
+            xglm_decode_gemv_usable(model.output, cur, nullptr)) {
             xglm_gemv_fuse f;
             f.vnni = plan.vnni;
             if (!keep) {
@@ -239,7 +253,7 @@ ggml_cgraph * xglm_build_graph(xglm_context * lctx, int n_tokens, int n_kv, int 
                 ggml_set_output(cur);
             }
             cur = xglm_decode_gemv(ctx, model.output, cur, nullptr, f);  // [n_vocab, n_outputs]
-            if (plan.log) std::fprintf(stderr, "xglm: logits through the Q6_K decode-gemv op\n");
+            if (plan.log) std::fprintf(stderr, "xglm: logits through the %s decode-gemv op\n", gemv_type_label(out_type));
         } else {
             cur = layer_norm(ctx, cur, model.output_norm, model.output_norm_b, eps);
             name(cur, "result_norm", -1);
@@ -255,7 +269,7 @@ ggml_cgraph * xglm_build_graph(xglm_context * lctx, int n_tokens, int n_kv, int 
     }
     // with XGLM_LOG set, say at each build which path ran: A/B runs and tests check it
     if (n_custom_gemv > 0 && plan.log) {
-        std::fprintf(stderr, "xglm: %d layer products through the Q4_0 decode-gemv op\n", n_custom_gemv);
+        std::fprintf(stderr, "xglm: %d layer products through the %s decode-gemv op\n", n_custom_gemv, layer_type);
     }
     if (n_custom_attn > 0 && plan.log) {
         std::fprintf(stderr, "xglm: %d layers attend through the F16 attention op\n", n_custom_attn);

@@ -375,8 +375,10 @@ void kernel_plan() {
         if (!xglm_kernel_plan_from_env(isa, isa == xglm_kernel_isa::avx512, &p, &err)) throw failure{err};
         return p;
     };
-    auto all = [](const xglm_kernel_plan & p) { return p.attention && p.gemv_q4_0 && p.gemv_q6_k && p.gelu_bias; };
-    auto none = [](const xglm_kernel_plan & p) { return !p.attention && !p.gemv_q4_0 && !p.gemv_q6_k && !p.gelu_bias && !p.vnni; };
+    auto all = [](const xglm_kernel_plan & p) { return p.attention && p.gemv_q4_0 && p.gemv_q8_0 && p.gemv_q6_k && p.gelu_bias; };
+    auto none = [](const xglm_kernel_plan & p) {
+        return !p.attention && !p.gemv_q4_0 && !p.gemv_q8_0 && !p.gemv_q6_k && !p.gelu_bias && !p.vnni;
+    };
     env_guard env;
     for (const char * n : {"XGLM_KERNELS", "XGLM_NO_CUSTOM_ATTN", "XGLM_NO_CUSTOM_GEMV"}) env.set(n, nullptr);
     for (auto isa : {xglm_kernel_isa::avx2, xglm_kernel_isa::avx512}) {
@@ -391,7 +393,7 @@ void kernel_plan() {
         const auto             ops = xglm_kernel_plan_ops(p);
         int                    n   = 0;
         for (const auto & o : ops) n += o.ours;
-        CHECK(n == 4 && ops.size() == 6 && ops[0].detail.find("VNNI") != std::string::npos, "the described plan: four ops of ours, VNNI products");
+        CHECK(n == 6 && ops.size() == 8 && ops[0].detail.find("VNNI") != std::string::npos, "the described plan: six ops of ours, VNNI products");
         for (const auto & o : xglm_kernel_plan_ops(plan(xglm_kernel_isa::none))) {
             CHECK(!o.ours, "no op of ours described without AVX2 code: " + o.node);
         }
@@ -433,7 +435,7 @@ void kernel_plan() {
     setenv("XGLM_NO_CUSTOM_GEMV", "1", 1);
     {
         const xglm_kernel_plan p = plan(xglm_kernel_isa::avx2);
-        CHECK(p.attention && !p.gemv_q4_0 && !p.gemv_q6_k && !p.gelu_bias, "XGLM_NO_CUSTOM_GEMV=1: decode-gemv and GELU off");
+        CHECK(p.attention && !p.gemv_q4_0 && !p.gemv_q8_0 && !p.gemv_q6_k && !p.gelu_bias, "XGLM_NO_CUSTOM_GEMV=1: decode-gemv and GELU off");
         CHECK(!plan(xglm_kernel_isa::avx512).vnni, "XGLM_NO_CUSTOM_GEMV=1: no VNNI products either");
     }
     unsetenv("XGLM_NO_CUSTOM_GEMV");
@@ -561,22 +563,22 @@ ggml_backend_buffer_type_t repack_buffer_type() {
     return nullptr;
 }
 
-// decode-gemv.h, Q4_0 as repacked by ggml: bit-identical to ggml_mul_mat on the same repacked
-// weight for the product, the bias, the folded norm and the residual; the folded GELU within
-// the erf bound of op_gelu_bias.
-// `vnni`: through the AVX-512 VNNI kernels (op_decode_gemv_q4_0_vnni) instead of the AVX2 ones.
-void decode_gemv_q4_0(bool vnni) {
+// decode-gemv.h with a layer weight of `type` (Q4_0 in ggml's repacked layout, or Q8_0 in plain
+// rows): bit-identical to ggml_mul_mat on the same weight for the product, the bias, the folded
+// norm and the residual; the folded GELU within the erf bound of op_gelu_bias. `vnni`: through
+// the AVX-512 VNNI kernels (the *_vnni cases) instead of the AVX2 ones.
+void decode_gemv_layer(ggml_type type, bool vnni) {
     const xglm_kernel_plan plan = current_plan();
-    ggml_backend_buffer_type_t repack = repack_buffer_type();
+    ggml_backend_buffer_type_t buft = type == GGML_TYPE_Q4_0 ? repack_buffer_type() : nullptr;
     const int64_t n_in = 1024, n_out = 512;
     for (int threads : {1, 2}) {
         for (int64_t n_cols : gemv_col_counts) {
             ggml_world     w(threads);
             ggml_context * wctx = w.context(4);
-            ggml_tensor *  wt   = ggml_new_tensor_2d(wctx, GGML_TYPE_Q4_0, n_in, n_out);
-            w.alloc(wctx, repack);
-            const auto q = quantized(GGML_TYPE_Q4_0, n_in, n_out, 40);
-            ggml_backend_tensor_set(wt, q.data(), 0, q.size());  // ggml repacks while setting
+            ggml_tensor *  wt   = ggml_new_tensor_2d(wctx, type, n_in, n_out);
+            w.alloc(wctx, buft);
+            const auto q = quantized(type, n_in, n_out, 40);
+            ggml_backend_tensor_set(wt, q.data(), 0, q.size());  // ggml repacks Q4_0 while setting
             ggml_context * leaves = w.context();
             ggml_tensor *  x      = ggml_new_tensor_2d(leaves, GGML_TYPE_F32, n_in, n_cols);
             ggml_tensor *  b      = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_out);
@@ -586,7 +588,10 @@ void decode_gemv_q4_0(bool vnni) {
             w.alloc(leaves);
             set_f32(x, random_floats(n_in * n_cols, 41)), set_f32(b, random_floats(n_out, 42)), set_f32(nw, random_floats(n_in, 43));
             set_f32(nb, random_floats(n_in, 44)), set_f32(res, random_floats(n_out * n_cols, 45));
-            if (!xglm_decode_gemv_usable(wt, x, b)) throw skipped{"ggml did not repack this Q4_0 weight into 8-row groups here"};
+            if (!xglm_decode_gemv_usable(wt, x, b)) {
+                if (type == GGML_TYPE_Q4_0) throw skipped{"ggml did not repack this Q4_0 weight into 8-row groups here"};
+                throw failure{"the op does not take a plain Q8_0 weight"};
+            }
 
             ggml_context * n1     = w.context();
             const auto     ref    = w.compute(n1, ggml_add(n1, ggml_mul_mat(n1, wt, x), b));
@@ -625,8 +630,10 @@ void decode_gemv_q4_0(bool vnni) {
         }
     }
 }
-void op_decode_gemv_q4_0() { decode_gemv_q4_0(false); }
-void op_decode_gemv_q4_0_vnni() { decode_gemv_q4_0(true); }
+void op_decode_gemv_q4_0() { decode_gemv_layer(GGML_TYPE_Q4_0, false); }
+void op_decode_gemv_q4_0_vnni() { decode_gemv_layer(GGML_TYPE_Q4_0, true); }
+void op_decode_gemv_q8_0() { decode_gemv_layer(GGML_TYPE_Q8_0, false); }
+void op_decode_gemv_q8_0_vnni() { decode_gemv_layer(GGML_TYPE_Q8_0, true); }
 
 // attention.h: against softmax(q·kᵀ·scale + mask)·v in double precision from the same F16
 // cache, and against ggml_flash_attn_ext within what F16 rounding allows it.
@@ -962,6 +969,14 @@ const std::vector<test_case> & cases() {
              const std::string r = op_skip_reason(current_plan().gemv_q4_0, "Q4_0 decode-gemv");
              if (!r.empty() || repack_buffer_type()) return r;
              return std::string("this ggml CPU backend has no CPU_REPACK buffer (the op takes only repacked Q4_0)");
+         }},
+        {"op_decode_gemv_q8_0", op_decode_gemv_q8_0, [] { return op_skip_reason(current_plan().gemv_q8_0, "Q8_0 decode-gemv"); }},
+        {"op_decode_gemv_q8_0_vnni", op_decode_gemv_q8_0_vnni,
+         [] {
+             const xglm_kernel_plan p = current_plan();
+             std::string            r = op_skip_reason(p.gemv_q8_0, "Q8_0 decode-gemv");
+             if (r.empty() && !p.vnni) r = no_vnni_reason;
+             return r;
          }},
         {"op_decode_gemv_q4_0_vnni", op_decode_gemv_q4_0_vnni,
          [] {

@@ -19,14 +19,16 @@
 // integer, and the float sums follow ggml's order, so results are bit-identical, column by
 // column, whatever the column count (the fused GELU's erf is a polynomial within 1.5e-7 of
 // libm's erff, which ggml calls).
-// Measured and left to ggml: F16 and Q8_0 (1.0-1.05x and ~1.1x; ggml is near the memory floor).
+//   Q8_0 in plain rows (the layers and output of q8_0 files): the same fusions; each weight
+//     block made unsigned once for up to 8 columns (AVX-512 VNNI: two rows per instruction).
+// Measured and left to ggml: F16 (1.0-1.05x; ggml is near the memory floor).
 #pragma once
 
 #include "ggml.h"
 #include "kernel-plan.h"
 
-// Whether xglm_decode_gemv can compute w · x (+ b) here: w Q6_K in plain rows or Q4_0 repacked
-// by ggml (8-row groups), x F32 columns, b nullptr or F32 [n_out]. Whether this CPU and the
+// Whether xglm_decode_gemv can compute w · x (+ b) here: w Q6_K in plain rows, Q4_0 repacked by
+// ggml (8-row groups) or Q8_0 in plain rows (a multiple of 8 of them), x F32 columns, b nullptr or F32 [n_out]. Whether this CPU and the
 // switches allow the op at all is the kernel plan's decision (kernel-plan.h).
 bool xglm_decode_gemv_usable(const ggml_tensor * w, const ggml_tensor * x, const ggml_tensor * b);
 
@@ -42,8 +44,8 @@ struct xglm_gemv_fuse {
     float         norm_eps = 0.0f;
     // the ggml CPU code path whose norm it repeats bit for bit (the plan's isa)
     xglm_kernel_isa norm_isa = xglm_kernel_isa::none;
-    bool          gelu     = false;    // GELU (exact erf) after the bias; Q4_0 only
-    ggml_tensor * residual = nullptr;  // F32 [n_out, n_cols] added after the bias; Q4_0 only
+    bool          gelu     = false;    // GELU (exact erf) after the bias; Q4_0 and Q8_0 only
+    ggml_tensor * residual = nullptr;  // F32 [n_out, n_cols] added after the bias; Q4_0 and Q8_0 only
     bool          vnni     = false;    // through AVX-512 VNNI (the plan's vnni): the same bits, faster
 };
 

@@ -31,6 +31,7 @@ bool xglm_kernel_plan_from_env(xglm_kernel_isa isa, bool vnni, xglm_kernel_plan 
     const bool gemv   = ours && !xglm_env_flag("XGLM_NO_CUSTOM_GEMV");
     plan->attention   = ours && !xglm_env_flag("XGLM_NO_CUSTOM_ATTN");
     plan->gemv_q4_0   = gemv;
+    plan->gemv_q8_0   = gemv;
     plan->gemv_q6_k   = gemv;
     plan->vnni        = gemv && vnni && !avx2_only && isa == xglm_kernel_isa::avx512;
     plan->gelu_bias   = gemv;
@@ -53,6 +54,11 @@ std::vector<xglm_kernel_op> xglm_kernel_plan_ops(const xglm_kernel_plan & p) {
     ops.push_back({"layer products, repacked Q4_0 (q4_0 files), any token count", p.gemv_q4_0,
                    p.gemv_q4_0 ? "decode-gemv, " + form + ", with the layer norm, bias, GELU and residual folded in"
                                : ggml("mul_mat (repacked gemm/gemv)", p.gemv_off)});
+    ops.push_back({"layer products, Q8_0 (q8_0 files), any token count", p.gemv_q8_0,
+                   p.gemv_q8_0 ? "decode-gemv, " + form + ", with the layer norm, bias, GELU and residual folded in"
+                               : ggml("mul_mat", p.gemv_off)});
+    ops.push_back({"logits rows, Q8_0 output matrix (q8_0 files)", p.gemv_q8_0,
+                   p.gemv_q8_0 ? "decode-gemv, " + form + ", final norm folded in" : ggml("mul_mat", p.gemv_off)});
     ops.push_back({"logits rows, Q6_K output matrix (q4_0, q4_k_m files)", p.gemv_q6_k,
                    p.gemv_q6_k ? "decode-gemv, " + form + ", final norm folded in"
                                : ggml("mul_mat", p.gemv_off)});
@@ -61,7 +67,7 @@ std::vector<xglm_kernel_op> xglm_kernel_plan_ops(const xglm_kernel_plan & p) {
     ops.push_back({"feed-forward bias + GELU, other quantized layers", p.gelu_bias,
                    p.gelu_bias ? "gelu op on all threads (AVX2 code)" : ggml("add + gelu_erf", p.gemv_off)});
     ops.push_back({"attention from 64 tokens, F32 or Q8_0 caches", false, "ggml flash_attn_ext"});
-    ops.push_back({"products of F32, F16, Q8_0, Q4_K and Q6_K layer weights", false, "ggml mul_mat (its CPU variant's kernels)"});
+    ops.push_back({"products of F32, F16, Q4_K, Q5_K and Q6_K layer weights", false, "ggml mul_mat (its CPU variant's kernels)"});
     return ops;
 }
 

@@ -15,8 +15,9 @@ enum class xglm_kernel_isa { none, avx2, avx512 };
 struct xglm_kernel_plan {
     xglm_kernel_isa isa       = xglm_kernel_isa::none;  // that of the ggml CPU variant in use
     bool            attention = false;  // attention.h over F16 caches, ubatches under 64 tokens
-    bool            gemv_q4_0 = false;  // decode-gemv.h: the fused decode layer over repacked Q4_0
-    bool            gemv_q6_k = false;  // decode-gemv.h: the one logits row from Q6_K weights
+    bool            gemv_q4_0 = false;  // decode-gemv.h: the fused layer over repacked Q4_0
+    bool            gemv_q8_0 = false;  // decode-gemv.h: the fused layer over Q8_0, Q8_0 logits
+    bool            gemv_q6_k = false;  // decode-gemv.h: the logits rows from Q6_K weights
     bool            vnni      = false;  // decode-gemv.h: its products through AVX-512 VNNI
     bool            gelu_bias = false;  // gelu.h: bias + GELU of quantized models' feed-forward
     bool            log       = false;  // XGLM_LOG: each graph build says on stderr which ops ran

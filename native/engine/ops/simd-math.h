@@ -12,10 +12,12 @@
 // AVX-512 with VNNI (and VL/BW, which every VNNI ggml variant has), on top of AVX2
 #define XGLM_AVX512_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 // Around AVX-512 code: GCC 12 warns that the _mm512_undefined_* its own headers pass to masked
-// builtins (_mm512_srli_epi64, _mm512_cvtepi64_epi32, _mm512_inserti64x4 …) may be used
-// uninitialized, a false positive
+// builtins (_mm512_srli_epi64, _mm512_cvtepi64_epi32, _mm512_extractf32x8_ps …) may be (or is)
+// used uninitialized, a false positive
 #if defined(__GNUC__) && !defined(__clang__)
-#define XGLM_AVX512_BEGIN _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")
+#define XGLM_AVX512_BEGIN                                                 \
+    _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"") \
+        _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")
 #define XGLM_AVX512_END   _Pragma("GCC diagnostic pop")
 #else
 #define XGLM_AVX512_BEGIN
