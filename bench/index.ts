@@ -17,6 +17,7 @@
  * turns, repetition by repetition, in an order that reverses every repetition.
  */
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -86,6 +87,8 @@ function typesAreCurrent(file: string, type: string): boolean {
   return h.tensors.every((t) => chooseTensorType(parseOutputType(type), t.name, t.dims, nLayers).type === t.type);
 }
 
+/** bench/peer-runner.mjs, copied beside the peer's node_modules (where its import resolves). */
+let peerRunner = '';
 function ensurePeer(): string {
   const dir = path.join(cache, 'peer');
   if (!fs.existsSync(path.join(dir, 'node_modules', 'node-llama-cpp', 'package.json'))) {
@@ -94,7 +97,10 @@ function ensurePeer(): string {
     fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'xglm-bench-peer', private: true }));
     execFileSync('npm', ['install', '--no-audit', '--no-fund', '--ignore-scripts', PEER], { cwd: dir, stdio: 'inherit' });
   }
-  fs.copyFileSync(path.join(__dirname, 'peer-runner.mjs'), path.join(dir, 'peer-runner.mjs'));
+  // named after its content: checkouts sharing one peer folder do not overwrite each other's runner
+  const runner = fs.readFileSync(path.join(__dirname, 'peer-runner.mjs'));
+  peerRunner = path.join(dir, `peer-runner-${createHash('sha256').update(runner).digest('hex').slice(0, 12)}.mjs`);
+  fs.writeFileSync(peerRunner, runner);
   return dir;
 }
 
@@ -236,7 +242,7 @@ async function main(): Promise<void> {
           // this VM's read bandwidth drifts from minute to minute: measure it beside each run too
           const bandwidth_gbs = measureReadBandwidth(512 << 20, threads, 3);
           if (who === 'ours') runs.ours.push({ ...runChild(['--import', 'tsx', path.join(__dirname, 'ours-runner.ts'), JSON.stringify({ ...cfg, modelPath: ours })], packageRoot), bandwidth_gbs });
-          else if (who === 'peer') runs.peer.push({ ...runChild([path.join(peerDir!, 'peer-runner.mjs'), JSON.stringify({ ...cfg, modelPath: peer })], peerDir!), bandwidth_gbs });
+          else if (who === 'peer') runs.peer.push({ ...runChild([peerRunner, JSON.stringify({ ...cfg, modelPath: peer })], peerDir!), bandwidth_gbs });
           else runs.llamaCpp.push({ ...runLlamaBench(llamaCpp!.bench, peer, threads, 512, decode), bandwidth_gbs });
         }
         const last = (xs: Array<{ decode_tps?: number; tg_tps?: number }>) => (xs.at(-1)?.decode_tps ?? xs.at(-1)?.tg_tps)?.toFixed(1);
@@ -259,7 +265,7 @@ async function main(): Promise<void> {
     const o = runChild(['--import', 'tsx', path.join(__dirname, 'ours-runner.ts'), JSON.stringify({ ...base, modelPath: path.join(cache, `xglm-564m-random-${type}.gguf`), copa })], packageRoot);
     let peerMs: number | undefined;
     if (peerDir) {
-      const p = runChild([path.join(peerDir, 'peer-runner.mjs'), JSON.stringify({ ...base, modelPath: path.join(cache, `gpt2-564m-random-${type}.gguf`), scoreTexts: o.score_token_ids })], peerDir);
+      const p = runChild([peerRunner, JSON.stringify({ ...base, modelPath: path.join(cache, `gpt2-564m-random-${type}.gguf`), scoreTexts: o.score_token_ids })], peerDir);
       peerMs = p.score_ms;
     }
     report.scoring = { type, threads, items: copaItems, scoreEachMs: o.score_ms!, scoreContinuationsMs: o.score_continuations_ms!, chooseMs: o.choose_ms!, chooseAgrees: o.choose_agrees!, peerEvaluateEachMs: peerMs };
