@@ -2,7 +2,9 @@
  * A/B of one native setting on decode speed: alternates processes of bench/ours-runner.ts with
  * environment A and environment B (e.g. XGLM_NO_CUSTOM_ATTN=1), on a cached 564M-shape model of
  * `npm run bench`, and prints both series, their medians and the median of the pairwise ratios.
- * On a shared VM whose speed drifts from minute to minute, only alternating pairs compare.
+ * On a shared VM whose speed drifts from minute to minute, only alternating pairs compare; the
+ * order within a pair alternates too (A then B, then B then A, …), as in `npm run bench`, so a
+ * drift within a pair favours neither side.
  *
  *   node --import tsx bench/ab.ts --a XGLM_NO_HUGE_PAGES=0 --b XGLM_NO_HUGE_PAGES=1 [--type q4_0] [--pairs 6] [--tokens 128] [--threads 2]
  */
@@ -10,6 +12,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { cpuInfo, describeCpu } from './cpu.js';
 
 const { values } = parseArgs({
   options: {
@@ -58,12 +61,18 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
+console.log(`CPU: ${describeCpu(cpuInfo())}`);
 const a: number[] = [];
 const b: number[] = [];
 for (let i = 0; i < Number(values.pairs); i++) {
-  a.push(decodeTps(env(values.a!)));
-  b.push(decodeTps(env(values.b!)));
-  console.log(`pair ${i + 1}: A ${a[i]!.toFixed(1)} t/s, B ${b[i]!.toFixed(1)} t/s`);
+  if (i % 2 === 0) {
+    a.push(decodeTps(env(values.a!)));
+    b.push(decodeTps(env(values.b!)));
+  } else {
+    b.push(decodeTps(env(values.b!)));
+    a.push(decodeTps(env(values.a!)));
+  }
+  console.log(`pair ${i + 1} (${i % 2 === 0 ? 'A first' : 'B first'}): A ${a[i]!.toFixed(1)} t/s, B ${b[i]!.toFixed(1)} t/s`);
 }
 console.log(`A [${values.a}] median ${median(a).toFixed(2)} t/s`);
 console.log(`B [${values.b}] median ${median(b).toFixed(2)} t/s`);

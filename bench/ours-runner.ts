@@ -2,10 +2,11 @@
  * One measurement of xglm-node on a GGUF file, in its own process (so load time and peak
  * RSS are its own); the counterpart of peer-runner.mjs, with the same inputs:
  *   node --import tsx bench/ours-runner.ts '{"modelPath":"…","threads":2,"prompts":[128,512],"decode":128,"ttftPrompt":64,"nCtx":1024}'
- * Prints { load_ms, prefill: {"128": tps, …}, decode_tps, ttft_ms, peak_rss_mb, [score_ms, score_continuations_ms, choose_ms, choose_agrees] }.
+ * Prints { load_ms, prefill: {"128": tps, …}, decode_tps, ttft_ms, peak_rss_mb, info, [score_ms, score_continuations_ms, choose_ms, choose_agrees] }
+ * (info: the context settings and backendInfo() — ggml variant and kernel plan — for the report).
  */
 import { benchPromptIds, peakRssMb } from '../src/cli/bench.js';
-import { loadModel } from '../src/index.js';
+import { backendInfo, loadModel } from '../src/index.js';
 
 interface Config {
   modelPath: string;
@@ -24,7 +25,10 @@ async function main(): Promise<void> {
   let t0 = performance.now();
   const model = await loadModel(cfg.modelPath);
   const out: Record<string, unknown> = { load_ms: performance.now() - t0 };
-  const ctx = await model.createContext({ contextSize: cfg.nCtx, batchSize: Math.min(512, cfg.nCtx), threads: cfg.threads, ...(cfg.kvType ? { kvType: cfg.kvType } : {}) });
+  const settings = { contextSize: cfg.nCtx, batchSize: Math.min(512, cfg.nCtx), threads: cfg.threads, ...(cfg.kvType ? { kvType: cfg.kvType } : {}) };
+  const ctx = await model.createContext(settings);
+  // after the context exists: the kernel plan is decided with it
+  out.info = { settings: { ...settings, kvType: cfg.kvType ?? 'f16 (default)' }, backend: backendInfo(), env: Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('XGLM_'))) };
   const vocab = model.info.hparams.nVocab;
   // one short evaluation first (as peer-runner.mjs does): the first touches every weight page
   await ctx.generate(benchPromptIds(16, vocab), { maxTokens: 1, temperature: 0 });

@@ -1,7 +1,8 @@
 // One measurement of node-llama-cpp (the peer) on a GGUF file, in its own process.
 // Run by bench/index.ts with node-llama-cpp installed on demand in .bench-cache/peer/:
 //   node peer-runner.mjs '{"modelPath":"…","threads":2,"prompts":[128,512],"decode":128,"ttftPrompt":64,"nCtx":1024,"vocab":256008,"promptIds":[2,…]}'
-// Prints one JSON line: { load_ms, prefill: {"128": tps, …}, decode_tps, ttft_ms, peak_rss_mb }.
+// Prints one JSON line: { load_ms, prefill: {"128": tps, …}, decode_tps, ttft_ms, peak_rss_mb, info }
+// (info: the settings below and the ggml CPU library node-llama-cpp loaded, for the report).
 // Token ids are fed directly (the same ids as ours), so tokenization is not measured.
 import { getLlama } from 'node-llama-cpp';
 import fs from 'node:fs';
@@ -23,7 +24,21 @@ const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error', pr
 let t0 = performance.now();
 const model = await llama.loadModel({ modelPath: cfg.modelPath, gpuLayers: 0, useMmap: true });
 const out = { load_ms: performance.now() - t0, prefill: {} };
-const ctx = await model.createContext({ contextSize: cfg.nCtx, batchSize: Math.min(512, cfg.nCtx), threads: cfg.threads, sequences: 1, flashAttention: false });
+// the settings the report discloses (out.info.settings): flash attention off, as node-llama-cpp's default
+const settings = { contextSize: cfg.nCtx, batchSize: Math.min(512, cfg.nCtx), threads: cfg.threads, sequences: 1, flashAttention: false };
+const ctx = await model.createContext(settings);
+// which ggml CPU variant node-llama-cpp picked at run time: the libggml-cpu-<variant>.so it mapped
+const cpuLibs = [...new Set(fs.readFileSync('/proc/self/maps', 'utf8').split('\n').map((l) => /\/(libggml-cpu[^/\s]*\.so)\b/.exec(l)?.[1]).filter(Boolean))];
+out.info = {
+  settings: { ...settings, gpuLayers: 0, useMmap: true, kvType: 'f16 (default)' },
+  gpu: llama.gpu,
+  buildType: llama.buildType,
+  llamaCppRelease: llama.llamaCppRelease,
+  cpuMathCores: llama.cpuMathCores,
+  cpuLibraries: cpuLibs,
+  variant: cpuLibs.map((l) => /libggml-cpu-?(.*)\.so/.exec(l)?.[1] || 'static').join(', ') || 'unknown',
+  systemInfo: llama.systemInfo,
+};
 const seq = ctx.getSequence();
 // one short evaluation first (as ours-runner.ts does): the first touches every weight page
 for await (const _tok of seq.evaluate(promptTokens(16), { temperature: 0 })) break;

@@ -4,7 +4,11 @@
 // (CMake target xglm-machine-probe, EXCLUDE_FROM_ALL) and reads its one JSON line.
 //
 //   xglm-machine-probe bandwidth BYTES THREADS REPETITIONS   -> {"bandwidth_gbs": best repetition}
-//   xglm-machine-probe flops THREADS                         -> {"gflops": FP32 FMA GFLOP/s}
+//   xglm-machine-probe flops THREADS                         -> {"gflops": FP32 FMA GFLOP/s of the
+//       widest vector unit, "isa": "avx512"|"avx2", "gflops_avx2": …, ["gflops_avx512": …]}
+// The FMA loops carry target attributes, so the file builds without -mavx2/-mavx512f; which one
+// runs is decided at run time (AVX-512F when present). On some cores (AMD Zen 4) a 512-bit FMA
+// is issued as two 256-bit halves, so both widths are measured and reported.
 // On failure: {"error": "..."} and exit status 1.
 #include <algorithm>
 #include <chrono>
@@ -57,6 +61,21 @@ __attribute__((target("avx2,fma"))) float fma_avx2(int64_t iters) {
     _mm256_storeu_ps(out, s);
     return out[0];
 }
+
+// The same with 512-bit vectors: 10 chains of 16 lanes.
+__attribute__((target("avx512f"))) float fma_avx512(int64_t iters) {
+    __m512 acc[10];
+    for (int k = 0; k < 10; ++k) acc[k] = _mm512_set1_ps(0.001f * k);
+    const __m512 m = _mm512_set1_ps(0.9999f), c = _mm512_set1_ps(0.0001f);
+    for (int64_t i = 0; i < iters; ++i) {
+        for (int k = 0; k < 10; ++k) acc[k] = _mm512_fmadd_ps(acc[k], m, c);
+    }
+    __m512 s = acc[0];
+    for (int k = 1; k < 10; ++k) s = _mm512_add_ps(s, acc[k]);
+    float out[16];
+    _mm512_storeu_ps(out, s);
+    return out[0];
+}
 #endif
 
 float sum_scalar(const float * p, size_t n) {
@@ -72,6 +91,14 @@ float sum_scalar(const float * p, size_t n) {
 bool have_avx2_fma() {
 #if defined(__x86_64__)
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
+}
+
+bool have_avx512f() {
+#if defined(__x86_64__)
+    return __builtin_cpu_supports("avx512f");
 #else
     return false;
 #endif
@@ -110,15 +137,17 @@ double read_bandwidth(size_t bytes, int n_threads, int reps) {
     return best + 0 * sink[0];
 }
 
-// Peak FP32 FMA GFLOP/s with n_threads threads (AVX2+FMA; the caller checks have_avx2_fma).
-double peak_flops(int n_threads) {
+// Peak FP32 FMA GFLOP/s with n_threads threads, best of 3, with 256-bit (AVX2+FMA; the caller
+// checks have_avx2_fma) or 512-bit vectors (the caller checks have_avx512f).
+double peak_flops(int n_threads, bool zmm) {
     double best = 0;
 #if defined(__x86_64__)
-    const int64_t      iters = 50'000'000;
+    const int64_t      iters = zmm ? 25'000'000 : 50'000'000;
+    const int          lanes = zmm ? 16 : 8;
     std::vector<float> sink(n_threads);
     for (int r = 0; r < 3; ++r) {
-        const double s = run_threads(n_threads, [&](int t) { sink[t] = fma_avx2(iters); });
-        best           = std::max(best, static_cast<double>(iters) * 10 * 8 * 2 * n_threads / s / 1e9);
+        const double s = run_threads(n_threads, [&](int t) { sink[t] = zmm ? fma_avx512(iters) : fma_avx2(iters); });
+        best           = std::max(best, static_cast<double>(iters) * 10 * lanes * 2 * n_threads / s / 1e9);
     }
     best += 0 * sink[0];
 #endif
@@ -155,7 +184,13 @@ int main(int argc, char ** argv) {
         const int64_t n_threads = number(argv[2], 1, 256);
         if (n_threads < 0) return fail("threads must be 1..256");
         if (!have_avx2_fma()) return fail("peak FLOP/s is measured with AVX2+FMA, which this CPU lacks");
-        std::printf("{\"gflops\": %.3f}\n", peak_flops(static_cast<int>(n_threads)));
+        const double ymm = peak_flops(static_cast<int>(n_threads), false);
+        if (!have_avx512f()) {
+            std::printf("{\"gflops\": %.3f, \"isa\": \"avx2\", \"gflops_avx2\": %.3f}\n", ymm, ymm);
+            return 0;
+        }
+        const double zmm = peak_flops(static_cast<int>(n_threads), true);
+        std::printf("{\"gflops\": %.3f, \"isa\": \"avx512\", \"gflops_avx2\": %.3f, \"gflops_avx512\": %.3f}\n", zmm, ymm, zmm);
         return 0;
     }
     std::fprintf(stderr, "usage: xglm-machine-probe bandwidth BYTES THREADS REPETITIONS | flops THREADS\n");
