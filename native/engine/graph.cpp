@@ -18,16 +18,23 @@ ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, g
 }
 
 // Whether the decode-gemv op can take all four products of a layer for this ubatch: repacked
-// Q4_0 or plain Q8_0 weights (any token count: a decode token, one per active sequence, a
-// prompt's ubatch). Then the layer runs as five nodes plus the cache writes:
+// Q4_0 weights (any token count: a decode token, one per active sequence, a prompt's ubatch) or
+// plain Q8_0 ones (up to q8_0_max_tokens). Then the layer runs as five nodes plus the cache
+// writes:
 // the norms, bias adds, GELU and residual adds ride inside the products (decode-gemv.h), which
 // keep ggml's arithmetic for them. Other types keep ggml's nodes: F16 and Q8_0 measured no
 // faster as custom ops, and Q6_K layer weights (q4_k_m) were not measured.
+// Q8_0 takes the op up to this many tokens (decode, batched decode); from there ggml's kernels
+// (llamafile's tinyBLAS) are as fast or faster: 564M q8_0, 2 threads, Zen 4, bench/step.ts
+// prefill shape: 0.83x ggml's time at 1 token, 0.78x at 4, 0.98x at 8, 1.02x at 16, 1.10x at 32.
+constexpr int64_t q8_0_max_tokens = 8;
+
 bool fused_layer(const xglm_kernel_plan & plan, const xglm_layer & l, const ggml_tensor * x) {
     if (x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x)) return false;
     for (const auto & [w, b] : {std::pair{l.attn_qkv, l.attn_qkv_b}, std::pair{l.attn_output, l.attn_output_b},
                                 std::pair{l.ffn_up, l.ffn_up_b}, std::pair{l.ffn_down, l.ffn_down_b}}) {
-        const bool planned = (w->type == GGML_TYPE_Q4_0 && plan.gemv_q4_0) || (w->type == GGML_TYPE_Q8_0 && plan.gemv_q8_0);
+        const bool planned = (w->type == GGML_TYPE_Q4_0 && plan.gemv_q4_0) ||
+                             (w->type == GGML_TYPE_Q8_0 && plan.gemv_q8_0 && x->ne[1] <= q8_0_max_tokens);
         if (!planned || !xglm_decode_gemv_weight_usable(w, b)) return false;
     }
     return true;
@@ -241,7 +248,7 @@ ggml_cgraph * xglm_build_graph(xglm_context * lctx, int n_tokens, int n_kv, int 
         // weight block once for up to 8 rows and applies the final norm itself (unless the
         // normed rows are to be kept); XGLM_NO_CUSTOM_GEMV=1 keeps ggml's nodes (A/B tests)
         const ggml_type out_type = model.output->type;
-        if (((plan.gemv_q6_k && out_type == GGML_TYPE_Q6_K) || (plan.gemv_q8_0 && out_type == GGML_TYPE_Q8_0)) &&
+        if (((plan.gemv_q6_k && out_type == GGML_TYPE_Q6_K) || (plan.gemv_q8_0 && out_type == GGML_TYPE_Q8_0 && n_outputs <= q8_0_max_tokens)) &&
             xglm_decode_gemv_usable(model.output, cur, nullptr)) {
             xglm_gemv_fuse f;
             f.vnni = plan.vnni;

@@ -633,7 +633,6 @@ void decode_gemv_layer(ggml_type type, bool vnni) {
 void op_decode_gemv_q4_0() { decode_gemv_layer(GGML_TYPE_Q4_0, false); }
 void op_decode_gemv_q4_0_vnni() { decode_gemv_layer(GGML_TYPE_Q4_0, true); }
 void op_decode_gemv_q8_0() { decode_gemv_layer(GGML_TYPE_Q8_0, false); }
-void op_decode_gemv_q8_0_vnni() { decode_gemv_layer(GGML_TYPE_Q8_0, true); }
 
 // attention.h: against softmax(q·kᵀ·scale + mask)·v in double precision from the same F16
 // cache, and against ggml_flash_attn_ext within what F16 rounding allows it.
@@ -971,13 +970,6 @@ const std::vector<test_case> & cases() {
              return std::string("this ggml CPU backend has no CPU_REPACK buffer (the op takes only repacked Q4_0)");
          }},
         {"op_decode_gemv_q8_0", op_decode_gemv_q8_0, [] { return op_skip_reason(current_plan().gemv_q8_0, "Q8_0 decode-gemv"); }},
-        {"op_decode_gemv_q8_0_vnni", op_decode_gemv_q8_0_vnni,
-         [] {
-             const xglm_kernel_plan p = current_plan();
-             std::string            r = op_skip_reason(p.gemv_q8_0, "Q8_0 decode-gemv");
-             if (r.empty() && !p.vnni) r = no_vnni_reason;
-             return r;
-         }},
         {"op_decode_gemv_q4_0_vnni", op_decode_gemv_q4_0_vnni,
          [] {
              const xglm_kernel_plan p = current_plan();

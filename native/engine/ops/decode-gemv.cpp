@@ -67,7 +67,7 @@ size_t column_bytes(ggml_type type, int64_t n) {
     switch (type) {
         case GGML_TYPE_Q6_K: return sizeof(block_q8_K) * (n / QK_K);
         case GGML_TYPE_Q4_0: return (sizeof(block_q8_0) + sizeof(float) + sizeof(int32_t)) * (n / QK8_0);
-        case GGML_TYPE_Q8_0: return (sizeof(block_q8_0) + sizeof(float) + 8 * sizeof(int32_t)) * (n / QK8_0);
+        case GGML_TYPE_Q8_0: return (sizeof(block_q8_0) + sizeof(float)) * (n / QK8_0);
         default:             return 0;
     }
 }
@@ -317,7 +317,8 @@ XGLM_AVX2 void prepare_q4_0x8(const float * x, void * col, int64_t n) {
     }
 }
 
-// One prepared Q8_0 column (prepare_q4_0x8): its blocks, their scales as F32, their quant sums.
+// One prepared Q8_0 column: its blocks, their scales as F32 (prepare_q8_0), and for the Q4_0
+// kernels their quant sums (prepare_q4_0x8).
 struct q8_0_column {
     const block_q8_0 * q;
     const float *      d;
@@ -467,38 +468,12 @@ XGLM_AVX2 void dot_groups_q4_0x8(const char * w, size_t group_bytes, const q8_0_
 
 // --- Q8_0 (plain rows, 8 at a time) × Q8_0 ---------------------------------------------------
 
-// The column's Q8_0 blocks, their scales as F32, and per block 128 × the sums of its quants in
-// fours (8 int32: the offset the VNNI kernel's unsigned weights add to each lane).
-XGLM_AVX2 void prepare_q8_0x(const float * x, void * col, int64_t n) {
-    const int64_t nb = n / QK8_0;
-    prepare_q8_0(x, col, n);
-    const auto * y  = static_cast<const block_q8_0 *>(col);
-    auto *       y4 = reinterpret_cast<int32_t *>(reinterpret_cast<float *>(static_cast<block_q8_0 *>(col) + nb) + nb);
-    for (int64_t i = 0; i < nb; ++i) {
-        for (int l = 0; l < 8; ++l) {
-            y4[8 * i + l] = 128 * (y[i].qs[4 * l] + y[i].qs[4 * l + 1] + y[i].qs[4 * l + 2] + y[i].qs[4 * l + 3]);
-        }
-    }
-}
-
-struct q8_0x_column {
-    const block_q8_0 * q;
-    const float *      d;
-    const int32_t *    sum4;  // 8 per block
-};
-
-q8_0x_column q8_0x_parts(const void * col, int64_t nb) {
-    const auto *  q = static_cast<const block_q8_0 *>(col);
-    const float * d = reinterpret_cast<const float *>(q + nb);
-    return {q, d, reinterpret_cast<const int32_t *>(d + nb)};
-}
-
 // One Q8_0 row · NC Q8_0 columns as ggml's AVX2 vec_dot_q8_0_q8_0 computes each: per block the
 // 8 int32 lanes of Σ over 4 bytes of w·y (|w| · sign(y, w) by maddubs, then pairs), converted,
 // acc += (d_w·d_y) · lanes, and the 8 lanes summed at the end. |w| is made once for all NC
 // columns. out[c] = the row · column c.
 template <int NC>
-XGLM_AVX2 void dot_q8_0_row_cols(const block_q8_0 * x, const q8_0x_column * y, int64_t nb, float * out) {
+XGLM_AVX2 void dot_q8_0_row_cols(const block_q8_0 * x, const q8_0_column * y, int64_t nb, float * out) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256        acc[NC];
     for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
@@ -515,73 +490,27 @@ XGLM_AVX2 void dot_q8_0_row_cols(const block_q8_0 * x, const q8_0x_column * y, i
     for (int c = 0; c < NC; ++c) out[c] = xglm_hsum_8(acc[c]);
 }
 
-// The same for two rows at once with AVX-512 VNNI: the rows' blocks side by side in one 512-bit
-// register, made unsigned (w + 128) once for all columns; vpdpbusd then gives Σ (w + 128)·y per
-// lane, and the column's 128·Σy per lane (prepare_q8_0x) takes the offset off: the same lanes,
-// the same float steps, the same bits. out[2c], out[2c + 1] = row 0, row 1 · column c.
-XGLM_AVX512_BEGIN
-template <int NC>
-XGLM_AVX512_VNNI void dot_q8_0_rows2_cols_vnni(const block_q8_0 * x0, const block_q8_0 * x1, const q8_0x_column * y, int64_t nb,
-                                               float * out) {
-    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-    __m512        acc[NC];
-    for (int c = 0; c < NC; ++c) acc[c] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
-        const __m512i w  = _mm512_xor_si512(
-            _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(x0[b].qs))),
-                               _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x1[b].qs)), 1),
-            flip);
-        const __m512  dx = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(_cvtsh_ss(x0[b].d))),
-                                              _mm256_set1_ps(_cvtsh_ss(x1[b].d)), 1);
-        for (int c = 0; c < NC; ++c) {
-            const __m512i yq = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(y[c].q[b].qs)));
-            const __m512i off = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(y[c].sum4 + 8 * b)));
-            const __m512i s   = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, yq), off);
-            acc[c]            = _mm512_fmadd_ps(_mm512_mul_ps(dx, _mm512_set1_ps(y[c].d[b])), _mm512_cvtepi32_ps(s), acc[c]);
-        }
-    }
-    for (int c = 0; c < NC; ++c) {
-        out[2 * c]     = xglm_hsum_8(_mm512_castps512_ps256(acc[c]));
-        out[2 * c + 1] = xglm_hsum_8(_mm512_extractf32x8_ps(acc[c], 1));
-    }
-}
-XGLM_AVX512_END
+using q8_0_row_fn = void (*)(const block_q8_0 *, const q8_0_column *, int64_t, float *);
+constexpr q8_0_row_fn q8_0_tiles[] = {nullptr, dot_q8_0_row_cols<1>, dot_q8_0_row_cols<2>, dot_q8_0_row_cols<3>, dot_q8_0_row_cols<4>};
 
-using q8_0_row_fn   = void (*)(const block_q8_0 *, const q8_0x_column *, int64_t, float *);
-using q8_0_rows2_fn = void (*)(const block_q8_0 *, const block_q8_0 *, const q8_0x_column *, int64_t, float *);
-constexpr q8_0_row_fn   q8_0_tiles[]      = {nullptr, dot_q8_0_row_cols<1>, dot_q8_0_row_cols<2>, dot_q8_0_row_cols<3>,
-                                             dot_q8_0_row_cols<4>};
-constexpr q8_0_rows2_fn q8_0_tiles_vnni[] = {nullptr,
-                                             dot_q8_0_rows2_cols_vnni<1>,
-                                             dot_q8_0_rows2_cols_vnni<2>,
-                                             dot_q8_0_rows2_cols_vnni<3>,
-                                             dot_q8_0_rows2_cols_vnni<4>,
-                                             dot_q8_0_rows2_cols_vnni<5>,
-                                             dot_q8_0_rows2_cols_vnni<6>,
-                                             dot_q8_0_rows2_cols_vnni<7>,
-                                             dot_q8_0_rows2_cols_vnni<8>};
-
-// groups [g0, g1) of 8 plain rows · all columns, with the epilogue of dot_groups_q4_0x8
-XGLM_AVX2 void dot_groups_q8_0(const char * w, size_t row_bytes, const q8_0x_column * cols, int n_cols, int64_t nb, bool vnni,
+// groups [g0, g1) of 8 plain rows · all columns, with the epilogue of dot_groups_q4_0x8. AVX2
+// only: an AVX-512 VNNI form (two rows per vpdpbusd, unsigned weights, a per-column offset; the
+// same bits) measured 1.4x slower than this one at 2 columns, level at 8 and 16% faster at 64,
+// where ggml's own kernels are faster still (bench/step.ts, Zen 4); the graph uses this op for
+// Q8_0 at decode sizes only (graph.cpp).
+XGLM_AVX2 void dot_groups_q8_0(const char * w, size_t row_bytes, const q8_0_column * cols, int n_cols, int64_t nb,
                                const gemv_out & o, int64_t g0, int64_t g1) {
-    const int tile = vnni ? 8 : 4;
+    constexpr int tile = 4;
     for (int b0 = 0; b0 < n_cols; b0 += column_block) {
         const int b1 = std::min(n_cols, b0 + column_block);
         for (int64_t g = g0; g < g1; ++g) {
             for (int c0 = b0; c0 < b1; c0 += tile) {
                 const int nc = std::min(tile, b1 - c0);
-                alignas(32) float v[8][8];  // [column][row of the group]
-                for (int r = 0; r < 8; r += vnni ? 2 : 1) {
-                    const auto * x0 = reinterpret_cast<const block_q8_0 *>(w + (8 * g + r) * row_bytes);
-                    float        part[16];
-                    if (vnni) {
-                        const auto * x1 = reinterpret_cast<const block_q8_0 *>(w + (8 * g + r + 1) * row_bytes);
-                        q8_0_tiles_vnni[nc](x0, x1, cols + c0, nb, part);
-                        for (int c = 0; c < nc; ++c) v[c][r] = part[2 * c], v[c][r + 1] = part[2 * c + 1];
-                    } else {
-                        q8_0_tiles[nc](x0, cols + c0, nb, part);
-                        for (int c = 0; c < nc; ++c) v[c][r] = part[c];
-                    }
+                alignas(32) float v[tile][8];  // [column][row of the group]
+                for (int r = 0; r < 8; ++r) {
+                    float part[tile];
+                    q8_0_tiles[nc](reinterpret_cast<const block_q8_0 *>(w + (8 * g + r) * row_bytes), cols + c0, nb, part);
+                    for (int c = 0; c < nc; ++c) v[c][r] = part[c];
                 }
                 for (int c = 0; c < nc; ++c) {
                     __m256 r = _mm256_load_ps(v[c]);
@@ -695,7 +624,7 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
         if (w->type == GGML_TYPE_Q4_0) {
             prepare_q4_0x8(xf, col.data() + c * col_bytes, n);
         } else if (w->type == GGML_TYPE_Q8_0) {
-            prepare_q8_0x(xf, col.data() + c * col_bytes, n);
+            prepare_q8_0(xf, col.data() + c * col_bytes, n);
         } else {
             quantize_row_q8_K_ref(xf, col.data() + c * col_bytes, n);
         }
@@ -708,11 +637,10 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
         const int64_t g0       = std::min<int64_t>(n_groups, per * ith);
         const int64_t g1       = ith == nth - 1 ? n_groups : std::min<int64_t>(n_groups, g0 + per);
         if (w->type == GGML_TYPE_Q8_0) {
-            thread_local std::vector<q8_0x_column> cols8;
+            thread_local std::vector<q8_0_column> cols8;
             cols8.resize(n_cols);
-            for (int c = 0; c < n_cols; ++c) cols8[c] = q8_0x_parts(col.data() + c * col_bytes, n / QK8_0);
-            dot_groups_q8_0(static_cast<const char *>(w->data), w->nb[1], cols8.data(), n_cols, n / QK8_0, (opts & use_vnni) != 0, o,
-                            g0, g1);
+            for (int c = 0; c < n_cols; ++c) cols8[c] = q8_0_parts(col.data() + c * col_bytes, n / QK8_0);
+            dot_groups_q8_0(static_cast<const char *>(w->data), w->nb[1], cols8.data(), n_cols, n / QK8_0, o, g0, g1);
             return;
         }
         thread_local std::vector<q8_0_column> cols;

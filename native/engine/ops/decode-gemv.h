@@ -19,8 +19,8 @@
 // integer, and the float sums follow ggml's order, so results are bit-identical, column by
 // column, whatever the column count (the fused GELU's erf is a polynomial within 1.5e-7 of
 // libm's erff, which ggml calls).
-//   Q8_0 in plain rows (the layers and output of q8_0 files): the same fusions; each weight
-//     block made unsigned once for up to 8 columns (AVX-512 VNNI: two rows per instruction).
+//   Q8_0 in plain rows (the layers of q8_0 files): the same fusions, |w| made once per block for
+//     up to 4 columns; faster than ggml's kernels up to ~8 columns only (graph.cpp).
 // Measured and left to ggml: F16 (1.0-1.05x; ggml is near the memory floor).
 #pragma once
 
@@ -46,7 +46,7 @@ struct xglm_gemv_fuse {
     xglm_kernel_isa norm_isa = xglm_kernel_isa::none;
     bool          gelu     = false;    // GELU (exact erf) after the bias; Q4_0 and Q8_0 only
     ggml_tensor * residual = nullptr;  // F32 [n_out, n_cols] added after the bias; Q4_0 and Q8_0 only
-    bool          vnni     = false;    // through AVX-512 VNNI (the plan's vnni): the same bits, faster
+    bool          vnni     = false;    // Q4_0, Q6_K through AVX-512 VNNI (the plan's vnni): the same bits, faster
 };
 
 // w [n_in, n_out], x [n_in, n_cols] (F32), b [n_out] (F32) or nullptr -> w · x (+ b), [n_out, n_cols] F32,
