@@ -66,7 +66,7 @@ constexpr size_t prefetch_distance = 4096;
 size_t column_bytes(ggml_type type, int64_t n) {
     switch (type) {
         case GGML_TYPE_Q6_K: return sizeof(block_q8_K) * (n / QK_K);
-        case GGML_TYPE_Q4_0: return (sizeof(block_q8_0) + sizeof(float) + sizeof(int32_t)) * (n / QK8_0);
+        case GGML_TYPE_Q4_0: return (sizeof(block_q8_0) + sizeof(float) + 2 * sizeof(int32_t)) * (n / QK8_0);
         case GGML_TYPE_Q8_0: return (sizeof(block_q8_0) + sizeof(float)) * (n / QK8_0);
         default:             return 0;
     }
@@ -308,21 +308,22 @@ XGLM_AVX2 void prepare_q8_0(const float * x, void * col, int64_t n) {
 XGLM_AVX2 void prepare_q4_0x8(const float * x, void * col, int64_t n) {
     const int64_t nb = n / QK8_0;
     prepare_q8_0(x, col, n);
-    const auto * y    = static_cast<const block_q8_0 *>(col);
-    auto *       ysum = reinterpret_cast<int32_t *>(reinterpret_cast<float *>(static_cast<block_q8_0 *>(col) + nb) + nb);
+    const auto * y   = static_cast<const block_q8_0 *>(col);
+    auto *       off = reinterpret_cast<int32_t *>(reinterpret_cast<float *>(static_cast<block_q8_0 *>(col) + nb) + nb);
     for (int64_t i = 0; i < nb; ++i) {
         int32_t sum = 0;
         for (int k = 0; k < QK8_0; ++k) sum += y[i].qs[k];
-        ysum[i] = sum;
+        off[2 * i]     = -8 * sum;  // the unsigned nibbles' offset, one int64 lane's worth:
+        off[2 * i + 1] = 0;         // the VNNI kernel starts each row's pair of lanes from it
     }
 }
 
 // One prepared Q8_0 column: its blocks, their scales as F32 (prepare_q8_0), and for the Q4_0
-// kernels their quant sums (prepare_q4_0x8).
+// kernels per block −8 × the sum of its quants, then a 0 (prepare_q4_0x8).
 struct q8_0_column {
     const block_q8_0 * q;
     const float *      d;
-    const int32_t *    sum;
+    const int32_t *    off;  // 2 per block
 };
 
 q8_0_column q8_0_parts(const void * col, int64_t nb) {
@@ -369,7 +370,7 @@ XGLM_AVX2 void dot_q4_0x8_cols(const block_q4_0x8 * x, const q8_0_column * y, in
                 hi               = _mm256_add_epi16(hi, _mm256_maddubs_epi16(hi_q[k], yk));
             }
             __m256i isum = _mm256_hadd_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones));
-            isum         = _mm256_sub_epi32(_mm256_permutevar8x32_epi32(isum, order), _mm256_set1_epi32(8 * y[c].sum[b]));
+            isum         = _mm256_add_epi32(_mm256_permutevar8x32_epi32(isum, order), _mm256_set1_epi32(y[c].off[2 * b]));
             a[c]         = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(y[c].d[b])), a[c]);
         }
     }
@@ -396,15 +397,16 @@ XGLM_AVX512_VNNI void dot_q4_0x8_cols_vnni(const block_q4_0x8 * x, const q8_0_co
         const __m256  dw   = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x[b].d)));
         for (int c = 0; c < NC; ++c) {
             const int8_t * q8 = y[c].q[b].qs;
-            __m512i        s  = _mm512_setzero_si512();
+            int64_t        off;
+            std::memcpy(&off, y[c].off + 2 * b, sizeof off);
+            __m512i s = _mm512_set1_epi64(off);  // each row's first lane starts at −8·Σ q_h
             for (int k = 0; k < 4; ++k) {
                 int64_t y8;
                 std::memcpy(&y8, q8 + 8 * k, sizeof y8);
                 s = _mm512_dpbusd_epi32(s, q[k], _mm512_set1_epi64(y8));
             }
             // row r = the two int32 halves of lane r
-            __m256i isum = _mm512_cvtepi64_epi32(_mm512_add_epi32(s, _mm512_srli_epi64(s, 32)));
-            isum         = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * y[c].sum[b]));
+            const __m256i isum = _mm512_cvtepi64_epi32(_mm512_add_epi32(s, _mm512_srli_epi64(s, 32)));
             a[c]         = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(y[c].d[b])), a[c]);
         }
     }
