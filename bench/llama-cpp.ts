@@ -131,7 +131,9 @@ const faName = (v: LlamaBenchTest['flash_attn']) => (v === true || v === 1 || v 
  */
 export function runLlamaBench(bench: string, model: string, threads: number, prompt: number, gen: number): LlamaCppResult {
   const args = ['-m', model, '-p', String(prompt), '-n', String(gen), '-t', String(threads), '-r', '1', '-fa', '0,1', '-o', 'json'];
-  const out = execFileSync(bench, args, { encoding: 'utf8', maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'pipe'] });
+  // its shared libraries sit beside it; LD_LIBRARY_PATH finds them if the cache folder moved
+  const env = { ...process.env, LD_LIBRARY_PATH: [path.dirname(bench), process.env.LD_LIBRARY_PATH].filter(Boolean).join(':') };
+  const out = execFileSync(bench, args, { encoding: 'utf8', maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'pipe'], env });
   const tests = JSON.parse(out) as LlamaBenchTest[];
   const pp = tests.filter((t) => t.n_prompt === prompt && t.n_gen === 0);
   const tg = tests.filter((t) => t.n_prompt === 0 && t.n_gen === gen);
