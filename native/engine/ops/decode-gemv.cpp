@@ -363,9 +363,11 @@ XGLM_AVX2 void dot_q4_0x8_cols(const block_q4_0x8 * x, const q8_0_column * y, in
             // the column's quants 0-7, 8-15, 16-23, 24-31, each repeated for 4 rows; int16
             // sums stay below 4·2·15·127 < 2^15
             const int8_t * q8 = y[c].q[b].qs;
-            __m256i        lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
-            for (int k = 0; k < 4; ++k) {
-                const __m256i yk = _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(q8 + 8 * k)));
+            __m256i        yk = _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(q8)));
+            __m256i        lo = _mm256_maddubs_epi16(lo_q[0], yk);
+            __m256i        hi = _mm256_maddubs_epi16(hi_q[0], yk);
+            for (int k = 1; k < 4; ++k) {
+                yk = _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(q8 + 8 * k)));
                 lo               = _mm256_add_epi16(lo, _mm256_maddubs_epi16(lo_q[k], yk));
                 hi               = _mm256_add_epi16(hi, _mm256_maddubs_epi16(hi_q[k], yk));
             }
