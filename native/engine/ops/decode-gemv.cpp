@@ -149,14 +149,12 @@ XGLM_AVX2 float dot_q6_K(const void * row, const void * col, int64_t n) {
     return xglm_hsum_8(acc);
 }
 
-// Rows of Q6_K · NC Q8_K columns at once: each weight block is unpacked once and dotted with
-// every column, where dot_q6_K unpacks it per column (ggml's mul_mat too: one vec_dot per row
-// and column). Per (row, column) the integers and the float order are dot_q6_K's, so each
-// result is bit-identical to it. out[c] = the row · column c.
-template <int NC>
-XGLM_AVX2 void dot_q6_K_cols(const block_q6_K * x, const block_q8_K * const * y, int nb, float * out) {
+// One Q6_K block unpacked as dot_q6_K reads it: its 256 quants (0..63) in 8 registers of 32,
+// q[4j + k] holding the k-th 32 of half j, and the int16 scale of each quant beside it in sc[].
+XGLM_AVX2 inline void unpack_q6_K(const block_q6_K & x, __m256i scales16, __m256i q[8], __m256i sc[8]) {
     const __m256i m3  = _mm256_set1_epi8(3);
     const __m256i m15 = _mm256_set1_epi8(15);
+    // int16 scale 2k of the half to the low 128-bit lane, 2k+1 to the high one
     const __m256i scale_pick[4] = {
         _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3),
         _mm256_setr_epi8(4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7),
@@ -165,28 +163,36 @@ XGLM_AVX2 void dot_q6_K_cols(const block_q6_K * x, const block_q8_K * const * y,
         _mm256_setr_epi8(12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 14, 15, 14, 15, 14, 15, 14,
                          15, 14, 15, 14, 15, 14, 15, 14, 15),
     };
+    for (int j = 0; j < 2; ++j) {
+        const __m256i s16   = _mm256_permute4x64_epi64(scales16, j == 0 ? 0x44 : 0xEE);
+        const __m256i bits1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x.ql + 64 * j));
+        const __m256i bits2 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x.ql + 64 * j + 32));
+        const __m256i bitsH = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x.qh + 32 * j));
+        const __m256i h0    = _mm256_slli_epi16(_mm256_and_si256(bitsH, m3), 4);
+        const __m256i h1    = _mm256_slli_epi16(_mm256_and_si256(bitsH, _mm256_set1_epi8(12)), 2);
+        const __m256i h2    = _mm256_and_si256(bitsH, _mm256_set1_epi8(48));
+        const __m256i h3    = _mm256_srli_epi16(_mm256_and_si256(bitsH, _mm256_set1_epi8(-64)), 2);
+        q[4 * j + 0]        = _mm256_or_si256(_mm256_and_si256(bits1, m15), h0);
+        q[4 * j + 1]        = _mm256_or_si256(_mm256_and_si256(bits2, m15), h1);
+        q[4 * j + 2]        = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits1, 4), m15), h2);
+        q[4 * j + 3]        = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits2, 4), m15), h3);
+        for (int k = 0; k < 4; ++k) sc[4 * j + k] = _mm256_shuffle_epi8(s16, scale_pick[k]);
+    }
+}
+
+// Rows of Q6_K · NC Q8_K columns at once: each weight block is unpacked once and dotted with
+// every column, where dot_q6_K unpacks it per column (ggml's mul_mat too: one vec_dot per row
+// and column). Per (row, column) the integers and the float order are dot_q6_K's, so each
+// result is bit-identical to it. out[c] = the row · column c.
+template <int NC>
+XGLM_AVX2 void dot_q6_K_cols(const block_q6_K * x, const block_q8_K * const * y, int nb, float * out) {
     __m256 acc[NC];
     for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
     for (int i = 0; i < nb; ++i) {
         const float   dx       = _cvtsh_ss(x[i].d);
         const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x[i].scales)));
-        // the block's 256 quants (0..63) in 8 registers of 32, and the int16 scale of each
-        __m256i q[8], sc[8];
-        for (int j = 0; j < 2; ++j) {
-            const __m256i s16   = _mm256_permute4x64_epi64(scales16, j == 0 ? 0x44 : 0xEE);
-            const __m256i bits1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].ql + 64 * j));
-            const __m256i bits2 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].ql + 64 * j + 32));
-            const __m256i bitsH = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].qh + 32 * j));
-            const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(bitsH, m3), 4);
-            const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(bitsH, _mm256_set1_epi8(12)), 2);
-            const __m256i h2 = _mm256_and_si256(bitsH, _mm256_set1_epi8(48));
-            const __m256i h3 = _mm256_srli_epi16(_mm256_and_si256(bitsH, _mm256_set1_epi8(-64)), 2);
-            q[4 * j + 0] = _mm256_or_si256(_mm256_and_si256(bits1, m15), h0);
-            q[4 * j + 1] = _mm256_or_si256(_mm256_and_si256(bits2, m15), h1);
-            q[4 * j + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits1, 4), m15), h2);
-            q[4 * j + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits2, 4), m15), h3);
-            for (int k = 0; k < 4; ++k) sc[4 * j + k] = _mm256_shuffle_epi8(s16, scale_pick[k]);
-        }
+        __m256i       q[8], sc[8];
+        unpack_q6_K(x[i], scales16, q, sc);
         for (int c = 0; c < NC; ++c) {
             const block_q8_K & yc   = y[c][i];
             const __m256i      q8s  = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(yc.bsums));
@@ -210,43 +216,19 @@ XGLM_AVX2 void dot_q6_K_cols(const block_q6_K * x, const block_q8_K * const * y,
 XGLM_AVX512_BEGIN
 template <int NC>
 XGLM_AVX512_VNNI void dot_q6_K_cols_vnni(const block_q6_K * x, const block_q8_K * const * y, int nb, float * out) {
-    const __m256i m3  = _mm256_set1_epi8(3);
-    const __m256i m15 = _mm256_set1_epi8(15);
-    const __m256i scale_pick[4] = {
-        _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3),
-        _mm256_setr_epi8(4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7),
-        _mm256_setr_epi8(8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10,
-                         11, 10, 11, 10, 11),
-        _mm256_setr_epi8(12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 14, 15, 14, 15, 14, 15, 14,
-                         15, 14, 15, 14, 15, 14, 15, 14, 15),
-    };
     __m256 acc[NC];
     for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
     for (int i = 0; i < nb; ++i) {
         const float   dx       = _cvtsh_ss(x[i].d);
         const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x[i].scales)));
-        // q[2j + m]: quants 64m..64m+63 of half j (dot_q6_K_cols's q[4j + 2m] and q[4j + 2m + 1]),
-        // next to the q8 bytes 128j + 64m.., and their int16 scales
+        __m256i       q8[8], sc8[8];
+        unpack_q6_K(x[i], scales16, q8, sc8);
+        // q[2j + m]: quants 64m..64m+63 of half j (q8[4j + 2m] and q8[4j + 2m + 1]), next to the
+        // column's bytes 128j + 64m.., and their int16 scales
         __m512i q[4], sc[4];
-        for (int j = 0; j < 2; ++j) {
-            const __m256i s16   = _mm256_permute4x64_epi64(scales16, j == 0 ? 0x44 : 0xEE);
-            const __m256i bits1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].ql + 64 * j));
-            const __m256i bits2 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].ql + 64 * j + 32));
-            const __m256i bitsH = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].qh + 32 * j));
-            const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(bitsH, m3), 4);
-            const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(bitsH, _mm256_set1_epi8(12)), 2);
-            const __m256i h2 = _mm256_and_si256(bitsH, _mm256_set1_epi8(48));
-            const __m256i h3 = _mm256_srli_epi16(_mm256_and_si256(bitsH, _mm256_set1_epi8(-64)), 2);
-            const __m256i q0 = _mm256_or_si256(_mm256_and_si256(bits1, m15), h0);
-            const __m256i q1 = _mm256_or_si256(_mm256_and_si256(bits2, m15), h1);
-            const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits1, 4), m15), h2);
-            const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits2, 4), m15), h3);
-            q[2 * j]      = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
-            q[2 * j + 1]  = _mm512_inserti64x4(_mm512_castsi256_si512(q2), q3, 1);
-            sc[2 * j]     = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_shuffle_epi8(s16, scale_pick[0])),
-                                               _mm256_shuffle_epi8(s16, scale_pick[1]), 1);
-            sc[2 * j + 1] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_shuffle_epi8(s16, scale_pick[2])),
-                                               _mm256_shuffle_epi8(s16, scale_pick[3]), 1);
+        for (int k = 0; k < 4; ++k) {
+            q[k]  = _mm512_inserti64x4(_mm512_castsi256_si512(q8[2 * k]), q8[2 * k + 1], 1);
+            sc[k] = _mm512_inserti64x4(_mm512_castsi256_si512(sc8[2 * k]), sc8[2 * k + 1], 1);
         }
         for (int c = 0; c < NC; ++c) {
             const block_q8_K & yc  = y[c][i];
