@@ -135,8 +135,8 @@ opTest('decode logits: the Q6_K and Q4_0 ops equal ggml mul_mat (1 and 2 threads
 // steps of one token per sequence in ONE evaluation (the rows of a batched step, every row with
 // logits), against each sequence decoded alone in a context of its own. The products of a
 // batched step take 8 columns (decode-gemv's multi-column kernels, AVX2 and, where the variant
-// runs it, VNNI; or ggml's mul_mat) and attention reads each row's own cells, so every row is
-// computed as alone: the logits must be equal bit for bit, with the ops and without them.
+// runs it, VNNI) and attention reads each row's own cells, so every row is computed as alone:
+// the logits must be equal bit for bit.
 const SEQS = 8;
 const batchedChildSource = `
 import fs from 'node:fs';
@@ -181,10 +181,10 @@ const tokenAt = (s: number, i: number) => (steps[i]! + 97 * s) % 3000;
 const batchedChildFile = tmpPath('gemv-batched-rows.ts');
 fs.writeFileSync(batchedChildFile, batchedChildSource);
 
-function batchedRows(file: string, mode: 'batched' | 'alone', env: Record<string, string>): Run {
+function batchedRows(file: string, mode: 'batched' | 'alone'): Run {
   const out = tmpPath(`gemv-rows-${runs++}.bin`);
-  const childEnv: NodeJS.ProcessEnv = { ...process.env, XGLM_LOG: '1', ...env };
-  if (!('XGLM_NO_CUSTOM_GEMV' in env)) delete childEnv.XGLM_NO_CUSTOM_GEMV;
+  const childEnv: NodeJS.ProcessEnv = { ...process.env, XGLM_LOG: '1' };
+  delete childEnv.XGLM_NO_CUSTOM_GEMV;
   const r = spawnSync(process.execPath, ['--import', 'tsx', batchedChildFile, file, mode, out], { cwd: root, env: childEnv, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`batched child failed (${r.status}): ${r.stderr}`);
   const buf = fs.readFileSync(out);
@@ -194,35 +194,31 @@ function batchedRows(file: string, mode: 'batched' | 'alone', env: Record<string
   return { rows: Array.from({ length: nRows }, (_, i) => all.subarray(i * nVocab, (i + 1) * nVocab)), stderr: r.stderr };
 }
 
-for (const [label, env] of [
-  ['with the ops where they run', {}],
-  ['with ggml\'s mul_mat (XGLM_NO_CUSTOM_GEMV=1)', { XGLM_NO_CUSTOM_GEMV: '1' }],
-] as const) {
-  test(`batched decode steps of 8 sequences (q4_0 file, F16 cache) give each sequence the logits it gets alone, bit for bit, ${label}`, async (t) => {
-    const { q4 } = await files;
-    const batched = batchedRows(q4, 'batched', env);
-    const alone = batchedRows(q4, 'alone', env);
-    if (!('XGLM_NO_CUSTOM_GEMV' in env) && KERNELS !== 'none') {
-      t.true(batched.stderr.includes(LOG_LINE), 'the 8 logits rows of a step through the Q6_K op');
-      t.true(batched.stderr.includes(LAYER_LOG_LINE), 'the 8-token steps through the Q4_0 layer op');
-    } else {
-      t.false(batched.stderr.includes('decode-gemv op'), 'mul_mat only');
+// Only where the ops run: ggml's own nodes give a batched row the bits of the row alone on some
+// variants, not on all (under sandybridge and ivybridge its AVX kernels round an 8-column
+// product differently from a one-column one: 8 of 64 rows differed, most by 1 ulp, one by 2e-3
+// of its largest logit after a quantization step flipped); batched.test.ts holds ggml's path to
+// the oracle's margins instead.
+opTest('batched decode steps of 8 sequences (q4_0 file, F16 cache) give each sequence the logits it gets alone, bit for bit', async (t) => {
+  const { q4 } = await files;
+  const batched = batchedRows(q4, 'batched');
+  const alone = batchedRows(q4, 'alone');
+  t.true(batched.stderr.includes(LOG_LINE), 'the 8 logits rows of a step through the Q6_K op');
+  t.true(batched.stderr.includes(LAYER_LOG_LINE), 'the 8-token steps through the Q4_0 layer op');
+  let differing = 0;
+  for (let i = 0; i < batched.rows.length; i++) {
+    const a = batched.rows[i]!;
+    const b = alone.rows[i]!;
+    let same = a.length === b.length;
+    for (let k = 0; same && k < a.length; k++) same = Object.is(a[k], b[k]);
+    if (!same) {
+      differing++;
+      const { diff, scale } = maxDiff(a, b);
+      t.log(`step ${Math.floor(i / SEQS)}, sequence ${i % SEQS}: max|diff| ${diff} of max|logit| ${scale}`);
     }
-    let differing = 0;
-    for (let i = 0; i < batched.rows.length; i++) {
-      const a = batched.rows[i]!;
-      const b = alone.rows[i]!;
-      let same = a.length === b.length;
-      for (let k = 0; same && k < a.length; k++) same = Object.is(a[k], b[k]);
-      if (!same) {
-        differing++;
-        const { diff, scale } = maxDiff(a, b);
-        t.log(`step ${Math.floor(i / SEQS)}, sequence ${i % SEQS}: max|diff| ${diff} of max|logit| ${scale}`);
-      }
-    }
-    t.is(differing, 0, `${differing} of ${batched.rows.length} logits rows differ from the sequence decoded alone`);
-  });
-}
+  }
+  t.is(differing, 0, `${differing} of ${batched.rows.length} logits rows differ from the sequence decoded alone`);
+});
 
 /** q4_0 layers against f32 weights: same argmax mostly, differences a fraction of the range. */
 function nearF32(t: ExecutionContext, rows: Float32Array[], exact: Float32Array[], label: string): void {
