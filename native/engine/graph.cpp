@@ -29,7 +29,7 @@ ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, g
 // prefill shape: 0.83x ggml's time at 1 token, 0.78x at 4, 0.98x at 8, 1.02x at 16, 1.10x at 32.
 constexpr int64_t q8_0_max_tokens = 8;
 
-bool fused_layer(const xglm_kernel_plan & plan, const xglm_layer & l, const ggml_tensor * x) {
+bool fusable_layer(const xglm_kernel_plan & plan, const xglm_layer & l, const ggml_tensor * x) {
     if (x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x)) return false;
     for (const auto & [w, b] : {std::pair{l.attn_qkv, l.attn_qkv_b}, std::pair{l.attn_output, l.attn_output_b},
                                 std::pair{l.ffn_up, l.ffn_up_b}, std::pair{l.ffn_down, l.ffn_down_b}}) {
@@ -158,10 +158,10 @@ ggml_tensor * plain_layer(layer_graph & g, const xglm_layer & layer, int il, ggm
     return ggml_add(ctx, cur, ffn_inp);
 }
 
-// The same layer over repacked Q4_0 weights (fused_layer): its four products are
+// The same layer over repacked Q4_0 or plain Q8_0 weights (fusable_layer): its four products are
 // decode-gemv ops that fold in the norms before and the bias adds, GELU and residual adds after,
 // so that the layer is five nodes plus the cache writes instead of ~20 (decode-gemv.h).
-ggml_tensor * fused_decode_layer(layer_graph & g, const xglm_layer & layer, int il, ggml_tensor * inpL) {
+ggml_tensor * fused_layer(layer_graph & g, const xglm_layer & layer, int il, ggml_tensor * inpL) {
     ggml_context *           ctx  = g.ctx;
     const xglm_kernel_plan & plan = g.lctx->kernels;
     const float              eps  = g.lctx->model->hparams.norm_eps;
@@ -225,8 +225,8 @@ ggml_cgraph * xglm_build_graph(xglm_context * lctx, int n_tokens, int n_kv, int 
     layer_graph lg{ctx, gf, in, lctx, n_tokens, n_kv, 0};
     for (int il = 0; il < hp.n_layer; ++il) {
         const xglm_layer & layer = model.layers[il];
-        if (fused_layer(plan, layer, inpL)) {
-            inpL = fused_decode_layer(lg, layer, il, inpL);
+        if (fusable_layer(plan, layer, inpL)) {
+            inpL = fused_layer(lg, layer, il, inpL);
             n_custom_gemv += 4;
             if (!layer_type) layer_type = gemv_type_label(layer.attn_qkv->type);
         } else {
