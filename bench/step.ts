@@ -8,7 +8,10 @@
  * (ratios of times: below 1, A is faster).
  *
  *   node --import tsx bench/step.ts [--model FILE] [--n 1,2,4,8,16,24,32] [--shape decode|prefill]
- *     [--a NAME=VALUE[,…]] [--b NAME=VALUE[,…]] [--pairs 3] [--steps 8] [--threads 2]
+ *     [--logits all|last] [--a NAME=VALUE[,…]] [--b NAME=VALUE[,…]] [--pairs 3] [--steps 8] [--threads 2]
+ *
+ * --logits overrides the shape's logits rows (decode: all, prefill: last), e.g. to see what the
+ * logits rows of a batched step cost.
  *
  * The model defaults to the 564M-shape q4_0 file of `npm run bench` (.bench-cache/).
  */
@@ -23,6 +26,7 @@ const { values } = parseArgs({
     model: { type: 'string', default: path.join(__dirname, '..', '.bench-cache', 'xglm-564m-random-q4_0.gguf') },
     n: { type: 'string', default: '1,2,4,8,16,24,32' },
     shape: { type: 'string', default: 'decode' },
+    logits: { type: 'string', default: '' },
     a: { type: 'string', default: '' },
     b: { type: 'string', default: 'XGLM_KERNELS=ggml' },
     pairs: { type: 'string', default: '3' },
@@ -53,7 +57,8 @@ async function measure(n: number): Promise<number> {
     const positions = decode ? tokens.map(() => pos) : tokens.map((_, i) => pos + i);
     const seqIds = decode ? tokens.map((_, i) => i) : tokens.map(() => 0);
     const t0 = performance.now();
-    await ctx.evaluate({ tokens, positions, seqIds, logits: decode ? 'all' : 'last' });
+    const logits = values.logits === 'all' || values.logits === 'last' ? values.logits : decode ? 'all' : 'last';
+    await ctx.evaluate({ tokens, positions, seqIds, logits });
     if (k > 0) times.push(performance.now() - t0);  // the first builds the graph
     pos += decode ? 1 : n;
   }
