@@ -66,7 +66,6 @@ constexpr size_t prefetch_distance = 4096;
 size_t column_bytes(ggml_type type, int64_t n) {
     switch (type) {
         case GGML_TYPE_Q6_K: return sizeof(block_q8_K) * (n / QK_K);
-        case GGML_TYPE_Q4_0: return (sizeof(block_q8_0) + sizeof(float) + 2 * sizeof(int32_t)) * (n / QK8_0);
         case GGML_TYPE_Q8_0: return (sizeof(block_q8_0) + sizeof(float)) * (n / QK8_0);
         default:             return 0;
     }
@@ -286,42 +285,60 @@ XGLM_AVX2 void prepare_q8_0(const float * x, void * col, int64_t n) {
 
 // --- Q4_0 (repacked, 8 rows at a time) × Q8_0 ---------------------------------------------
 
-// The column's Q8_0 blocks, their scales as F32, and the sums of their quants.
-XGLM_AVX2 void prepare_q4_0x8(const float * x, void * col, int64_t n) {
+// The Q4_0 kernels' columns, interleaved by tile: for each block, the tile's columns side by side
+// (column c of a tile at slot c), so one pointer walks every column of a block with constant
+// offsets. One slot: the block's Q8_0 quants (as ggml's AVX2 quantize_row_q8_0 makes them), its
+// scale as F32, and −8 × the sum of its quants then a 0 (an int64 lane's worth: the VNNI kernel
+// starts each row's pair of lanes from it; the AVX2 kernel adds the first half).
+struct alignas(16) q4_col_slot {
+    int8_t  qs[QK8_0];
+    float   d;
+    int32_t off[2];
+    int32_t pad;
+};
+static_assert(sizeof(q4_col_slot) == 48, "slot layout");
+
+// The widest tile of the Q4_0 kernels (VNNI); the AVX2 ones use the first 4 slots of each.
+constexpr int q4_tile = 8;
+
+// Column x (n values) into slot `slot` of the tile at `tile` (nb blocks × q4_tile slots).
+XGLM_AVX2 void prepare_q4_0x8(const float * x, q4_col_slot * tile, int slot, int64_t n) {
     const int64_t nb = n / QK8_0;
-    prepare_q8_0(x, col, n);
-    const auto * y   = static_cast<const block_q8_0 *>(col);
-    auto *       off = reinterpret_cast<int32_t *>(reinterpret_cast<float *>(static_cast<block_q8_0 *>(col) + nb) + nb);
+    thread_local std::vector<block_q8_0> q;
+    q.resize(nb);
+    quantize_q8_0(x, q.data(), n);
     for (int64_t i = 0; i < nb; ++i) {
+        q4_col_slot & c = tile[i * q4_tile + slot];
+        std::memcpy(c.qs, q[i].qs, QK8_0);
+        c.d     = _cvtsh_ss(q[i].d);
         int32_t sum = 0;
-        for (int k = 0; k < QK8_0; ++k) sum += y[i].qs[k];
-        off[2 * i]     = -8 * sum;  // the unsigned nibbles' offset, one int64 lane's worth:
-        off[2 * i + 1] = 0;         // the VNNI kernel starts each row's pair of lanes from it
+        for (int k = 0; k < QK8_0; ++k) sum += q[i].qs[k];
+        c.off[0] = -8 * sum;
+        c.off[1] = 0;
+        c.pad    = 0;
     }
 }
 
-// One prepared Q8_0 column: its blocks, their scales as F32 (prepare_q8_0), and for the Q4_0
-// kernels per block −8 × the sum of its quants, then a 0 (prepare_q4_0x8).
+// One column prepared by prepare_q8_0 (the Q8_0 kernels): its blocks and their scales as F32.
 struct q8_0_column {
     const block_q8_0 * q;
     const float *      d;
-    const int32_t *    off;  // 2 per block
 };
 
 q8_0_column q8_0_parts(const void * col, int64_t nb) {
-    const auto *  q = static_cast<const block_q8_0 *>(col);
-    const float * d = reinterpret_cast<const float *>(q + nb);
-    return {q, d, reinterpret_cast<const int32_t *>(d + nb)};
+    const auto * q = static_cast<const block_q8_0 *>(col);
+    return {q, reinterpret_cast<const float *>(q + nb)};
 }
 
-// Rows 8g..8g+7 (x: the group's nb blocks) · NC Q8_0 columns, as ggml's AVX2 gemv for
-// block_q4_0x8 computes each column: per block an exact integer dot for each row, then
+// Rows 8g..8g+7 (x: the group's nb blocks) · NC Q8_0 columns (y: a tile's first slot), as
+// ggml's AVX2 gemv for block_q4_0x8 computes each column: per block an exact integer dot for
+// each row, then
 // acc_r += isum_r · (d_w,r · d_h) with one FMA per block. The weight block is unpacked once for
 // all NC columns. The integer dots take the nibbles unsigned (q = s ^ 8, 0..15) and subtract
 // 8·Σ q_h: Σ (q − 8)·q_h is the same integer, with fewer instructions than sign-extending the
 // nibbles. acc[c] = the 8 rows · column c.
 template <int NC>
-XGLM_AVX2 void dot_q4_0x8_cols(const block_q4_0x8 * x, const q8_0_column * y, int64_t nb, __m256 * acc) {
+XGLM_AVX2 void dot_q4_0x8_cols(const block_q4_0x8 * x, const q4_col_slot * y, int64_t nb, __m256 * acc) {
     const __m256i m4    = _mm256_set1_epi8(0x0F);
     const __m256i flip  = _mm256_set1_epi8(static_cast<char>(0x88));
     const __m256i ones  = _mm256_set1_epi16(1);
@@ -341,10 +358,11 @@ XGLM_AVX2 void dot_q4_0x8_cols(const block_q4_0x8 * x, const q8_0_column * y, in
         const __m256i hi_q[4] = {_mm256_and_si256(r1, m4), _mm256_and_si256(r3, m4),
                                  _mm256_and_si256(_mm256_srli_epi16(r1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(r3, 4), m4)};
         const __m256  dw      = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x[b].d)));
+        const q4_col_slot * yb = y + b * q4_tile;
         for (int c = 0; c < NC; ++c) {
             // the column's quants 0-7, 8-15, 16-23, 24-31, each repeated for 4 rows; int16
             // sums stay below 4·2·15·127 < 2^15
-            const int8_t * q8 = y[c].q[b].qs;
+            const int8_t * q8 = yb[c].qs;
             __m256i        yk = _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(q8)));
             __m256i        lo = _mm256_maddubs_epi16(lo_q[0], yk);
             __m256i        hi = _mm256_maddubs_epi16(hi_q[0], yk);
@@ -354,8 +372,8 @@ XGLM_AVX2 void dot_q4_0x8_cols(const block_q4_0x8 * x, const q8_0_column * y, in
                 hi               = _mm256_add_epi16(hi, _mm256_maddubs_epi16(hi_q[k], yk));
             }
             __m256i isum = _mm256_hadd_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones));
-            isum         = _mm256_add_epi32(_mm256_permutevar8x32_epi32(isum, order), _mm256_set1_epi32(y[c].off[2 * b]));
-            a[c]         = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(y[c].d[b])), a[c]);
+            isum         = _mm256_add_epi32(_mm256_permutevar8x32_epi32(isum, order), _mm256_set1_epi32(yb[c].off[0]));
+            a[c]         = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(yb[c].d)), a[c]);
         }
     }
     for (int c = 0; c < NC; ++c) acc[c] = a[c];
@@ -367,7 +385,7 @@ XGLM_AVX2 void dot_q4_0x8_cols(const block_q4_0x8 * x, const q8_0_column * y, in
 // the same bits as dot_q4_0x8_cols.
 XGLM_AVX512_BEGIN
 template <int NC>
-XGLM_AVX512_VNNI void dot_q4_0x8_cols_vnni(const block_q4_0x8 * x, const q8_0_column * y, int64_t nb, __m256 * acc) {
+XGLM_AVX512_VNNI void dot_q4_0x8_cols_vnni(const block_q4_0x8 * x, const q4_col_slot * y, int64_t nb, __m256 * acc) {
     const __m512i m4   = _mm512_set1_epi8(0x0F);
     const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x88));
     __m256        a[NC];
@@ -379,10 +397,11 @@ XGLM_AVX512_VNNI void dot_q4_0x8_cols_vnni(const block_q4_0x8 * x, const q8_0_co
         const __m512i q[4] = {_mm512_and_si512(lo, m4), _mm512_and_si512(hi, m4), _mm512_and_si512(_mm512_srli_epi16(lo, 4), m4),
                               _mm512_and_si512(_mm512_srli_epi16(hi, 4), m4)};
         const __m256  dw   = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x[b].d)));
+        const q4_col_slot * yb = y + b * q4_tile;
         for (int c = 0; c < NC; ++c) {
-            const int8_t * q8 = y[c].q[b].qs;
+            const int8_t * q8 = yb[c].qs;
             int64_t        off;
-            std::memcpy(&off, y[c].off + 2 * b, sizeof off);
+            std::memcpy(&off, yb[c].off, sizeof off);
             __m512i s = _mm512_set1_epi64(off);  // each row's first lane starts at −8·Σ q_h
             for (int k = 0; k < 4; ++k) {
                 int64_t y8;
@@ -391,7 +410,7 @@ XGLM_AVX512_VNNI void dot_q4_0x8_cols_vnni(const block_q4_0x8 * x, const q8_0_co
             }
             // row r = the two int32 halves of lane r
             const __m256i isum = _mm512_cvtepi64_epi32(_mm512_add_epi32(s, _mm512_srli_epi64(s, 32)));
-            a[c]         = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(y[c].d[b])), a[c]);
+            a[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(yb[c].d)), a[c]);
         }
     }
     for (int c = 0; c < NC; ++c) acc[c] = a[c];
@@ -399,7 +418,7 @@ XGLM_AVX512_VNNI void dot_q4_0x8_cols_vnni(const block_q4_0x8 * x, const q8_0_co
 
 XGLM_AVX512_END
 
-using q4_0x8_tile_fn = void (*)(const block_q4_0x8 *, const q8_0_column *, int64_t, __m256 *);
+using q4_0x8_tile_fn = void (*)(const block_q4_0x8 *, const q4_col_slot *, int64_t, __m256 *);
 
 // Column tiles: as many columns per weight pass as the registers hold (16 ymm for AVX2, 32 with
 // AVX-512); index = the tile's column count.
@@ -428,7 +447,8 @@ struct gemv_out {
 // groups [g0, g1) of 8 rows · all columns (+ bias, then GELU or + residual if asked). No
 // software prefetch: with it the one-column kernel measured no faster than ggml's (1.0-1.1x),
 // without it 1.2x; the hardware prefetcher keeps up here.
-XGLM_AVX2 void dot_groups_q4_0x8(const char * w, size_t group_bytes, const q8_0_column * cols, int n_cols, int64_t nb,
+// cols: the tiles of prepare_q4_0x8, one per q4_tile columns, nb · q4_tile slots each.
+XGLM_AVX2 void dot_groups_q4_0x8(const char * w, size_t group_bytes, const q4_col_slot * cols, int n_cols, int64_t nb,
                                  bool vnni, const gemv_out & o, int64_t g0, int64_t g1) {
     const int tile = vnni ? 8 : 4;
     // column blocks, so that a block's prepared columns stay in L2 while every group passes
@@ -439,7 +459,9 @@ XGLM_AVX2 void dot_groups_q4_0x8(const char * w, size_t group_bytes, const q8_0_
             for (int c0 = b0; c0 < b1; c0 += tile) {
                 const int nc = std::min(tile, b1 - c0);
                 __m256    acc[8];
-                (vnni ? q4_0x8_tiles_vnni : q4_0x8_tiles)[nc](x, cols + c0, nb, acc);
+                // c0 is a multiple of tile, which divides q4_tile: its tile, then its first slot
+                const q4_col_slot * y = cols + (c0 / q4_tile) * nb * q4_tile + c0 % q4_tile;
+                (vnni ? q4_0x8_tiles_vnni : q4_0x8_tiles)[nc](x, y, nb, acc);
                 for (int c = 0; c < nc; ++c) {
                     __m256 v = acc[c];
                     if (o.bias) v = _mm256_add_ps(v, _mm256_loadu_ps(o.bias + 8 * g));
@@ -594,7 +616,9 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     thread_local std::vector<uint8_t> col;
     thread_local std::vector<float>   normed;
     const size_t                      col_bytes = column_bytes(w->type, n);
-    col.resize(col_bytes * n_cols);
+    // Q4_0: whole tiles of q4_tile slots, zeroed where no column fills them (never read)
+    const int64_t n_slots = (n_cols + q4_tile - 1) / q4_tile * q4_tile;
+    col.resize(w->type == GGML_TYPE_Q4_0 ? sizeof(q4_col_slot) * (n / QK8_0) * n_slots : col_bytes * n_cols);
     if (norm_w) normed.resize(n);
     const auto isa = static_cast<xglm_kernel_isa>(opts >> norm_isa_shift & 3);
     for (int c = 0; c < n_cols; ++c) {
@@ -608,7 +632,7 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
             xf = normed.data();
         }
         if (w->type == GGML_TYPE_Q4_0) {
-            prepare_q4_0x8(xf, col.data() + c * col_bytes, n);
+            prepare_q4_0x8(xf, reinterpret_cast<q4_col_slot *>(col.data()) + (c / q4_tile) * (n / QK8_0) * q4_tile, c % q4_tile, n);
         } else if (w->type == GGML_TYPE_Q8_0) {
             prepare_q8_0(xf, col.data() + c * col_bytes, n);
         } else {
@@ -622,15 +646,15 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
         const int64_t per      = (n_groups / nth + 1) & ~int64_t(1);
         const int64_t g0       = std::min<int64_t>(n_groups, per * ith);
         const int64_t g1       = ith == nth - 1 ? n_groups : std::min<int64_t>(n_groups, g0 + per);
+        if (w->type == GGML_TYPE_Q4_0) {
+            dot_groups_q4_0x8(static_cast<const char *>(w->data), sizeof(block_q4_0x8) * (n / QK8_0),
+                              reinterpret_cast<const q4_col_slot *>(col.data()), n_cols, n / QK8_0, (opts & use_vnni) != 0, o, g0, g1);
+            return;
+        }
         thread_local std::vector<q8_0_column> cols;
         cols.resize(n_cols);
         for (int c = 0; c < n_cols; ++c) cols[c] = q8_0_parts(col.data() + c * col_bytes, n / QK8_0);
-        if (w->type == GGML_TYPE_Q8_0) {
-            dot_groups_q8_0(static_cast<const char *>(w->data), w->nb[1], cols.data(), n_cols, n / QK8_0, o, g0, g1);
-        } else {
-            dot_groups_q4_0x8(static_cast<const char *>(w->data), sizeof(block_q4_0x8) * (n / QK8_0), cols.data(), n_cols,
-                              n / QK8_0, (opts & use_vnni) != 0, o, g0, g1);
-        }
+        dot_groups_q8_0(static_cast<const char *>(w->data), w->nb[1], cols.data(), n_cols, n / QK8_0, o, g0, g1);
         return;
     }
 
