@@ -301,14 +301,15 @@ static_assert(sizeof(q4_col_slot) == 48, "slot layout");
 // The widest tile of the Q4_0 kernels (VNNI); the AVX2 ones use the first 4 slots of each.
 constexpr int q4_tile = 8;
 
-// Column x (n values) into slot `slot` of the tile at `tile` (nb blocks × q4_tile slots).
-XGLM_AVX2 void prepare_q4_0x8(const float * x, q4_col_slot * tile, int slot, int64_t n) {
+// Column x (n values) into slot `slot` of the tile at `tile` (nb blocks × `width` slots: q4_tile,
+// or fewer when the product has fewer columns, so that one column stays dense in the cache).
+XGLM_AVX2 void prepare_q4_0x8(const float * x, q4_col_slot * tile, int slot, int width, int64_t n) {
     const int64_t nb = n / QK8_0;
     thread_local std::vector<block_q8_0> q;
     q.resize(nb);
     quantize_q8_0(x, q.data(), n);
     for (int64_t i = 0; i < nb; ++i) {
-        q4_col_slot & c = tile[i * q4_tile + slot];
+        q4_col_slot & c = tile[i * width + slot];
         std::memcpy(c.qs, q[i].qs, QK8_0);
         c.d     = _cvtsh_ss(q[i].d);
         int32_t sum = 0;
@@ -338,7 +339,7 @@ q8_0_column q8_0_parts(const void * col, int64_t nb) {
 // 8·Σ q_h: Σ (q − 8)·q_h is the same integer, with fewer instructions than sign-extending the
 // nibbles. acc[c] = the 8 rows · column c.
 template <int NC>
-XGLM_AVX2 void dot_q4_0x8_cols(const block_q4_0x8 * x, const q4_col_slot * y, int64_t nb, __m256 * acc) {
+XGLM_AVX2 void dot_q4_0x8_cols(const block_q4_0x8 * x, const q4_col_slot * y, int width, int64_t nb, __m256 * acc) {
     const __m256i m4    = _mm256_set1_epi8(0x0F);
     const __m256i flip  = _mm256_set1_epi8(static_cast<char>(0x88));
     const __m256i ones  = _mm256_set1_epi16(1);
@@ -358,7 +359,7 @@ XGLM_AVX2 void dot_q4_0x8_cols(const block_q4_0x8 * x, const q4_col_slot * y, in
         const __m256i hi_q[4] = {_mm256_and_si256(r1, m4), _mm256_and_si256(r3, m4),
                                  _mm256_and_si256(_mm256_srli_epi16(r1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(r3, 4), m4)};
         const __m256  dw      = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x[b].d)));
-        const q4_col_slot * yb = y + b * q4_tile;
+        const q4_col_slot * yb = y + b * width;
         for (int c = 0; c < NC; ++c) {
             // the column's quants 0-7, 8-15, 16-23, 24-31, each repeated for 4 rows; int16
             // sums stay below 4·2·15·127 < 2^15
@@ -385,7 +386,7 @@ XGLM_AVX2 void dot_q4_0x8_cols(const block_q4_0x8 * x, const q4_col_slot * y, in
 // the same bits as dot_q4_0x8_cols.
 XGLM_AVX512_BEGIN
 template <int NC>
-XGLM_AVX512_VNNI void dot_q4_0x8_cols_vnni(const block_q4_0x8 * x, const q4_col_slot * y, int64_t nb, __m256 * acc) {
+XGLM_AVX512_VNNI void dot_q4_0x8_cols_vnni(const block_q4_0x8 * x, const q4_col_slot * y, int width, int64_t nb, __m256 * acc) {
     const __m512i m4   = _mm512_set1_epi8(0x0F);
     const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x88));
     __m256        a[NC];
@@ -397,7 +398,7 @@ XGLM_AVX512_VNNI void dot_q4_0x8_cols_vnni(const block_q4_0x8 * x, const q4_col_
         const __m512i q[4] = {_mm512_and_si512(lo, m4), _mm512_and_si512(hi, m4), _mm512_and_si512(_mm512_srli_epi16(lo, 4), m4),
                               _mm512_and_si512(_mm512_srli_epi16(hi, 4), m4)};
         const __m256  dw   = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x[b].d)));
-        const q4_col_slot * yb = y + b * q4_tile;
+        const q4_col_slot * yb = y + b * width;
         for (int c = 0; c < NC; ++c) {
             const int8_t * q8 = yb[c].qs;
             int64_t        off;
@@ -418,7 +419,7 @@ XGLM_AVX512_VNNI void dot_q4_0x8_cols_vnni(const block_q4_0x8 * x, const q4_col_
 
 XGLM_AVX512_END
 
-using q4_0x8_tile_fn = void (*)(const block_q4_0x8 *, const q4_col_slot *, int64_t, __m256 *);
+using q4_0x8_tile_fn = void (*)(const block_q4_0x8 *, const q4_col_slot *, int, int64_t, __m256 *);
 
 // Column tiles: as many columns per weight pass as the registers hold (16 ymm for AVX2, 32 with
 // AVX-512); index = the tile's column count.
@@ -447,8 +448,8 @@ struct gemv_out {
 // groups [g0, g1) of 8 rows · all columns (+ bias, then GELU or + residual if asked). No
 // software prefetch: with it the one-column kernel measured no faster than ggml's (1.0-1.1x),
 // without it 1.2x; the hardware prefetcher keeps up here.
-// cols: the tiles of prepare_q4_0x8, one per q4_tile columns, nb · q4_tile slots each.
-XGLM_AVX2 void dot_groups_q4_0x8(const char * w, size_t group_bytes, const q4_col_slot * cols, int n_cols, int64_t nb,
+// cols: the tiles of prepare_q4_0x8, one per `width` columns, nb · width slots each.
+XGLM_AVX2 void dot_groups_q4_0x8(const char * w, size_t group_bytes, const q4_col_slot * cols, int width, int n_cols, int64_t nb,
                                  bool vnni, const gemv_out & o, int64_t g0, int64_t g1) {
     const int tile = vnni ? 8 : 4;
     // column blocks, so that a block's prepared columns stay in L2 while every group passes
@@ -459,9 +460,10 @@ XGLM_AVX2 void dot_groups_q4_0x8(const char * w, size_t group_bytes, const q4_co
             for (int c0 = b0; c0 < b1; c0 += tile) {
                 const int nc = std::min(tile, b1 - c0);
                 __m256    acc[8];
-                // c0 is a multiple of tile, which divides q4_tile: its tile, then its first slot
-                const q4_col_slot * y = cols + (c0 / q4_tile) * nb * q4_tile + c0 % q4_tile;
-                (vnni ? q4_0x8_tiles_vnni : q4_0x8_tiles)[nc](x, y, nb, acc);
+                // c0's tile of the layout, then its slot: a kernel tile never spans two (width is
+                // 8, a multiple of both kernel tiles, or all the columns there are)
+                const q4_col_slot * y = cols + (c0 / width) * nb * width + c0 % width;
+                (vnni ? q4_0x8_tiles_vnni : q4_0x8_tiles)[nc](x, y, width, nb, acc);
                 for (int c = 0; c < nc; ++c) {
                     __m256 v = acc[c];
                     if (o.bias) v = _mm256_add_ps(v, _mm256_loadu_ps(o.bias + 8 * g));
@@ -616,8 +618,9 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     thread_local std::vector<uint8_t> col;
     thread_local std::vector<float>   normed;
     const size_t                      col_bytes = column_bytes(w->type, n);
-    // Q4_0: whole tiles of q4_tile slots, zeroed where no column fills them (never read)
-    const int64_t n_slots = (n_cols + q4_tile - 1) / q4_tile * q4_tile;
+    // Q4_0: whole tiles of `width` slots (the last one's spare slots are never read)
+    const int     width   = std::min(n_cols, q4_tile);
+    const int64_t n_slots = (n_cols + width - 1) / width * width;
     col.resize(w->type == GGML_TYPE_Q4_0 ? sizeof(q4_col_slot) * (n / QK8_0) * n_slots : col_bytes * n_cols);
     if (norm_w) normed.resize(n);
     const auto isa = static_cast<xglm_kernel_isa>(opts >> norm_isa_shift & 3);
@@ -632,7 +635,7 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
             xf = normed.data();
         }
         if (w->type == GGML_TYPE_Q4_0) {
-            prepare_q4_0x8(xf, reinterpret_cast<q4_col_slot *>(col.data()) + (c / q4_tile) * (n / QK8_0) * q4_tile, c % q4_tile, n);
+            prepare_q4_0x8(xf, reinterpret_cast<q4_col_slot *>(col.data()) + (c / width) * (n / QK8_0) * width, c % width, width, n);
         } else if (w->type == GGML_TYPE_Q8_0) {
             prepare_q8_0(xf, col.data() + c * col_bytes, n);
         } else {
@@ -648,7 +651,8 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
         const int64_t g1       = ith == nth - 1 ? n_groups : std::min<int64_t>(n_groups, g0 + per);
         if (w->type == GGML_TYPE_Q4_0) {
             dot_groups_q4_0x8(static_cast<const char *>(w->data), sizeof(block_q4_0x8) * (n / QK8_0),
-                              reinterpret_cast<const q4_col_slot *>(col.data()), n_cols, n / QK8_0, (opts & use_vnni) != 0, o, g0, g1);
+                              reinterpret_cast<const q4_col_slot *>(col.data()), width, n_cols, n / QK8_0, (opts & use_vnni) != 0, o,
+                              g0, g1);
             return;
         }
         thread_local std::vector<q8_0_column> cols;
