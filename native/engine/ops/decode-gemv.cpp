@@ -75,6 +75,33 @@ size_t column_bytes(ggml_type type, int64_t n) {
 
 // --- Q6_K × Q8_K ------------------------------------------------------------------------
 
+// The quants (0..63) of one 128-quant half of a Q6_K block — ql: its 64 bytes of low bits, qh:
+// its 32 bytes of high bits — in 4 registers of 32 (q[k]: the k-th 32), as ggml's AVX2 vec_dot
+// reads them.
+XGLM_AVX2 inline void unpack_q6_K_half(const uint8_t * ql, const uint8_t * qh, __m256i q[4]) {
+    const __m256i m15   = _mm256_set1_epi8(15);
+    const __m256i bits1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(ql));
+    const __m256i bits2 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(ql + 32));
+    const __m256i bitsH = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qh));
+    const __m256i h0    = _mm256_slli_epi16(_mm256_and_si256(bitsH, _mm256_set1_epi8(3)), 4);
+    const __m256i h1    = _mm256_slli_epi16(_mm256_and_si256(bitsH, _mm256_set1_epi8(12)), 2);
+    const __m256i h2    = _mm256_and_si256(bitsH, _mm256_set1_epi8(48));
+    const __m256i h3    = _mm256_srli_epi16(_mm256_and_si256(bitsH, _mm256_set1_epi8(-64)), 2);
+    q[0]                = _mm256_or_si256(_mm256_and_si256(bits1, m15), h0);
+    q[1]                = _mm256_or_si256(_mm256_and_si256(bits2, m15), h1);
+    q[2]                = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits1, 4), m15), h2);
+    q[3]                = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits2, 4), m15), h3);
+}
+
+// The int16 scale of each quant of q[k] (unpack_q6_K_half), from the half's 8 scales as int16 in
+// both 128-bit lanes (s16 = [s0..s7 | s0..s7]): scale 2k to the low lane, 2k+1 to the high one.
+XGLM_AVX2 inline __m256i q6_K_scales_of(__m256i s16, int k) {
+    const __m256i pick = _mm256_add_epi8(_mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3,
+                                                          2, 3, 2, 3, 2, 3, 2, 3),
+                                         _mm256_set1_epi8(static_cast<char>(4 * k)));
+    return _mm256_shuffle_epi8(s16, pick);
+}
+
 // One Q6_K row · Q8_K column over nb blocks: Σ_blocks d_w·d_h·Σ_i scale_i·(q6_i − 32)·q8_i,
 // the −32 taken out through the column's 16-sums. Eight int32 lanes per block, as in ggml.
 XGLM_AVX2 float dot_q6_K(const void * row, const void * col, int64_t n) {
@@ -82,17 +109,6 @@ XGLM_AVX2 float dot_q6_K(const void * row, const void * col, int64_t n) {
     const auto * y  = static_cast<const block_q8_K *>(col);
     const int    nb = static_cast<int>(n / QK_K);
 
-    const __m256i m3  = _mm256_set1_epi8(3);
-    const __m256i m15 = _mm256_set1_epi8(15);
-    // int16 scale 2k of the half to the low 128-bit lane, 2k+1 to the high one
-    const __m256i scale_pick[4] = {
-        _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3),
-        _mm256_setr_epi8(4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7),
-        _mm256_setr_epi8(8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10,
-                         11, 10, 11, 10, 11),
-        _mm256_setr_epi8(12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 14, 15, 14, 15, 14, 15, 14,
-                         15, 14, 15, 14, 15, 14, 15, 14, 15),
-    };
     __m256 acc = _mm256_setzero_ps();
     for (int i = 0; i < nb; ++i) {
         const float d = y[i].d * _cvtsh_ss(x[i].d);
@@ -101,46 +117,18 @@ XGLM_AVX2 float dot_q6_K(const void * row, const void * col, int64_t n) {
         const __m256i q8sums    = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(y[i].bsums));
         const __m256i scales16  = _mm256_cvtepi8_epi16(scales);
         const __m256i q8sclsub  = _mm256_slli_epi32(_mm256_madd_epi16(q8sums, scales16), 5);
-        // the 8 scales of each 128-quant half as int16, in both 128-bit lanes: [s0..s7 | s0..s7]
-        const __m256i scales_half[2] = {_mm256_permute4x64_epi64(scales16, 0x44),
-                                        _mm256_permute4x64_epi64(scales16, 0xEE)};
-        __m256i       sumi           = _mm256_setzero_si256();
-
-        const uint8_t * ql = x[i].ql;
-        const uint8_t * qh = x[i].qh;
-        const int8_t *  q8 = y[i].qs;
+        __m256i       sumi      = _mm256_setzero_si256();
         for (int j = 0; j < QK_K / 128; ++j) {
-            const __m256i s16 = scales_half[j];
-
-            const __m256i bits1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(ql));
-            const __m256i bits2 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(ql + 32));
-            const __m256i bitsH = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qh));
-            ql += 64;
-            qh += 32;
-
-            const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(bitsH, m3), 4);
-            const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(bitsH, _mm256_set1_epi8(12)), 2);
-            const __m256i h2 = _mm256_and_si256(bitsH, _mm256_set1_epi8(48));
-            const __m256i h3 = _mm256_srli_epi16(_mm256_and_si256(bitsH, _mm256_set1_epi8(-64)), 2);
-
-            const __m256i q0 = _mm256_or_si256(_mm256_and_si256(bits1, m15), h0);
-            const __m256i q1 = _mm256_or_si256(_mm256_and_si256(bits2, m15), h1);
-            const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits1, 4), m15), h2);
-            const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits2, 4), m15), h3);
-
-            __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q8)));
-            __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q8 + 32)));
-            __m256i p2 = _mm256_maddubs_epi16(q2, _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q8 + 64)));
-            __m256i p3 = _mm256_maddubs_epi16(q3, _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q8 + 96)));
-            q8 += 128;
-
-            p0 = _mm256_madd_epi16(_mm256_shuffle_epi8(s16, scale_pick[0]), p0);
-            p1 = _mm256_madd_epi16(_mm256_shuffle_epi8(s16, scale_pick[1]), p1);
-            p2 = _mm256_madd_epi16(_mm256_shuffle_epi8(s16, scale_pick[2]), p2);
-            p3 = _mm256_madd_epi16(_mm256_shuffle_epi8(s16, scale_pick[3]), p3);
-
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p2, p3));
+            // the 8 scales of this 128-quant half as int16, in both 128-bit lanes
+            const __m256i s16 = _mm256_permute4x64_epi64(scales16, j == 0 ? 0x44 : 0xEE);
+            __m256i       q[4], p[4];
+            unpack_q6_K_half(x[i].ql + 64 * j, x[i].qh + 32 * j, q);
+            for (int k = 0; k < 4; ++k) {
+                p[k] = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256(reinterpret_cast<const __m256i *>(y[i].qs + 128 * j + 32 * k)));
+                p[k] = _mm256_madd_epi16(q6_K_scales_of(s16, k), p[k]);
+            }
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p[0], p[1]));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p[2], p[3]));
         }
         sumi = _mm256_sub_epi32(sumi, q8sclsub);
         acc  = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
@@ -148,34 +136,13 @@ XGLM_AVX2 float dot_q6_K(const void * row, const void * col, int64_t n) {
     return xglm_hsum_8(acc);
 }
 
-// One Q6_K block unpacked as dot_q6_K reads it: its 256 quants (0..63) in 8 registers of 32,
-// q[4j + k] holding the k-th 32 of half j, and the int16 scale of each quant beside it in sc[].
+// One Q6_K block unpacked: its 256 quants (0..63) in 8 registers of 32, q[4j + k] holding the
+// k-th 32 of half j, and the int16 scale of each quant beside it in sc[].
 XGLM_AVX2 inline void unpack_q6_K(const block_q6_K & x, __m256i scales16, __m256i q[8], __m256i sc[8]) {
-    const __m256i m3  = _mm256_set1_epi8(3);
-    const __m256i m15 = _mm256_set1_epi8(15);
-    // int16 scale 2k of the half to the low 128-bit lane, 2k+1 to the high one
-    const __m256i scale_pick[4] = {
-        _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3),
-        _mm256_setr_epi8(4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7),
-        _mm256_setr_epi8(8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10,
-                         11, 10, 11, 10, 11),
-        _mm256_setr_epi8(12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 14, 15, 14, 15, 14, 15, 14,
-                         15, 14, 15, 14, 15, 14, 15, 14, 15),
-    };
     for (int j = 0; j < 2; ++j) {
-        const __m256i s16   = _mm256_permute4x64_epi64(scales16, j == 0 ? 0x44 : 0xEE);
-        const __m256i bits1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x.ql + 64 * j));
-        const __m256i bits2 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x.ql + 64 * j + 32));
-        const __m256i bitsH = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x.qh + 32 * j));
-        const __m256i h0    = _mm256_slli_epi16(_mm256_and_si256(bitsH, m3), 4);
-        const __m256i h1    = _mm256_slli_epi16(_mm256_and_si256(bitsH, _mm256_set1_epi8(12)), 2);
-        const __m256i h2    = _mm256_and_si256(bitsH, _mm256_set1_epi8(48));
-        const __m256i h3    = _mm256_srli_epi16(_mm256_and_si256(bitsH, _mm256_set1_epi8(-64)), 2);
-        q[4 * j + 0]        = _mm256_or_si256(_mm256_and_si256(bits1, m15), h0);
-        q[4 * j + 1]        = _mm256_or_si256(_mm256_and_si256(bits2, m15), h1);
-        q[4 * j + 2]        = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits1, 4), m15), h2);
-        q[4 * j + 3]        = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits2, 4), m15), h3);
-        for (int k = 0; k < 4; ++k) sc[4 * j + k] = _mm256_shuffle_epi8(s16, scale_pick[k]);
+        const __m256i s16 = _mm256_permute4x64_epi64(scales16, j == 0 ? 0x44 : 0xEE);
+        unpack_q6_K_half(x.ql + 64 * j, x.qh + 32 * j, q + 4 * j);
+        for (int k = 0; k < 4; ++k) sc[4 * j + k] = q6_K_scales_of(s16, k);
     }
 }
 
