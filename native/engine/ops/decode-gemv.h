@@ -14,22 +14,23 @@
 //     gelu_erf node runs on one thread (~5% of a 564M token) and every small node costs a
 //     barrier. Measured faster than ggml's repacked gemm at every token count tried, 1 to 448
 //     (bench/step.ts; docs/benchmarks.md).
+//   Q8_0 in plain rows (the layers of q8_0 files): the same fusions, |w| made once per block for
+//     up to 4 columns; faster than ggml's kernels up to ~8 columns only (graph.cpp).
+// Measured and left to ggml: F16 (1.0-1.05x; ggml is near the memory floor).
 // Numerics are ggml's: each column is quantized as mul_mat quantizes it (Q8_K by ggml's own
 // quantizer, Q8_0 as ggml's AVX2 quantize_row_q8_0), every block product is the same exact
 // integer, and the float sums follow ggml's order, so results are bit-identical, column by
 // column, whatever the column count (the fused GELU's erf is a polynomial within 1.5e-7 of
 // libm's erff, which ggml calls).
-//   Q8_0 in plain rows (the layers of q8_0 files): the same fusions, |w| made once per block for
-//     up to 4 columns; faster than ggml's kernels up to ~8 columns only (graph.cpp).
-// Measured and left to ggml: F16 (1.0-1.05x; ggml is near the memory floor).
 #pragma once
 
 #include "ggml.h"
 #include "kernel-plan.h"
 
 // Whether xglm_decode_gemv can compute w · x (+ b) here: w Q6_K in plain rows, Q4_0 repacked by
-// ggml (8-row groups) or Q8_0 in plain rows (a multiple of 8 of them), x F32 columns, b nullptr or F32 [n_out]. Whether this CPU and the
-// switches allow the op at all is the kernel plan's decision (kernel-plan.h).
+// ggml (8-row groups) or Q8_0 in plain rows (a multiple of 8 of them), x F32 columns, b nullptr
+// or F32 [n_out]. Whether this CPU and the switches allow the op at all, and for which token
+// counts, is the kernel plan's and the graph's decision (kernel-plan.h, graph.cpp).
 bool xglm_decode_gemv_usable(const ggml_tensor * w, const ggml_tensor * x, const ggml_tensor * b);
 
 // The same for the weight and bias alone (x: any F32 column of w->ne[0] values).
@@ -46,11 +47,11 @@ struct xglm_gemv_fuse {
     xglm_kernel_isa norm_isa = xglm_kernel_isa::none;
     bool          gelu     = false;    // GELU (exact erf) after the bias; Q4_0 and Q8_0 only
     ggml_tensor * residual = nullptr;  // F32 [n_out, n_cols] added after the bias; Q4_0 and Q8_0 only
-    bool          vnni     = false;    // Q4_0, Q6_K through AVX-512 VNNI (the plan's vnni): the same bits, faster
+    bool          vnni     = false;    // Q4_0, Q6_K through AVX-512 VNNI (the plan's vnni): same bits, faster
 };
 
-// w [n_in, n_out], x [n_in, n_cols] (F32), b [n_out] (F32) or nullptr -> w · x (+ b), [n_out, n_cols] F32,
-// with the extras of `fuse`. nullptr when `fuse` asks for what this weight type cannot do.
+// w [n_in, n_out], x [n_in, n_cols] (F32), b [n_out] (F32) or nullptr -> w · x (+ b),
+// [n_out, n_cols] F32, with the extras of `fuse`. nullptr when `fuse` asks for what this weight type cannot do.
 // Only after xglm_decode_gemv_usable returned true.
 ggml_tensor * xglm_decode_gemv(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * b,
                                const xglm_gemv_fuse & fuse = {});
