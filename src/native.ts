@@ -59,6 +59,8 @@ export interface GgmlTypeInfo {
 /** The native surface, as addon.cpp registers it. */
 export interface NativeAddon {
   backendInfo(): BackendInfo;
+  /** Stops the threads of this thread's contexts before the process exits (process 'exit'). */
+  stopForExit(): void;
   ggmlTypeInfo(type: number): GgmlTypeInfo;
   rowSize(type: number, nPerRow: number): number;
   /** Quantizes `nRows` rows of `src` into `dst` on native threads; resolves with the bytes written. */
@@ -303,6 +305,10 @@ export function native(): NativeAddon {
   for (const file of candidates) {
     try {
       addon = require(file) as NativeAddon;
+      // process.exit() tears the env down without running native cleanup hooks: stop every
+      // context's thread while the env is still whole (see stop_for_exit in native/addon/context.cpp)
+      const loaded = addon;
+      process.once('exit', () => loaded.stopForExit());
       return addon;
     } catch (err) {
       const e = err as NodeJS.ErrnoException;

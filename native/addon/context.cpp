@@ -39,6 +39,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <algorithm>
@@ -47,6 +48,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "addon.h"
@@ -195,6 +197,13 @@ Napi::Float32Array float_array(Napi::Env env, const float * data, size_t n) {
     return a;
 }
 
+class Context;
+
+// The contexts whose threads run, for the process-exit guard (stop_all_at_exit). Allocated once
+// and never destroyed, so an atexit handler can use them after other statics are gone.
+std::mutex &          live_mutex() { static auto * m = new std::mutex; return *m; }
+std::set<Context *> & live_contexts() { static auto * s = new std::set<Context *>; return *s; }
+
 class Context : public Napi::ObjectWrap<Context> {
   public:
     static Napi::Function define(Napi::Env env) {
@@ -224,12 +233,45 @@ class Context : public Napi::ObjectWrap<Context> {
         tsfn_.Unref(env);
         // registered after the TSFN's own hook, so it runs first at env teardown
         cleanup_ = env.AddCleanupHook(&Context::on_env_cleanup, this);
-        thread_  = std::thread([this] { loop(); });
+        thread_  = std::thread([this] {
+            loop();
+            std::lock_guard<std::mutex> lock(mutex_);
+            loop_done_ = true;
+            loop_done_cv_.notify_all();
+        });
+        std::lock_guard<std::mutex> lock(live_mutex());
+        live_contexts().insert(this);
     }
 
     ~Context() override {
-        if (!shut_down_) cleanup_.Remove(Env());
+        if (!released_) cleanup_.Remove(Env());
         shutdown();
+    }
+
+    // process.exit() runs no env cleanup hook: Node tears the env down and calls std::exit,
+    // whose static destructors (ggml's, the C++ runtime's) would run while this thread posts
+    // to a dying thread-safe function or ggml's workers compute — a crash at exit, now and then.
+    // Called at process 'exit' (stopForExit) and, as a fallback, from an atexit handler: aborts
+    // the running graph and lets the loop return, waiting at most 2 s. Nothing here touches JS
+    // or frees what a finalizer would; the process is ending.
+    void stop_for_exit() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (shut_down_) return;
+            shut_down_ = true;
+            ++abort_epoch_;
+            if (ctx_) xglm_context_set_abort(ctx_, true);
+        }
+        cv_.notify_one();
+        std::unique_lock<std::mutex> lock(mutex_);
+        const bool done = loop_done_cv_.wait_for(lock, std::chrono::seconds(2), [this] { return loop_done_; });
+        lock.unlock();
+        if (!thread_.joinable()) return;  // a disposed context's thread ended and was joined
+        if (done) {
+            thread_.join();
+        } else {
+            thread_.detach();
+        }
     }
 
   private:
@@ -583,15 +625,22 @@ class Context : public Napi::ObjectWrap<Context> {
     // its next node; queued jobs are dropped with the env.
     void shutdown() {
         {
+            std::lock_guard<std::mutex> lock(live_mutex());
+            live_contexts().erase(this);
+        }
+        {
             std::lock_guard<std::mutex> lock(mutex_);
-            if (shut_down_) return;
-            shut_down_ = true;
-            ++abort_epoch_;
-            if (ctx_) xglm_context_set_abort(ctx_, true);
+            if (released_) return;
+            if (!shut_down_) {  // (stop_for_exit may have stopped the thread already)
+                shut_down_ = true;
+                ++abort_epoch_;
+                if (ctx_) xglm_context_set_abort(ctx_, true);
+            }
         }
         cv_.notify_one();
         if (thread_.joinable()) thread_.join();
         std::lock_guard<std::mutex> lock(mutex_);
+        released_ = true;
         for (job * j : queue_) delete j;  // on the JS thread (finalizer or env cleanup)
         queue_.clear();
         for (job * j : active_) delete j;
@@ -810,8 +859,11 @@ class Context : public Napi::ObjectWrap<Context> {
     std::thread              thread_;
     std::mutex               mutex_;
     std::condition_variable  cv_;
+    bool                     loop_done_ = false;  // the context thread left loop()
+    std::condition_variable  loop_done_cv_;
     std::deque<job *>        queue_;
-    bool                     shut_down_ = false;
+    bool                     shut_down_ = false;  // the context thread is to stop
+    bool                     released_  = false;  // shutdown() freed everything (JS thread)
     std::atomic<uint64_t>    abort_epoch_{0};
     xglm_context *           ctx_ = nullptr;  // owned by the context thread once created
     // context thread: the scheduler and the generate() jobs it runs or that wait for cells
@@ -833,7 +885,32 @@ class Context : public Napi::ObjectWrap<Context> {
 
 }  // namespace
 
+namespace {
+
+// The contexts of one env (nullptr: all) stop their threads for the process's exit.
+void stop_for_exit(napi_env env) {
+    std::lock_guard<std::mutex> lock(live_mutex());
+    for (Context * c : live_contexts()) {
+        if (env == nullptr || napi_env(c->Env()) == env) c->stop_for_exit();
+    }
+}
+
+void stop_all_at_exit() { stop_for_exit(nullptr); }
+
+// stopForExit(): src/native.ts calls it from process.on('exit'), while the env is still whole
+// (the atexit handler comes later, after Node has begun tearing the env down, and only catches
+// what this missed, e.g. an exit() from native code).
+Napi::Value stop_for_exit_js(const Napi::CallbackInfo & info) {
+    stop_for_exit(info.Env());
+    return info.Env().Undefined();
+}
+
+}  // namespace
+
 void init_context(Napi::Env env, Napi::Object exports) {
+    static const bool guarded = std::atexit(stop_all_at_exit) == 0;  // once per process
+    (void)guarded;
+    exports.Set("stopForExit", Napi::Function::New(env, stop_for_exit_js, "stopForExit"));
     Napi::Function ctor                  = Context::define(env);
     addon_data(env).context_constructor  = Napi::Persistent(ctor);
     exports.Set("Context", ctor);
