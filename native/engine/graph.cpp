@@ -20,10 +20,9 @@ ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, g
 // Whether the decode-gemv op can take all four products of a layer for this ubatch: repacked
 // Q4_0 weights (any token count: a decode token, one per active sequence, a prompt's ubatch) or
 // plain Q8_0 ones (up to q8_0_max_tokens). Then the layer runs as five nodes plus the cache
-// writes:
-// the norms, bias adds, GELU and residual adds ride inside the products (decode-gemv.h), which
-// keep ggml's arithmetic for them. Other types keep ggml's nodes: F16 and Q8_0 measured no
-// faster as custom ops, and Q6_K layer weights (q4_k_m) were not measured.
+// writes: the norms, bias adds, GELU and residual adds ride inside the products
+// (decode-gemv.h), which keep ggml's arithmetic for them. Other types keep ggml's nodes: F16
+// measured no faster as a custom op, and the K-quant layers of q4_k_m files have no kernel here.
 // Q8_0 takes the op up to this many tokens (decode, batched decode); from there ggml's kernels
 // (llamafile's tinyBLAS) are as fast or faster: 564M q8_0, 2 threads, Zen 4, bench/step.ts
 // prefill shape: 0.83x ggml's time at 1 token, 0.78x at 4, 0.98x at 8, 1.02x at 16, 1.10x at 32.
@@ -42,6 +41,16 @@ bool fusable_layer(const xglm_kernel_plan & plan, const xglm_layer & l, const gg
 
 ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
     return ggml_add(ctx, ggml_mul_mat(ctx, w, x), b);
+}
+
+// A decode-gemv product's extras as the plan has them: its kernel form, and the layer norm
+// (norm_w, norm_b) folded in before it when given.
+xglm_gemv_fuse gemv_fuse(const xglm_kernel_plan & plan, ggml_tensor * norm_w = nullptr, ggml_tensor * norm_b = nullptr,
+                         float eps = 0.0f) {
+    xglm_gemv_fuse f;
+    f.vnni = plan.vnni;
+    if (norm_w) f.norm_w = norm_w, f.norm_b = norm_b, f.norm_eps = eps, f.norm_isa = plan.isa;
+    return f;
 }
 
 // The weight types decode-gemv takes, as XGLM_LOG's lines name them.
@@ -166,25 +175,19 @@ ggml_tensor * fused_layer(layer_graph & g, const xglm_layer & layer, int il, ggm
     const xglm_kernel_plan & plan = g.lctx->kernels;
     const float              eps  = g.lctx->model->hparams.norm_eps;
 
-    xglm_gemv_fuse qkv_f;
-    qkv_f.vnni = plan.vnni;
-    qkv_f.norm_w = layer.attn_norm, qkv_f.norm_b = layer.attn_norm_b, qkv_f.norm_eps = eps, qkv_f.norm_isa = plan.isa;
-    ggml_tensor * cur = self_attention(g, il, xglm_decode_gemv(ctx, layer.attn_qkv, inpL, layer.attn_qkv_b, qkv_f));
-    xglm_gemv_fuse out_f;
-    out_f.vnni            = plan.vnni;
-    out_f.residual        = inpL;
-    ggml_tensor * ffn_inp = xglm_decode_gemv(ctx, layer.attn_output, cur, layer.attn_output_b, out_f);  // + inpL
+    const xglm_gemv_fuse qkv_f = gemv_fuse(plan, layer.attn_norm, layer.attn_norm_b, eps);
+    ggml_tensor *        cur   = self_attention(g, il, xglm_decode_gemv(ctx, layer.attn_qkv, inpL, layer.attn_qkv_b, qkv_f));
+    xglm_gemv_fuse       out_f = gemv_fuse(plan);
+    out_f.residual             = inpL;
+    ggml_tensor * ffn_inp      = xglm_decode_gemv(ctx, layer.attn_output, cur, layer.attn_output_b, out_f);  // + inpL
     name(ffn_inp, "ffn_inp", il);
 
-    xglm_gemv_fuse up;
-    up.vnni   = plan.vnni;
-    up.norm_w = layer.ffn_norm, up.norm_b = layer.ffn_norm_b, up.norm_eps = eps, up.norm_isa = plan.isa;
-    up.gelu   = true;
-    cur       = xglm_decode_gemv(ctx, layer.ffn_up, ffn_inp, layer.ffn_up_b, up);  // [n_ff, n_tokens]
+    xglm_gemv_fuse up = gemv_fuse(plan, layer.ffn_norm, layer.ffn_norm_b, eps);
+    up.gelu           = true;
+    cur               = xglm_decode_gemv(ctx, layer.ffn_up, ffn_inp, layer.ffn_up_b, up);  // [n_ff, n_tokens]
     name(cur, "ffn_gelu", il);
-    xglm_gemv_fuse down;
-    down.vnni     = plan.vnni;
-    down.residual = ffn_inp;
+    xglm_gemv_fuse down = gemv_fuse(plan);
+    down.residual       = ffn_inp;
     return xglm_decode_gemv(ctx, layer.ffn_down, cur, layer.ffn_down_b, down);  // + ffn_inp: l_out
 }
 
@@ -250,15 +253,12 @@ ggml_cgraph * xglm_build_graph(xglm_context * lctx, int n_tokens, int n_kv, int 
         const ggml_type out_type = model.output->type;
         if (((plan.gemv_q6_k && out_type == GGML_TYPE_Q6_K) || (plan.gemv_q8_0 && out_type == GGML_TYPE_Q8_0 && n_outputs <= q8_0_max_tokens)) &&
             xglm_decode_gemv_usable(model.output, cur, nullptr)) {
-            xglm_gemv_fuse f;
-            f.vnni = plan.vnni;
-            if (!keep) {
-                f.norm_w = model.output_norm, f.norm_b = model.output_norm_b, f.norm_eps = eps, f.norm_isa = plan.isa;
-            } else {
+            if (keep) {
                 cur = layer_norm(ctx, cur, model.output_norm, model.output_norm_b, eps);
                 name(cur, "result_norm", -1);
                 ggml_set_output(cur);
             }
+            const xglm_gemv_fuse f = keep ? gemv_fuse(plan) : gemv_fuse(plan, model.output_norm, model.output_norm_b, eps);
             cur = xglm_decode_gemv(ctx, model.output, cur, nullptr, f);  // [n_vocab, n_outputs]
             if (plan.log) std::fprintf(stderr, "xglm: logits through the %s decode-gemv op\n", gemv_type_label(out_type));
         } else {
