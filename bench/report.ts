@@ -19,7 +19,7 @@ interface KernelPlan {
 
 interface OursInfo {
   settings: Record<string, unknown>;
-  backend: { variant: string; features: string[]; kernels?: string; kernelPlan?: KernelPlan; ggmlVersion?: string };
+  backend: { variant: string; features: string[]; kernels?: string; kernelPlan?: KernelPlan; ggmlVersion?: string; compiler?: string };
   env: Record<string, string>;
 }
 
@@ -60,7 +60,7 @@ export interface BenchReport {
     cpuInfo?: CpuInfo;
     cores: number;
     memoryGiB: number;
-    backend: { variant: string; features: string[]; ggmlVersion: string; kernels?: string };
+    backend: { variant: string; features: string[]; ggmlVersion: string; kernels?: string; compiler?: string };
     bandwidthGBs: Record<number, number>;
     /** FP32 FMA GFLOP/s of the widest vector unit (peakIsa). */
     peakGflops: Record<number, number>;
@@ -205,7 +205,7 @@ export function writeReport(report: BenchReport, median: (v: number[]) => number
     `Models: random weights, exact xglm-564M shape; the peers run GPT-2-architecture files with identical tensors. Medians of ${s.reps} runs (min–max), each in its own process; the implementations take turns (ours, node-llama-cpp, llama.cpp, then the reverse order).`,
     '',
     'Settings and code paths of each side:',
-    `- **xglm-node**: ${settingsText(oursInfo?.settings)}${oursInfo && Object.keys(oursInfo.env).length ? `; environment ${settingsText(oursInfo.env)}` : ''}. ggml CPU code \`${b.variant}\` (${b.features.join(' ')}). Kernel plan: ${kernelPlanText(b)}.`,
+    `- **xglm-node**: ${settingsText(oursInfo?.settings)}${oursInfo && Object.keys(oursInfo.env).length ? `; environment ${settingsText(oursInfo.env)}` : ''}. ggml CPU code \`${b.variant}\` (${b.features.join(' ')})${b.compiler ? `, built with ${b.compiler}` : ''}. Kernel plan: ${kernelPlanText(b)}.`,
   ];
   if (hasPeer) {
     lines.push(

@@ -37,6 +37,8 @@ export interface BackendInfo {
    */
   kernelPlan: KernelPlan;
   ggmlVersion: string;
+  /** The compiler that built ggml and the addon, e.g. `Clang 19.1.7` or `GNU 12.2.0` (absent from older builds). */
+  compiler?: string;
 }
 
 export interface KernelPlan {

@@ -234,6 +234,7 @@ test('info: stdout ends with a newline; the demo-model note is its own line on s
   t.is(r.code, 0, r.stderr);
   t.true(r.stdout.endsWith('\n'), JSON.stringify(r.stdout.slice(-40)));
   t.regex(r.stdout, /^ggml +\S+\n/m);
+  t.regex(r.stdout, /^built with +(Clang|GNU|AppleClang|MSVC) \d+\.\d+/m);
   t.notRegex(r.stdout, /xglm: note/);
   const lines = notes(t, r);
   t.is(lines.length, 1);

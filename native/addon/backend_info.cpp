@@ -40,6 +40,9 @@ Napi::Value backend_info(const Napi::CallbackInfo & info) {
     kp.Set("ops", ops);
     out.Set("kernelPlan", kp);
     out.Set("ggmlVersion", ggml_version());
+#ifdef XGLM_COMPILER
+    out.Set("compiler", XGLM_COMPILER);
+#endif
     return out;
 }
 

@@ -119,8 +119,9 @@ XGLM_AVX2 float dot_q6_K(const void * row, const void * col, int64_t n) {
         const __m256i q8sclsub  = _mm256_slli_epi32(_mm256_madd_epi16(q8sums, scales16), 5);
         __m256i       sumi      = _mm256_setzero_si256();
         for (int j = 0; j < QK_K / 128; ++j) {
-            // the 8 scales of this 128-quant half as int16, in both 128-bit lanes
-            const __m256i s16 = _mm256_permute4x64_epi64(scales16, j == 0 ? 0x44 : 0xEE);
+            // the 8 scales of this 128-quant half as int16, in both 128-bit lanes (the
+            // permute's selector must be a literal for clang, hence two calls)
+            const __m256i s16 = (j == 0 ? _mm256_permute4x64_epi64(scales16, 0x44) : _mm256_permute4x64_epi64(scales16, 0xEE));
             __m256i       q[4], p[4];
             unpack_q6_K_half(x[i].ql + 64 * j, x[i].qh + 32 * j, q);
             for (int k = 0; k < 4; ++k) {
@@ -140,7 +141,7 @@ XGLM_AVX2 float dot_q6_K(const void * row, const void * col, int64_t n) {
 // k-th 32 of half j, and the int16 scale of each quant beside it in sc[].
 XGLM_AVX2 inline void unpack_q6_K(const block_q6_K & x, __m256i scales16, __m256i q[8], __m256i sc[8]) {
     for (int j = 0; j < 2; ++j) {
-        const __m256i s16 = _mm256_permute4x64_epi64(scales16, j == 0 ? 0x44 : 0xEE);
+        const __m256i s16 = (j == 0 ? _mm256_permute4x64_epi64(scales16, 0x44) : _mm256_permute4x64_epi64(scales16, 0xEE));
         unpack_q6_K_half(x.ql + 64 * j, x.qh + 32 * j, q + 4 * j);
         for (int k = 0; k < 4; ++k) sc[4 * j + k] = q6_K_scales_of(s16, k);
     }

@@ -35,6 +35,7 @@ export async function runInfo(args: ParsedArgs, io: CliIo): Promise<void> {
     ['CPU', `${backend.variant}${backend.dynamic ? ` (chosen from ${backend.available.length} variants)` : ' (built for this machine)'}; ${backend.features.join(' ')}`],
     ['kernels', `${backend.kernels}${backend.kernels === 'none' ? ' (ggml ops only)' : ' (xglm-node attention, decode products, GELU)'}${backend.kernelPlan.vnni ? ', AVX-512 VNNI products' : ''}`],
     ['ggml', backend.ggmlVersion],
+    ...(backend.compiler ? [['built with', backend.compiler] as [string, string]] : []),
   ];
   const w = Math.max(...rows.map(([k]) => k.length)) + 2;
   const plan = backend.kernelPlan;
