@@ -220,6 +220,51 @@ opTest('batched decode steps of 8 sequences (q4_0 file, F16 cache) give each seq
   t.is(differing, 0, `${differing} of ${batched.rows.length} logits rows differ from the sequence decoded alone`);
 });
 
+// q8_0 files where the plan has the AVX-512 VNNI products: the layer weights are rearranged at
+// load into 8-row groups (decode-gemv.h) and every layer product, prompt and decode alike, runs
+// through that kernel. It makes ggml's integers per block and adds the float products in ggml's
+// repacked kernels' order, not in its plain Q8_0 kernels' order, so against ggml's nodes
+// (XGLM_NO_CUSTOM_GEMV=1 at load: plain rows) it holds within the tolerance above (1e-5 of the
+// row's largest logit; a wrong layout or offset is off by orders of magnitude), with 1 and 2
+// threads giving the same bits; batched steps within the same tolerance of the rows alone.
+const VNNI = backendInfo().kernelPlan.vnni;
+const q8Test = runIf(KERNELS !== 'none' && VNNI, 'the Q8_0 layout of the AVX-512 VNNI kernel is not used without VNNI (plan.vnni false)');
+const Q8_LAYER_LOG_LINE = `${2 * 4} layer products through the Q8_0 decode-gemv op`;
+const q8File = (async () => randomGguf(shape, 'q8_0'))();
+
+q8Test('q8_0 file, VNNI plan: every layer product through the 8-row Q8_0 kernel, near ggml mul_mat, batched steps near the rows alone', async (t) => {
+  const q8 = await q8File;
+  const ours = decodeRows(q8, 2, {});
+  const ours1 = decodeRows(q8, 1, {});
+  const ggml = decodeRows(q8, 2, { XGLM_NO_CUSTOM_GEMV: '1' });
+  // one line per graph build: the prompt's (4 tokens), then the decode step's (reused after)
+  const builds = ours.stderr.split('\n').filter((l) => l.includes(Q8_LAYER_LOG_LINE)).length;
+  t.true(builds >= 2, `the prompt and the decode steps through the Q8_0 op (${builds} builds said so)`);
+  t.false(ggml.stderr.includes('decode-gemv op'), 'XGLM_NO_CUSTOM_GEMV=1 at load keeps the plain rows and mul_mat');
+  let worst = 0;
+  for (let i = 0; i < ggml.rows.length; i++) {
+    for (const got of [ours.rows[i]!, ours1.rows[i]!]) {
+      const { diff, scale } = maxDiff(got, ggml.rows[i]!);
+      worst = Math.max(worst, diff / scale);
+      t.true(diff <= 1e-5 * scale, `row ${i}: max|diff| ${diff} vs max|logit| ${scale}`);
+    }
+    t.true(ours.rows[i]!.every((v, k) => Object.is(v, ours1.rows[i]![k])), `row ${i}: 1 and 2 threads differ`);
+  }
+  t.log(`Q8_0 8-row kernel vs mul_mat: max|diff|/max|logit| ${worst.toExponential(2)}`);
+  const batched = batchedRows(q8, 'batched');
+  const alone = batchedRows(q8, 'alone');
+  t.true(batched.stderr.includes(Q8_LAYER_LOG_LINE));
+  // the logits rows come from the F16 output matrix through ggml's mul_mat, which rounds an
+  // 8-column product differently from a one-column one: rows alone within the same tolerance
+  let worstBatched = 0;
+  batched.rows.forEach((a, i) => {
+    const { diff, scale } = maxDiff(a, alone.rows[i]!);
+    worstBatched = Math.max(worstBatched, diff / scale);
+    t.true(diff <= 1e-5 * scale, `batched row ${i}: max|diff| ${diff} vs max|logit| ${scale}`);
+  });
+  t.log(`batched vs alone (F16 logits by mul_mat): max|diff|/max|logit| ${worstBatched.toExponential(2)}`);
+});
+
 /** q4_0 layers against f32 weights: same argmax mostly, differences a fraction of the range. */
 function nearF32(t: ExecutionContext, rows: Float32Array[], exact: Float32Array[], label: string): void {
   let worstF32 = 0;

@@ -18,12 +18,12 @@ ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, g
 }
 
 // Whether the decode-gemv op can take all four products of a layer for this ubatch: repacked
-// Q4_0 weights (any token count: a decode token, one per active sequence, a prompt's ubatch) or
-// plain Q8_0 ones (up to q8_0_max_tokens). Then the layer runs as five nodes plus the cache
+// Q4_0 weights or Q8_0 ones in our 8-row layout (any token count: a decode token, one per active
+// sequence, a prompt's ubatch), or plain Q8_0 ones (AVX2 kernel, up to q8_0_max_tokens). Then the layer runs as five nodes plus the cache
 // writes: the norms, bias adds, GELU and residual adds ride inside the products
 // (decode-gemv.h), which keep ggml's arithmetic for them. Other types keep ggml's nodes: F16
 // measured no faster as a custom op, and the K-quant layers of q4_k_m files have no kernel here.
-// Q8_0 takes the op up to this many tokens (decode, batched decode); from there ggml's kernels
+// Plain Q8_0 rows (no VNNI) take the op up to this many tokens (decode, batched decode); from there ggml's kernels
 // (llamafile's tinyBLAS) are as fast or faster: 564M q8_0, 2 threads, Zen 4, bench/step.ts
 // prefill shape: 0.83x ggml's time at 1 token, 0.78x at 4, 0.98x at 8, 1.02x at 16, 1.10x at 32.
 constexpr int64_t q8_0_max_tokens = 8;
@@ -32,15 +32,25 @@ bool fusable_layer(const xglm_kernel_plan & plan, const xglm_layer & l, const gg
     if (x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x)) return false;
     for (const auto & [w, b] : {std::pair{l.attn_qkv, l.attn_qkv_b}, std::pair{l.attn_output, l.attn_output_b},
                                 std::pair{l.ffn_up, l.ffn_up_b}, std::pair{l.ffn_down, l.ffn_down_b}}) {
-        const bool planned = (w->type == GGML_TYPE_Q4_0 && plan.gemv_q4_0) ||
+        // Q8_0 in our 8-row layout (repacked at load where the plan had the VNNI kernel): always,
+        // at any token count (ggml cannot read it)
+        const bool planned = (w->type == GGML_TYPE_Q4_0 && plan.gemv_q4_0) || xglm_is_q8_0x8(w) ||
                              (w->type == GGML_TYPE_Q8_0 && plan.gemv_q8_0 && x->ne[1] <= q8_0_max_tokens);
         if (!planned || !xglm_decode_gemv_weight_usable(w, b)) return false;
     }
     return true;
 }
 
+// w · x. A weight in our Q8_0 layout in a layer that is not fused (another of its weights keeps
+// it off that path, e.g. a Q6_K ffn_down beside Q8_0 matrices too narrow for Q6_K): still our op,
+// the only one that reads that layout.
+ggml_tensor * product(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
+    if (xglm_is_q8_0x8(w)) return xglm_decode_gemv(ctx, w, ggml_cont(ctx, x), nullptr);
+    return ggml_mul_mat(ctx, w, x);
+}
+
 ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
-    return ggml_add(ctx, ggml_mul_mat(ctx, w, x), b);
+    return ggml_add(ctx, product(ctx, w, x), b);
 }
 
 // A decode-gemv product's extras as the plan has them: its kernel form, and the layer norm
@@ -153,7 +163,7 @@ ggml_tensor * plain_layer(layer_graph & g, const xglm_layer & layer, int il, ggm
 
     cur = layer_norm(ctx, ffn_inp, layer.ffn_norm, layer.ffn_norm_b, eps);
     name(cur, "ffn_norm", il);
-    cur = ggml_mul_mat(ctx, layer.ffn_up, cur);  // [n_ff, n_tokens]
+    cur = product(ctx, layer.ffn_up, cur);  // [n_ff, n_tokens]
     name(cur, "ffn_up", il);
     // quantized weights: bias + GELU in one op on all threads (gelu.h); F32/F16: ggml's
     if (plan.gelu_bias && ggml_is_quantized(layer.ffn_up->type) && xglm_gelu_bias_usable(cur, layer.ffn_up_b)) {

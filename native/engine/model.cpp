@@ -15,6 +15,7 @@
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 #include "gguf.h"
+#include "decode-gemv.h"
 
 // ---------------------------------------------------------------------------------------
 // model: the structs are in xglm-impl.h
@@ -330,7 +331,22 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
             }
         }
     }
-    const size_t n_owned = repack.size() + (model->position_embd ? 0 : 1);
+    // 4b. the Q8_0 layer weights that our AVX-512 VNNI kernel takes in its own 8-row layout
+    // (decode-gemv.h), where a context created now would run it: the plan decided from the same
+    // ggml variant and environment (XGLM_KERNELS=ggml or avx2 at load keeps the plain rows)
+    std::vector<ggml_tensor **> own_q8;
+    {
+        xglm_kernel_plan plan;
+        std::string      plan_error;
+        const bool       vnni_q8 = params.use_repack && xglm_kernel_plan_from_env(xglm_backend_kernel_isa(), xglm_backend_kernel_vnni(), &plan, &plan_error) &&
+                             plan.gemv_q8_0 && plan.vnni;
+        for (auto & l : model->layers) {
+            for (ggml_tensor ** w : {&l.attn_qkv, &l.attn_output, &l.ffn_up, &l.ffn_down}) {
+                if (vnni_q8 && xglm_q8_0x8_possible(*w) && std::find(repack.begin(), repack.end(), w) == repack.end()) own_q8.push_back(w);
+            }
+        }
+    }
+    const size_t n_owned = repack.size() + own_q8.size() + (model->position_embd ? 0 : 1);
     if (n_owned > 0) {
         ggml_init_params ip = {ggml_tensor_overhead() * (n_owned + 1), nullptr, true};
         model->ctx_owned    = ggml_init(ip);
@@ -339,6 +355,7 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
     // 5. point every tensor that stays in the file at its bytes (no copy)
     std::set<const ggml_tensor *> repacked;
     for (ggml_tensor ** w : repack) repacked.insert(*w);
+    for (ggml_tensor ** w : own_q8) repacked.insert(*w);
     for (int64_t i = 0; i < n_tensors; ++i) {
         ggml_tensor * t = ggml_get_tensor(model->ctx_meta, gguf_get_tensor_name(g, i));
         if (repacked.count(t)) continue;
@@ -369,7 +386,34 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
             ggml_backend_tensor_set(c, src, 0, ggml_nbytes(c));
             // the mapped original is not read again: drop its pages from this process
             xglm_drop_pages(src, ggml_nbytes(c));
-            if (!progress(0.1f + 0.9f * (j + 1) / copies.size())) return xglm_fail(error, "loading was cancelled"), nullptr;
+            if (!progress(0.1f + 0.9f * (j + 1) / (copies.size() + own_q8.size()))) return xglm_fail(error, "loading was cancelled"), nullptr;
+        }
+    }
+
+    // 6b. the Q8_0 weights of 4b: our layout, in a plain CPU buffer (ggml never reads them: the
+    // graph sends every product over them to decode-gemv)
+    if (!own_q8.empty()) {
+        std::vector<std::pair<ggml_tensor *, const uint8_t *>> copies;
+        for (ggml_tensor ** w : own_q8) {
+            const int64_t i = gguf_find_tensor(g, ggml_get_name(*w));
+            ggml_tensor * c = ggml_dup_tensor(model->ctx_owned, *w);
+            ggml_set_name(c, ggml_get_name(*w));
+            copies.emplace_back(c, tensor_data(i));
+            *w = c;
+        }
+        ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(model->ctx_owned, ggml_backend_cpu_buffer_type());
+        if (!buf) return xglm_fail(error, "out of memory allocating repacked weights; load with repack disabled"), nullptr;
+        xglm_advise_huge_pages(buf);
+        model->bufs_owned.push_back(buf);
+        for (size_t j = 0; j < copies.size(); ++j) {
+            ggml_tensor *   c   = copies[j].first;
+            const uint8_t * src = copies[j].second;
+            xglm_repack_q8_0x8(src, c->data, c->ne[0], c->ne[1]);
+            xglm_mark_q8_0x8(c);
+            xglm_drop_pages(src, ggml_nbytes(c));
+            if (!progress(0.1f + 0.9f * (repack.size() + j + 1) / (repack.size() + copies.size()))) {
+                return xglm_fail(error, "loading was cancelled"), nullptr;
+            }
         }
     }
 

@@ -507,6 +507,13 @@ std::vector<uint8_t> quantized(ggml_type type, int64_t n_in, int64_t n_out, uint
     return q;
 }
 
+// The options of a plain product through the VNNI kernels.
+xglm_gemv_fuse gemv_fuse_vnni() {
+    xglm_gemv_fuse f;
+    f.vnni = true;
+    return f;
+}
+
 // The column counts the decode-gemv tests take: one token, the tiles of both kernels (4, 8) and
 // their remainders, the 64-column blocks and a remainder past them.
 constexpr int64_t gemv_col_counts[] = {1, 2, 3, 4, 5, 8, 9, 16, 64, 67, 130};
@@ -633,6 +640,109 @@ void decode_gemv_layer(ggml_type type, bool vnni) {
 void op_decode_gemv_q4_0() { decode_gemv_layer(GGML_TYPE_Q4_0, false); }
 void op_decode_gemv_q4_0_vnni() { decode_gemv_layer(GGML_TYPE_Q4_0, true); }
 void op_decode_gemv_q8_0() { decode_gemv_layer(GGML_TYPE_Q8_0, false); }
+
+// decode-gemv.h over Q8_0 weights in our 8-row layout (xglm_repack_q8_0x8, the AVX-512 VNNI
+// kernel). It makes ggml's integers per block but adds the float products in the order of ggml's
+// repacked kernels, not of its plain Q8_0 ones, so against ggml_mul_mat on the plain rows it is
+// checked within the rounding of both sums: (2·nb + 8) units of 2^-24 of Σ_b |d_w|·Σ_k |w_k|·
+// (|x_k| + d_x), a bound on the sum of |terms| (d_x: the column block's quant step; a wrong row,
+// block or offset misses it by orders of magnitude). Then exactly: each column equals the same
+// column computed alone; the folded norm equals the op on ggml's normed input, the residual the op
+// plus ggml's add, bit for bit; the GELU within the erf bound.
+void op_decode_gemv_q8_0x8() {
+    const xglm_kernel_plan plan = current_plan();
+    const int64_t          n_in = 1024, n_out = 512, nb = n_in / 32;
+    const auto             q = quantized(GGML_TYPE_Q8_0, n_in, n_out, 40);
+    std::vector<uint8_t>   packed(q.size());
+    xglm_repack_q8_0x8(q.data(), packed.data(), n_in, n_out);
+    constexpr float u = 1.0f / (1 << 24);
+    for (int threads : {1, 2}) {
+        for (int64_t n_cols : gemv_col_counts) {
+            ggml_world     w(threads);
+            ggml_context * wctx  = w.context(4);
+            ggml_tensor *  plain = ggml_new_tensor_2d(wctx, GGML_TYPE_Q8_0, n_in, n_out);
+            ggml_tensor *  wt    = ggml_new_tensor_2d(wctx, GGML_TYPE_Q8_0, n_in, n_out);
+            w.alloc(wctx);
+            CHECK(xglm_q8_0x8_possible(wt), "a plain 512-row Q8_0 weight cannot be rearranged");
+            ggml_backend_tensor_set(plain, q.data(), 0, q.size());
+            ggml_backend_tensor_set(wt, packed.data(), 0, packed.size());
+            xglm_mark_q8_0x8(wt);
+            CHECK(!xglm_q8_0x8_possible(wt) && xglm_is_q8_0x8(wt) && !xglm_is_q8_0x8(plain), "the layout mark");
+            ggml_context * leaves = w.context();
+            ggml_tensor *  x      = ggml_new_tensor_2d(leaves, GGML_TYPE_F32, n_in, n_cols);
+            ggml_tensor *  b      = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_out);
+            ggml_tensor *  nw     = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_in);
+            ggml_tensor *  nbias  = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_in);
+            ggml_tensor *  res    = ggml_new_tensor_2d(leaves, GGML_TYPE_F32, n_out, n_cols);
+            ggml_tensor *  x1     = ggml_new_tensor_2d(leaves, GGML_TYPE_F32, n_in, 1);
+            w.alloc(leaves);
+            const std::vector<float> xs = random_floats(n_in * n_cols, 41);
+            set_f32(x, xs), set_f32(b, random_floats(n_out, 42)), set_f32(nw, random_floats(n_in, 43));
+            set_f32(nbias, random_floats(n_in, 44)), set_f32(res, random_floats(n_out * n_cols, 45));
+            CHECK(xglm_decode_gemv_usable(wt, x, b), "the op does not take a Q8_0 weight in its 8-row layout");
+            const std::string at = std::to_string(threads) + " thread(s), " + std::to_string(n_cols) + " column(s): ";
+
+            ggml_context * n1   = w.context();
+            const auto     ref  = w.compute(n1, ggml_add(n1, ggml_mul_mat(n1, plain, x), b));
+            ggml_context * m1   = w.context();
+            const auto     ours = w.compute(m1, xglm_decode_gemv(m1, wt, x, b, gemv_fuse_vnni()));
+            for (int64_t c = 0; c < n_cols; ++c) {
+                const float * xc = xs.data() + c * n_in;
+                for (int64_t r = 0; r < n_out; ++r) {
+                    double sum_abs = 0;  // Σ over blocks of |d_w|·Σ_k |w_k|·(|x_k| + d_x)
+                    for (int64_t blk = 0; blk < nb; ++blk) {
+                        const uint8_t * wb   = q.data() + (r * nb + blk) * 34;
+                        uint16_t        dh;
+                        std::memcpy(&dh, wb, 2);
+                        float amax = 0;
+                        for (int k = 0; k < 32; ++k) amax = std::max(amax, std::fabs(xc[32 * blk + k]));
+                        double part = 0;
+                        for (int k = 0; k < 32; ++k) part += std::abs(static_cast<int8_t>(wb[2 + k])) * (std::fabs(xc[32 * blk + k]) + amax / 127.0);
+                        sum_abs += std::fabs(ggml_fp16_to_fp32(dh)) * part;
+                    }
+                    const size_t i     = c * n_out + r;
+                    const double bound = (2.0 * nb + 8) * u * sum_abs + 2 * u * (std::fabs(ours[i]) + std::fabs(ref[i]));
+                    CHECK(std::fabs(double(ours[i]) - ref[i]) <= bound,
+                          at + "row " + std::to_string(r) + " column " + std::to_string(c) + ": " + std::to_string(ours[i]) + " vs mul_mat's " +
+                              std::to_string(ref[i]) + ", beyond the rounding bound " + std::to_string(bound));
+                }
+            }
+            if (n_cols > 1) {  // each column as if alone: the last one
+                set_f32(x1, std::vector<float>(xs.end() - n_in, xs.end()));
+                ggml_context * m0    = w.context();
+                const auto     alone = w.compute(m0, xglm_decode_gemv(m0, wt, x1, b, gemv_fuse_vnni()));
+                CHECK(count_bit_differences(alone, std::vector<float>(ours.end() - n_out, ours.end())) == 0,
+                      at + "the last column differs from its product alone");
+            }
+
+            xglm_gemv_fuse norm = gemv_fuse_vnni();
+            norm.norm_w = nw, norm.norm_b = nbias, norm.norm_eps = 1e-5f, norm.norm_isa = plan.isa;
+            ggml_context * n2 = w.context();
+            const auto ref_n  = w.compute(n2, xglm_decode_gemv(n2, wt, ggml_layer_norm(n2, x, nw, nbias, 1e-5f), b, gemv_fuse_vnni()));
+            ggml_context * m2 = w.context();
+            CHECK(count_bit_differences(w.compute(m2, xglm_decode_gemv(m2, wt, x, b, norm)), ref_n) == 0,
+                  at + "the folded norm differs from the op on ggml's norm → mul → add");
+
+            xglm_gemv_fuse residual = gemv_fuse_vnni();
+            residual.residual       = res;
+            ggml_context * n3       = w.context();
+            const auto ref_r = w.compute(n3, ggml_add(n3, xglm_decode_gemv(n3, wt, x, b, gemv_fuse_vnni()), res));
+            ggml_context * m3 = w.context();
+            CHECK(count_bit_differences(w.compute(m3, xglm_decode_gemv(m3, wt, x, b, residual)), ref_r) == 0,
+                  at + "w·x + b + r differs from the op then ggml's add");
+
+            xglm_gemv_fuse gelu = gemv_fuse_vnni();
+            gelu.gelu           = true;
+            ggml_context * m4     = w.context();
+            const auto     ours_g = w.compute(m4, xglm_decode_gemv(m4, wt, x, b, gelu));
+            for (int64_t i = 0; i < n_out * n_cols; ++i) {
+                const float r     = gelu_erff(ours[i]);
+                const float bound = 2.5e-7f * std::fabs(ours[i]) / 2 + 4 * std::numeric_limits<float>::epsilon() * std::fabs(r) + 1e-30f;
+                CHECK(std::fabs(ours_g[i] - r) <= bound, at + "GELU(w·x + b) value " + std::to_string(i) + " outside the erf bound");
+            }
+        }
+    }
+}
 
 // attention.h: against softmax(q·kᵀ·scale + mask)·v in double precision from the same F16
 // cache, and against ggml_flash_attn_ext within what F16 rounding allows it.
@@ -970,6 +1080,13 @@ const std::vector<test_case> & cases() {
              return std::string("this ggml CPU backend has no CPU_REPACK buffer (the op takes only repacked Q4_0)");
          }},
         {"op_decode_gemv_q8_0", op_decode_gemv_q8_0, [] { return op_skip_reason(current_plan().gemv_q8_0, "Q8_0 decode-gemv"); }},
+        {"op_decode_gemv_q8_0x8", op_decode_gemv_q8_0x8,
+         [] {
+             const xglm_kernel_plan p = current_plan();
+             std::string            r = op_skip_reason(p.gemv_q8_0, "Q8_0 decode-gemv");
+             if (r.empty() && !p.vnni) r = no_vnni_reason;
+             return r;
+         }},
         {"op_decode_gemv_q4_0_vnni", op_decode_gemv_q4_0_vnni,
          [] {
              const xglm_kernel_plan p = current_plan();

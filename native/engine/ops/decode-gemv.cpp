@@ -51,6 +51,16 @@ struct block_q4_0x8 {
     uint16_t d[8];
     uint8_t  qs[8 * QK8_0 / 2];
 };
+// Q8_0 layer weights as xglm_repack_q8_0x8 rearranges them (ours, for the VNNI kernel; ggml's
+// CPU_REPACK takes Q8_0 on ARM only): as block_q4_0x8, the blocks of 8 consecutive rows side by
+// side, the 8 scales, then each row's quants 8k..8k+7 for k = 0..3 (qs[64k + 8r + j] = row r's
+// quant 8k + j), every quant offset by 128 so that it is the unsigned operand of vpdpbusd. The
+// same 272 bytes as the 8 plain blocks.
+struct block_q8_0x8 {
+    uint16_t d[8];
+    uint8_t  qs[8 * QK8_0];
+};
+static_assert(sizeof(block_q8_0x8) == 8 * 34, "8 Q8_0 blocks");
 static_assert(sizeof(block_q6_K) == 210 && sizeof(block_q4_0x8) == 144 && sizeof(block_q8_K) == 292 && sizeof(block_q8_0) == 34, "ggml block layout");
 
 // Columns whose prepared operands one pass over the weights takes (64 Q8_0 columns of a 4096-wide
@@ -253,36 +263,38 @@ XGLM_AVX2 void prepare_q8_0(const float * x, void * col, int64_t n) {
 
 // --- Q4_0 (repacked, 8 rows at a time) × Q8_0 ---------------------------------------------
 
-// The Q4_0 kernels' columns, interleaved by tile: for each block, the tile's columns side by side
-// (column c of a tile at slot c), so one pointer walks every column of a block with constant
-// offsets. One slot: the block's Q8_0 quants (as ggml's AVX2 quantize_row_q8_0 makes them), its
-// scale as F32, and −8 × the sum of its quants then a 0 (an int64 lane's worth: the VNNI kernel
-// starts each row's pair of lanes from it; the AVX2 kernel adds the first half).
-struct alignas(16) q4_col_slot {
+// The 8-row-group kernels' columns (repacked Q4_0, repacked Q8_0), interleaved by tile: for each
+// block, the tile's columns side by side (column c of a tile at slot c), so one pointer walks
+// every column of a block with constant offsets. One slot: the block's Q8_0 quants (as ggml's
+// AVX2 quantize_row_q8_0 makes them), its scale as F32, and −bias × the sum of its quants then a
+// 0 (an int64 lane's worth: the VNNI kernels start each row's pair of lanes from it; the AVX2
+// kernel adds the first half), bias being what the weights' unsigned form adds to each quant
+// (8 for Q4_0's nibbles, 128 for repacked Q8_0).
+struct alignas(16) col_slot {
     int8_t  qs[QK8_0];
     float   d;
     int32_t off[2];
     int32_t pad;
 };
-static_assert(sizeof(q4_col_slot) == 48, "slot layout");
+static_assert(sizeof(col_slot) == 48, "slot layout");
 
-// The widest tile of the Q4_0 kernels (VNNI); the AVX2 ones use the first 4 slots of each.
-constexpr int q4_tile = 8;
+// The widest tile of the 8-row-group kernels (VNNI); the AVX2 ones use the first 4 slots of each.
+constexpr int x8_tile = 8;
 
-// Column x (n values) into slot `slot` of the tile at `tile` (nb blocks × `width` slots: q4_tile,
+// Column x (n values) into slot `slot` of the tile at `tile` (nb blocks × `width` slots: x8_tile,
 // or fewer when the product has fewer columns, so that one column stays dense in the cache).
-XGLM_AVX2 void prepare_q4_0x8(const float * x, q4_col_slot * tile, int slot, int width, int64_t n) {
+XGLM_AVX2 void prepare_x8_column(const float * x, col_slot * tile, int slot, int width, int64_t n, int32_t bias) {
     const int64_t nb = n / QK8_0;
     thread_local std::vector<block_q8_0> q;
     q.resize(nb);
     quantize_q8_0(x, q.data(), n);
     for (int64_t i = 0; i < nb; ++i) {
-        q4_col_slot & c = tile[i * width + slot];
+        col_slot & c = tile[i * width + slot];
         std::memcpy(c.qs, q[i].qs, QK8_0);
         c.d     = _cvtsh_ss(q[i].d);
         int32_t sum = 0;
         for (int k = 0; k < QK8_0; ++k) sum += q[i].qs[k];
-        c.off[0] = -8 * sum;
+        c.off[0] = -bias * sum;
         c.off[1] = 0;
         c.pad    = 0;
     }
@@ -307,7 +319,7 @@ q8_0_column q8_0_parts(const void * col, int64_t nb) {
 // 8·Σ q_h: Σ (q − 8)·q_h is the same integer, with fewer instructions than sign-extending the
 // nibbles. acc[c] = the 8 rows · column c.
 template <int NC>
-XGLM_AVX2 void dot_q4_0x8_cols(const block_q4_0x8 * x, const q4_col_slot * y, int width, int64_t nb, __m256 * acc) {
+XGLM_AVX2 void dot_q4_0x8_cols(const block_q4_0x8 * x, const col_slot * y, int width, int64_t nb, __m256 * acc) {
     const __m256i m4    = _mm256_set1_epi8(0x0F);
     const __m256i flip  = _mm256_set1_epi8(static_cast<char>(0x88));
     const __m256i ones  = _mm256_set1_epi16(1);
@@ -327,7 +339,7 @@ XGLM_AVX2 void dot_q4_0x8_cols(const block_q4_0x8 * x, const q4_col_slot * y, in
         const __m256i hi_q[4] = {_mm256_and_si256(r1, m4), _mm256_and_si256(r3, m4),
                                  _mm256_and_si256(_mm256_srli_epi16(r1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(r3, 4), m4)};
         const __m256  dw      = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x[b].d)));
-        const q4_col_slot * yb = y + b * width;
+        const col_slot * yb = y + b * width;
         for (int c = 0; c < NC; ++c) {
             // the column's quants 0-7, 8-15, 16-23, 24-31, each repeated for 4 rows; int16
             // sums stay below 4·2·15·127 < 2^15
@@ -354,7 +366,7 @@ XGLM_AVX2 void dot_q4_0x8_cols(const block_q4_0x8 * x, const q4_col_slot * y, in
 // the same bits as dot_q4_0x8_cols.
 XGLM_AVX512_BEGIN
 template <int NC>
-XGLM_AVX512_VNNI void dot_q4_0x8_cols_vnni(const block_q4_0x8 * x, const q4_col_slot * y, int width, int64_t nb, __m256 * acc) {
+XGLM_AVX512_VNNI void dot_q4_0x8_cols_vnni(const block_q4_0x8 * x, const col_slot * y, int width, int64_t nb, __m256 * acc) {
     const __m512i m4   = _mm512_set1_epi8(0x0F);
     const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x88));
     __m256        a[NC];
@@ -366,7 +378,7 @@ XGLM_AVX512_VNNI void dot_q4_0x8_cols_vnni(const block_q4_0x8 * x, const q4_col_
         const __m512i q[4] = {_mm512_and_si512(lo, m4), _mm512_and_si512(hi, m4), _mm512_and_si512(_mm512_srli_epi16(lo, 4), m4),
                               _mm512_and_si512(_mm512_srli_epi16(hi, 4), m4)};
         const __m256  dw   = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x[b].d)));
-        const q4_col_slot * yb = y + b * width;
+        const col_slot * yb = y + b * width;
         for (int c = 0; c < NC; ++c) {
             const int8_t * q8 = yb[c].qs;
             int64_t        off;
@@ -385,9 +397,44 @@ XGLM_AVX512_VNNI void dot_q4_0x8_cols_vnni(const block_q4_0x8 * x, const q4_col_
     for (int c = 0; c < NC; ++c) acc[c] = a[c];
 }
 
+// Repacked Q8_0 (block_q8_0x8) · NC columns, as dot_q4_0x8_cols_vnni with the weight bytes
+// taken as they are (already unsigned): per block and row the exact integer Σ w·y (from the
+// lanes' start −128·Σ y), then acc_r += isum_r · (d_w,r · d_y) with one FMA, as ggml's repacked
+// kernels do per block. ggml's own Q8_0 kernels (vec_dot_q8_0_q8_0, tinyBLAS) make the same
+// integers but add the float products in another order, so results agree with theirs within
+// float rounding, not bit for bit.
+template <int NC>
+XGLM_AVX512_VNNI void dot_q8_0x8_cols_vnni(const block_q8_0x8 * x, const col_slot * y, int width, int64_t nb, __m256 * acc) {
+    __m256 a[NC];
+    for (int c = 0; c < NC; ++c) a[c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        // 64-bit lane r of q[k] holds row r's quants 8k..8k+7
+        const __m512i q[4] = {_mm512_loadu_si512(x[b].qs), _mm512_loadu_si512(x[b].qs + 64), _mm512_loadu_si512(x[b].qs + 128),
+                              _mm512_loadu_si512(x[b].qs + 192)};
+        const __m256  dw   = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x[b].d)));
+        const col_slot * yb = y + b * width;
+        for (int c = 0; c < NC; ++c) {
+            const int8_t * q8 = yb[c].qs;
+            int64_t        off;
+            std::memcpy(&off, yb[c].off, sizeof off);
+            __m512i s = _mm512_set1_epi64(off);  // each row's first lane starts at −128·Σ q_h
+            for (int k = 0; k < 4; ++k) {
+                int64_t y8;
+                std::memcpy(&y8, q8 + 8 * k, sizeof y8);
+                s = _mm512_dpbusd_epi32(s, q[k], _mm512_set1_epi64(y8));
+            }
+            const __m256i isum = _mm512_cvtepi64_epi32(_mm512_add_epi32(s, _mm512_srli_epi64(s, 32)));
+            a[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(yb[c].d)), a[c]);
+        }
+    }
+    for (int c = 0; c < NC; ++c) acc[c] = a[c];
+}
+
 XGLM_AVX512_END
 
-using q4_0x8_tile_fn = void (*)(const block_q4_0x8 *, const q4_col_slot *, int, int64_t, __m256 *);
+template <typename Block>
+using x8_tile_fn = void (*)(const Block *, const col_slot *, int, int64_t, __m256 *);
+using q4_0x8_tile_fn = x8_tile_fn<block_q4_0x8>;
 
 // Column tiles: as many columns per weight pass as the registers hold (16 ymm for AVX2, 32 with
 // AVX-512); index = the tile's column count.
@@ -402,6 +449,15 @@ constexpr q4_0x8_tile_fn q4_0x8_tiles_vnni[] = {nullptr,
                                                 dot_q4_0x8_cols_vnni<6>,
                                                 dot_q4_0x8_cols_vnni<7>,
                                                 dot_q4_0x8_cols_vnni<8>};
+constexpr x8_tile_fn<block_q8_0x8> q8_0x8_tiles_vnni[] = {nullptr,
+                                                          dot_q8_0x8_cols_vnni<1>,
+                                                          dot_q8_0x8_cols_vnni<2>,
+                                                          dot_q8_0x8_cols_vnni<3>,
+                                                          dot_q8_0x8_cols_vnni<4>,
+                                                          dot_q8_0x8_cols_vnni<5>,
+                                                          dot_q8_0x8_cols_vnni<6>,
+                                                          dot_q8_0x8_cols_vnni<7>,
+                                                          dot_q8_0x8_cols_vnni<8>};
 
 // Where a product's results go, and what is applied to them on the way (xglm_gemv_fuse).
 struct gemv_out {
@@ -416,22 +472,23 @@ struct gemv_out {
 // groups [g0, g1) of 8 rows · all columns (+ bias, then GELU or + residual if asked). No
 // software prefetch: with it the one-column kernel measured no faster than ggml's (1.0-1.1x),
 // without it 1.2x; the hardware prefetcher keeps up here.
-// cols: the tiles of prepare_q4_0x8, one per `width` columns, nb · width slots each.
-XGLM_AVX2 void dot_groups_q4_0x8(const char * w, size_t group_bytes, const q4_col_slot * cols, int width, int n_cols, int64_t nb,
-                                 bool vnni, const gemv_out & o, int64_t g0, int64_t g1) {
-    const int tile = vnni ? 8 : 4;
+// cols: the tiles of prepare_x8_column, one per `width` columns, nb · width slots each. tiles[nc]:
+// the kernel for nc columns, nc up to `tile`.
+template <typename Block>
+XGLM_AVX2 void dot_groups_x8(const char * w, size_t group_bytes, const col_slot * cols, int width, int n_cols, int64_t nb,
+                             const x8_tile_fn<Block> * tiles, int tile, const gemv_out & o, int64_t g0, int64_t g1) {
     // column blocks, so that a block's prepared columns stay in L2 while every group passes
     for (int b0 = 0; b0 < n_cols; b0 += column_block) {
         const int b1 = std::min(n_cols, b0 + column_block);
         for (int64_t g = g0; g < g1; ++g) {
-            const auto * x = reinterpret_cast<const block_q4_0x8 *>(w + g * group_bytes);
+            const auto * x = reinterpret_cast<const Block *>(w + g * group_bytes);
             for (int c0 = b0; c0 < b1; c0 += tile) {
                 const int nc = std::min(tile, b1 - c0);
                 __m256    acc[8];
                 // c0's tile of the layout, then its slot: a kernel tile never spans two (width is
                 // 8, a multiple of both kernel tiles, or all the columns there are)
-                const q4_col_slot * y = cols + (c0 / width) * nb * width + c0 % width;
-                (vnni ? q4_0x8_tiles_vnni : q4_0x8_tiles)[nc](x, y, width, nb, acc);
+                const col_slot * y = cols + (c0 / width) * nb * width + c0 % width;
+                tiles[nc](x, y, width, nb, acc);
                 for (int c = 0; c < nc; ++c) {
                     __m256 v = acc[c];
                     if (o.bias) v = _mm256_add_ps(v, _mm256_loadu_ps(o.bias + 8 * g));
@@ -471,11 +528,10 @@ XGLM_AVX2 void dot_q8_0_row_cols(const block_q8_0 * x, const q8_0_column * y, in
 using q8_0_row_fn = void (*)(const block_q8_0 *, const q8_0_column *, int64_t, float *);
 constexpr q8_0_row_fn q8_0_tiles[] = {nullptr, dot_q8_0_row_cols<1>, dot_q8_0_row_cols<2>, dot_q8_0_row_cols<3>, dot_q8_0_row_cols<4>};
 
-// groups [g0, g1) of 8 plain rows · all columns, with the epilogue of dot_groups_q4_0x8. AVX2
-// only: an AVX-512 VNNI form (two rows per vpdpbusd, unsigned weights, a per-column offset; the
-// same bits) measured 1.4x slower than this one at 2 columns, level at 8 and 16% faster at 64,
-// where ggml's own kernels are faster still (bench/step.ts, Zen 4); the graph uses this op for
-// Q8_0 at decode sizes only (graph.cpp).
+// groups [g0, g1) of 8 plain rows · all columns, with the epilogue of dot_groups_x8: the AVX2
+// form, for CPUs without VNNI, used at decode sizes only (graph.cpp). A VNNI form on plain rows
+// (two rows per vpdpbusd) measured 1.4x slower than this one at 2 columns and behind ggml's
+// tinyBLAS at 64; with VNNI the weights are rearranged at load instead (dot_q8_0x8_cols_vnni).
 XGLM_AVX2 void dot_groups_q8_0(const char * w, size_t row_bytes, const q8_0_column * cols, int n_cols, int64_t nb,
                                const gemv_out & o, int64_t g0, int64_t g1) {
     constexpr int tile = 4;
@@ -521,7 +577,7 @@ constexpr q6_K_tile_fn q6_K_tiles_vnni[] = {nullptr,
 XGLM_AVX2 void dot_rows_q6_K(const char * w, size_t row_bytes, const block_q8_K * const * cols, int n_cols, int nb,
                              bool vnni, const gemv_out & o, int64_t r0, int64_t r1) {
     const int tile = vnni ? 8 : 4;
-    for (int b0 = 0; b0 < n_cols; b0 += column_block) {  // as in dot_groups_q4_0x8
+    for (int b0 = 0; b0 < n_cols; b0 += column_block) {  // as in dot_groups_x8
         const int b1 = std::min(n_cols, b0 + column_block);
         for (int64_t r = r0; r < r1; ++r) {
             const char * row = w + r * row_bytes;
@@ -586,10 +642,12 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     thread_local std::vector<uint8_t> col;
     thread_local std::vector<float>   normed;
     const size_t                      col_bytes = column_bytes(w->type, n);
-    // Q4_0: whole tiles of `width` slots (the last one's spare slots are never read)
-    const int     width   = std::min(n_cols, q4_tile);
+    // the 8-row-group kernels: whole tiles of `width` slots (the last one's spare slots are never read)
+    const bool    q8_0x8  = xglm_is_q8_0x8(w);
+    const bool    x8      = w->type == GGML_TYPE_Q4_0 || q8_0x8;
+    const int     width   = std::min(n_cols, x8_tile);
     const int64_t n_slots = (n_cols + width - 1) / width * width;
-    col.resize(w->type == GGML_TYPE_Q4_0 ? sizeof(q4_col_slot) * (n / QK8_0) * n_slots : col_bytes * n_cols);
+    col.resize(x8 ? sizeof(col_slot) * (n / QK8_0) * n_slots : col_bytes * n_cols);
     if (norm_w) normed.resize(n);
     const auto isa = static_cast<xglm_kernel_isa>(opts >> norm_isa_shift & 3);
     for (int c = 0; c < n_cols; ++c) {
@@ -602,8 +660,9 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
                                 normed.data(), isa);
             xf = normed.data();
         }
-        if (w->type == GGML_TYPE_Q4_0) {
-            prepare_q4_0x8(xf, reinterpret_cast<q4_col_slot *>(col.data()) + (c / width) * (n / QK8_0) * width, c % width, width, n);
+        if (x8) {
+            prepare_x8_column(xf, reinterpret_cast<col_slot *>(col.data()) + (c / width) * (n / QK8_0) * width, c % width, width, n,
+                              q8_0x8 ? 128 : 8);
         } else if (w->type == GGML_TYPE_Q8_0) {
             prepare_q8_0(xf, col.data() + c * col_bytes, n);
         } else {
@@ -617,10 +676,16 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
         const int64_t per      = (n_groups / nth + 1) & ~int64_t(1);
         const int64_t g0       = std::min<int64_t>(n_groups, per * ith);
         const int64_t g1       = ith == nth - 1 ? n_groups : std::min<int64_t>(n_groups, g0 + per);
+        const auto * slots = reinterpret_cast<const col_slot *>(col.data());
+        if (q8_0x8) {  // VNNI only: the weights were repacked because the plan had it (model.cpp)
+            dot_groups_x8<block_q8_0x8>(static_cast<const char *>(w->data), sizeof(block_q8_0x8) * (n / QK8_0), slots, width, n_cols,
+                                        n / QK8_0, q8_0x8_tiles_vnni, 8, o, g0, g1);
+            return;
+        }
         if (w->type == GGML_TYPE_Q4_0) {
-            dot_groups_q4_0x8(static_cast<const char *>(w->data), sizeof(block_q4_0x8) * (n / QK8_0),
-                              reinterpret_cast<const q4_col_slot *>(col.data()), width, n_cols, n / QK8_0, (opts & use_vnni) != 0, o,
-                              g0, g1);
+            const bool vnni = (opts & use_vnni) != 0;
+            dot_groups_x8<block_q4_0x8>(static_cast<const char *>(w->data), sizeof(block_q4_0x8) * (n / QK8_0), slots, width, n_cols,
+                                        n / QK8_0, vnni ? q4_0x8_tiles_vnni : q4_0x8_tiles, vnni ? 8 : 4, o, g0, g1);
             return;
         }
         thread_local std::vector<q8_0_column> cols;
@@ -661,7 +726,43 @@ bool is_repacked_q4_0x8(const ggml_tensor * w) {
            std::strcmp(ggml_backend_buft_name(ggml_backend_buffer_get_type(w->buffer)), "CPU_REPACK") == 0;
 }
 
+// What marks a tensor whose data xglm_repack_q8_0x8 rearranged (its `extra`, where ggml's
+// CPU_REPACK keeps its own tag for the layouts it makes).
+const char q8_0x8_tag = 0;
+
 }  // namespace
+
+bool xglm_q8_0x8_possible(const ggml_tensor * w) {
+#if defined(__x86_64__)
+    return w->type == GGML_TYPE_Q8_0 && ggml_type_size(w->type) == sizeof(block_q8_0) && w->ne[0] % QK8_0 == 0 && w->ne[1] % 8 == 0 &&
+           w->ne[2] == 1 && w->ne[3] == 1 && ggml_is_contiguous(w) && w->extra == nullptr;
+#else
+    (void)w;
+    return false;
+#endif
+}
+
+void xglm_repack_q8_0x8(const void * src, void * dst, int64_t n_in, int64_t n_rows) {
+    const int64_t nb  = n_in / QK8_0;
+    const auto *  in  = static_cast<const block_q8_0 *>(src);
+    auto *        out = static_cast<block_q8_0x8 *>(dst);
+    for (int64_t g = 0; g < n_rows / 8; ++g) {
+        for (int64_t b = 0; b < nb; ++b) {
+            block_q8_0x8 & o = out[g * nb + b];
+            for (int r = 0; r < 8; ++r) {
+                const block_q8_0 & x = in[(8 * g + r) * nb + b];
+                o.d[r]               = x.d;
+                for (int k = 0; k < 4; ++k) {
+                    for (int j = 0; j < 8; ++j) o.qs[64 * k + 8 * r + j] = static_cast<uint8_t>(x.qs[8 * k + j] + 128);
+                }
+            }
+        }
+    }
+}
+
+void xglm_mark_q8_0x8(ggml_tensor * w) { w->extra = const_cast<char *>(&q8_0x8_tag); }
+
+bool xglm_is_q8_0x8(const ggml_tensor * w) { return w->type == GGML_TYPE_Q8_0 && w->extra == &q8_0x8_tag; }
 
 bool xglm_decode_gemv_weight_usable(const ggml_tensor * w, const ggml_tensor * b) {
     const int64_t multiple = row_multiple(w->type);
@@ -669,7 +770,7 @@ bool xglm_decode_gemv_weight_usable(const ggml_tensor * w, const ggml_tensor * b
     // Q4_0 only as repacked by ggml on an AVX2 CPU (8-row groups); the other types only in plain
     // rows (extra == nullptr), not in a layout rearranged by a CPU_REPACK buffer
     const bool layout_ok = w->type == GGML_TYPE_Q4_0 ? is_repacked_q4_0x8(w)
-                           : w->type == GGML_TYPE_Q8_0 ? w->extra == nullptr && w->ne[1] % 8 == 0  // 8-row groups
+                           : w->type == GGML_TYPE_Q8_0 ? (w->extra == nullptr || xglm_is_q8_0x8(w)) && w->ne[1] % 8 == 0  // 8-row groups
                                                        : w->extra == nullptr;
     return multiple > 0 && layout_ok && w->ne[0] % multiple == 0 && w->ne[2] == 1 && w->ne[3] == 1 &&
            ggml_is_contiguous(w);

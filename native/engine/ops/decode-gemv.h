@@ -14,10 +14,15 @@
 //     gelu_erf node runs on one thread (~5% of a 564M token) and every small node costs a
 //     barrier. Measured faster than ggml's repacked gemm at every token count tried, 1 to 448
 //     (bench/step.ts; docs/benchmarks.md).
-//   Q8_0 in plain rows (the layers of q8_0 files): the same fusions, |w| made once per block for
-//     up to 4 columns; faster than ggml's kernels up to ~8 columns only (graph.cpp).
+//   Q8_0 (the layers of q8_0 files), where the plan has AVX-512 VNNI: rearranged at load into
+//     8-row groups (xglm_repack_q8_0x8) and computed as repacked Q4_0 is, four vpdpbusd per block
+//     for all 8 rows, at any column count: 1.6x faster than ggml's tinyBLAS at prefill sizes,
+//     1.1x at one column (bench/step.ts, Zen 4). Its float sums follow ggml's repacked kernels'
+//     order, not its plain Q8_0 kernels', so it matches mul_mat within float rounding, not bit
+//     for bit. Without VNNI, in plain rows: the same fusions, |w| made once per block for up to 4
+//     columns; faster than ggml's kernels up to ~8 columns only (graph.cpp).
 // Measured and left to ggml: F16 (1.0-1.05x; ggml is near the memory floor).
-// Numerics are ggml's: each column is quantized as mul_mat quantizes it (Q8_K by ggml's own
+// Numerics are ggml's (the Q8_0 8-row layout aside, above): each column is quantized as mul_mat quantizes it (Q8_K by ggml's own
 // quantizer, Q8_0 as ggml's AVX2 quantize_row_q8_0), every block product is the same exact
 // integer, and the float sums follow ggml's order, so results are bit-identical, column by
 // column, whatever the column count (the fused GELU's erf is a polynomial within 1.5e-7 of
@@ -28,13 +33,26 @@
 #include "kernel-plan.h"
 
 // Whether xglm_decode_gemv can compute w · x (+ b) here: w Q6_K in plain rows, Q4_0 repacked by
-// ggml (8-row groups) or Q8_0 in plain rows (a multiple of 8 of them), x F32 columns, b nullptr
+// ggml (8-row groups) or Q8_0 in plain rows or our 8-row layout (a multiple of 8 rows), x F32 columns, b nullptr
 // or F32 [n_out]. Whether this CPU and the switches allow the op at all, and for which token
 // counts, is the kernel plan's and the graph's decision (kernel-plan.h, graph.cpp).
 bool xglm_decode_gemv_usable(const ggml_tensor * w, const ggml_tensor * x, const ggml_tensor * b);
 
 // The same for the weight and bias alone (x: any F32 column of w->ne[0] values).
 bool xglm_decode_gemv_weight_usable(const ggml_tensor * w, const ggml_tensor * b);
+
+// Q8_0 layer weights for the AVX-512 VNNI kernel: the blocks of 8 consecutive rows side by side
+// (block_q8_0x8 in decode-gemv.cpp; the same bytes count), made once at load (model.cpp) where
+// the kernel plan has the VNNI products. ggml cannot read that layout: every product over such
+// a weight must go through xglm_decode_gemv (graph.cpp routes them all, whatever the count of
+// tokens), which takes it at any column count.
+// Whether w can be rearranged so: Q8_0 in plain rows, a multiple of 8 of them, on x86-64.
+bool xglm_q8_0x8_possible(const ggml_tensor * w);
+// src: n_rows plain Q8_0 rows of n_in values; dst: as many bytes, rearranged.
+void xglm_repack_q8_0x8(const void * src, void * dst, int64_t n_in, int64_t n_rows);
+// Marks w (its `extra`) as holding the rearranged layout; xglm_is_q8_0x8 asks.
+void xglm_mark_q8_0x8(ggml_tensor * w);
+bool xglm_is_q8_0x8(const ggml_tensor * w);
 
 // What a product may do around w · x + b, sparing the graph the nodes that would do it
 // (each node is a barrier for the threads; a 564M decode token had ~480 of them):

@@ -54,9 +54,15 @@ std::vector<xglm_kernel_op> xglm_kernel_plan_ops(const xglm_kernel_plan & p) {
     ops.push_back({"layer products, repacked Q4_0 (q4_0 files), any token count", p.gemv_q4_0,
                    p.gemv_q4_0 ? "decode-gemv, " + form + ", with the layer norm, bias, GELU and residual folded in"
                                : ggml("mul_mat (repacked gemm/gemv)", p.gemv_off)});
-    ops.push_back({"layer products, Q8_0 (q8_0 files), up to 8 tokens (decode)", p.gemv_q8_0,
-                   p.gemv_q8_0 ? "decode-gemv, AVX2, with the layer norm, bias, GELU and residual folded in"
-                               : ggml("mul_mat", p.gemv_off)});
+    if (p.gemv_q8_0 && p.vnni) {
+        ops.push_back({"layer products, Q8_0 (q8_0 files), any token count", true,
+                       "decode-gemv, AVX-512 VNNI, over the weights rearranged into 8-row groups at load (a model loaded with "
+                       "repack off: AVX2, up to 8 tokens), with the layer norm, bias, GELU and residual folded in"});
+    } else {
+        ops.push_back({"layer products, Q8_0 (q8_0 files), up to 8 tokens (decode)", p.gemv_q8_0,
+                       p.gemv_q8_0 ? "decode-gemv, AVX2, with the layer norm, bias, GELU and residual folded in"
+                                   : ggml("mul_mat", p.gemv_off)});
+    }
     ops.push_back({"logits rows, Q8_0 output matrix, up to 8 rows", p.gemv_q8_0,
                    p.gemv_q8_0 ? "decode-gemv, AVX2, final norm folded in" : ggml("mul_mat", p.gemv_off)});
     ops.push_back({"logits rows, Q6_K output matrix (q4_0, q4_k_m files)", p.gemv_q6_k,
@@ -67,7 +73,9 @@ std::vector<xglm_kernel_op> xglm_kernel_plan_ops(const xglm_kernel_plan & p) {
     ops.push_back({"feed-forward bias + GELU, other quantized layers", p.gelu_bias,
                    p.gelu_bias ? "gelu op on all threads (AVX2 code)" : ggml("add + gelu_erf", p.gemv_off)});
     ops.push_back({"attention from 64 tokens, F32 or Q8_0 caches", false, "ggml flash_attn_ext"});
-    ops.push_back({"other products (F32, F16, Q4_K, Q5_K, Q6_K layers; Q8_0 from 9 tokens)", false, "ggml mul_mat (its CPU variant's kernels)"});
+    ops.push_back({p.gemv_q8_0 && p.vnni ? "other products (F32, F16, Q4_K, Q5_K, Q6_K layers)"
+                                         : "other products (F32, F16, Q4_K, Q5_K, Q6_K layers; Q8_0 from 9 tokens)",
+                   false, "ggml mul_mat (its CPU variant's kernels)"});
     return ops;
 }
 
