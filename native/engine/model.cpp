@@ -366,55 +366,43 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
     }
     if (!progress(0.1f)) return xglm_fail(error, "loading was cancelled"), nullptr;
 
-    // 6. repacked copies: ggml rearranges the blocks while setting the data
-    if (!repack.empty()) {
+    // 6. repacked copies, owned: `weights` become copies in a buffer of `buft`, each set from the
+    // file's bytes by `set`; the mapped originals are not read again, so their pages are dropped
+    // from this process. 6a: ggml rearranges the blocks while setting the data; 6b: the Q8_0
+    // weights of 4b, our layout in a plain CPU buffer (ggml never reads them: the graph sends
+    // every product over them to decode-gemv).
+    const size_t n_copies = repack.size() + own_q8.size();
+    size_t       n_copied = 0;
+    auto         own_copies = [&](const std::vector<ggml_tensor **> & weights, ggml_backend_buffer_type_t buft,
+                          const std::function<void(ggml_tensor *, const uint8_t *)> & set) {
         std::vector<std::pair<ggml_tensor *, const uint8_t *>> copies;
-        for (ggml_tensor ** w : repack) {
+        for (ggml_tensor ** w : weights) {
             const int64_t i = gguf_find_tensor(g, ggml_get_name(*w));
             ggml_tensor * c = ggml_dup_tensor(model->ctx_owned, *w);
             ggml_set_name(c, ggml_get_name(*w));
             copies.emplace_back(c, tensor_data(i));
             *w = c;
         }
-        ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(model->ctx_owned, repack_buft);
-        if (!buf) return xglm_fail(error, "out of memory allocating repacked weights; load with repack disabled"), nullptr;
+        ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(model->ctx_owned, buft);
+        if (!buf) return xglm_fail(error, "out of memory allocating repacked weights; load with repack disabled");
         xglm_advise_huge_pages(buf);  // before the copies below touch its pages
         model->bufs_owned.push_back(buf);
-        for (size_t j = 0; j < copies.size(); ++j) {
-            ggml_tensor *   c   = copies[j].first;
-            const uint8_t * src = copies[j].second;
-            ggml_backend_tensor_set(c, src, 0, ggml_nbytes(c));
-            // the mapped original is not read again: drop its pages from this process
+        for (const auto & [c, src] : copies) {
+            set(c, src);
             xglm_drop_pages(src, ggml_nbytes(c));
-            if (!progress(0.1f + 0.9f * (j + 1) / (copies.size() + own_q8.size()))) return xglm_fail(error, "loading was cancelled"), nullptr;
+            if (!progress(0.1f + 0.9f * ++n_copied / n_copies)) return xglm_fail(error, "loading was cancelled");
         }
+        return true;
+    };
+    if (!repack.empty() &&
+        !own_copies(repack, repack_buft, [](ggml_tensor * c, const uint8_t * src) { ggml_backend_tensor_set(c, src, 0, ggml_nbytes(c)); })) {
+        return nullptr;
     }
-
-    // 6b. the Q8_0 weights of 4b: our layout, in a plain CPU buffer (ggml never reads them: the
-    // graph sends every product over them to decode-gemv)
-    if (!own_q8.empty()) {
-        std::vector<std::pair<ggml_tensor *, const uint8_t *>> copies;
-        for (ggml_tensor ** w : own_q8) {
-            const int64_t i = gguf_find_tensor(g, ggml_get_name(*w));
-            ggml_tensor * c = ggml_dup_tensor(model->ctx_owned, *w);
-            ggml_set_name(c, ggml_get_name(*w));
-            copies.emplace_back(c, tensor_data(i));
-            *w = c;
-        }
-        ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(model->ctx_owned, ggml_backend_cpu_buffer_type());
-        if (!buf) return xglm_fail(error, "out of memory allocating repacked weights; load with repack disabled"), nullptr;
-        xglm_advise_huge_pages(buf);
-        model->bufs_owned.push_back(buf);
-        for (size_t j = 0; j < copies.size(); ++j) {
-            ggml_tensor *   c   = copies[j].first;
-            const uint8_t * src = copies[j].second;
+    if (!own_q8.empty() && !own_copies(own_q8, ggml_backend_cpu_buffer_type(), [](ggml_tensor * c, const uint8_t * src) {
             xglm_repack_q8_0x8(src, c->data, c->ne[0], c->ne[1]);
             xglm_mark_q8_0x8(c);
-            xglm_drop_pages(src, ggml_nbytes(c));
-            if (!progress(0.1f + 0.9f * (repack.size() + j + 1) / (repack.size() + copies.size()))) {
-                return xglm_fail(error, "loading was cancelled"), nullptr;
-            }
-        }
+        })) {
+        return nullptr;
     }
 
     // 7. the position table, when the file leaves it out

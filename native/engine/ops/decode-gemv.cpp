@@ -364,65 +364,48 @@ XGLM_AVX2 void dot_q4_0x8_cols(const block_q4_0x8 * x, const col_slot * y, int w
 // 512-bit register, so four vpdpbusd make each row's integer dot as two int32 halves (the
 // maddubs/madd/add chain above is one instruction each). Same integers, same float steps, so
 // the same bits as dot_q4_0x8_cols.
+// Repacked Q8_0 (block_q8_0x8) goes the same way with its bytes taken as they are (already
+// unsigned) and the lanes starting at −128·Σ y: per block and row the exact integer Σ w·y, then
+// acc_r += isum_r · (d_w,r · d_y) with one FMA, as ggml's repacked kernels do per block. ggml's
+// own Q8_0 kernels (vec_dot_q8_0_q8_0, tinyBLAS) make the same integers but add the float
+// products in another order, so results agree with theirs within float rounding, not bit for bit.
 XGLM_AVX512_BEGIN
-template <int NC>
-XGLM_AVX512_VNNI void dot_q4_0x8_cols_vnni(const block_q4_0x8 * x, const col_slot * y, int width, int64_t nb, __m256 * acc) {
+// A block's quants for vpdpbusd, unsigned: 64-bit lane r of q[k] holds row r's quants 8k..8k+7.
+XGLM_AVX512_VNNI inline void x8_quants(const block_q4_0x8 & x, __m512i q[4]) {
     const __m512i m4   = _mm512_set1_epi8(0x0F);
     const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x88));
-    __m256        a[NC];
+    // 64-bit lane r holds row r's bytes 0-7 (lo) and 8-15 (hi): low nibbles quants 0-15, high 16-31
+    const __m512i lo = _mm512_xor_si512(_mm512_loadu_si512(x.qs), flip);
+    const __m512i hi = _mm512_xor_si512(_mm512_loadu_si512(x.qs + 64), flip);
+    q[0]             = _mm512_and_si512(lo, m4);
+    q[1]             = _mm512_and_si512(hi, m4);
+    q[2]             = _mm512_and_si512(_mm512_srli_epi16(lo, 4), m4);
+    q[3]             = _mm512_and_si512(_mm512_srli_epi16(hi, 4), m4);
+}
+XGLM_AVX512_VNNI inline void x8_quants(const block_q8_0x8 & x, __m512i q[4]) {
+    for (int k = 0; k < 4; ++k) q[k] = _mm512_loadu_si512(x.qs + 64 * k);
+}
+
+template <int NC, typename Block>
+XGLM_AVX512_VNNI void dot_x8_cols_vnni(const Block * x, const col_slot * y, int width, int64_t nb, __m256 * acc) {
+    __m256 a[NC];
     for (int c = 0; c < NC; ++c) a[c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
-        // 64-bit lane r holds row r's bytes 0-7 (lo) and 8-15 (hi)
-        const __m512i lo = _mm512_xor_si512(_mm512_loadu_si512(x[b].qs), flip);
-        const __m512i hi = _mm512_xor_si512(_mm512_loadu_si512(x[b].qs + 64), flip);
-        const __m512i q[4] = {_mm512_and_si512(lo, m4), _mm512_and_si512(hi, m4), _mm512_and_si512(_mm512_srli_epi16(lo, 4), m4),
-                              _mm512_and_si512(_mm512_srli_epi16(hi, 4), m4)};
-        const __m256  dw   = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x[b].d)));
+        __m512i q[4];
+        x8_quants(x[b], q);
+        const __m256     dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x[b].d)));
         const col_slot * yb = y + b * width;
         for (int c = 0; c < NC; ++c) {
             const int8_t * q8 = yb[c].qs;
             int64_t        off;
             std::memcpy(&off, yb[c].off, sizeof off);
-            __m512i s = _mm512_set1_epi64(off);  // each row's first lane starts at −8·Σ q_h
+            __m512i s = _mm512_set1_epi64(off);  // each row's first lane starts at −bias·Σ q_h
             for (int k = 0; k < 4; ++k) {
                 int64_t y8;
                 std::memcpy(&y8, q8 + 8 * k, sizeof y8);
                 s = _mm512_dpbusd_epi32(s, q[k], _mm512_set1_epi64(y8));
             }
             // row r = the two int32 halves of lane r
-            const __m256i isum = _mm512_cvtepi64_epi32(_mm512_add_epi32(s, _mm512_srli_epi64(s, 32)));
-            a[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(yb[c].d)), a[c]);
-        }
-    }
-    for (int c = 0; c < NC; ++c) acc[c] = a[c];
-}
-
-// Repacked Q8_0 (block_q8_0x8) · NC columns, as dot_q4_0x8_cols_vnni with the weight bytes
-// taken as they are (already unsigned): per block and row the exact integer Σ w·y (from the
-// lanes' start −128·Σ y), then acc_r += isum_r · (d_w,r · d_y) with one FMA, as ggml's repacked
-// kernels do per block. ggml's own Q8_0 kernels (vec_dot_q8_0_q8_0, tinyBLAS) make the same
-// integers but add the float products in another order, so results agree with theirs within
-// float rounding, not bit for bit.
-template <int NC>
-XGLM_AVX512_VNNI void dot_q8_0x8_cols_vnni(const block_q8_0x8 * x, const col_slot * y, int width, int64_t nb, __m256 * acc) {
-    __m256 a[NC];
-    for (int c = 0; c < NC; ++c) a[c] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
-        // 64-bit lane r of q[k] holds row r's quants 8k..8k+7
-        const __m512i q[4] = {_mm512_loadu_si512(x[b].qs), _mm512_loadu_si512(x[b].qs + 64), _mm512_loadu_si512(x[b].qs + 128),
-                              _mm512_loadu_si512(x[b].qs + 192)};
-        const __m256  dw   = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x[b].d)));
-        const col_slot * yb = y + b * width;
-        for (int c = 0; c < NC; ++c) {
-            const int8_t * q8 = yb[c].qs;
-            int64_t        off;
-            std::memcpy(&off, yb[c].off, sizeof off);
-            __m512i s = _mm512_set1_epi64(off);  // each row's first lane starts at −128·Σ q_h
-            for (int k = 0; k < 4; ++k) {
-                int64_t y8;
-                std::memcpy(&y8, q8 + 8 * k, sizeof y8);
-                s = _mm512_dpbusd_epi32(s, q[k], _mm512_set1_epi64(y8));
-            }
             const __m256i isum = _mm512_cvtepi64_epi32(_mm512_add_epi32(s, _mm512_srli_epi64(s, 32)));
             a[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(yb[c].d)), a[c]);
         }
@@ -441,23 +424,23 @@ using q4_0x8_tile_fn = x8_tile_fn<block_q4_0x8>;
 constexpr q4_0x8_tile_fn q4_0x8_tiles[] = {nullptr, dot_q4_0x8_cols<1>, dot_q4_0x8_cols<2>, dot_q4_0x8_cols<3>,
                                            dot_q4_0x8_cols<4>};
 constexpr q4_0x8_tile_fn q4_0x8_tiles_vnni[] = {nullptr,
-                                                dot_q4_0x8_cols_vnni<1>,
-                                                dot_q4_0x8_cols_vnni<2>,
-                                                dot_q4_0x8_cols_vnni<3>,
-                                                dot_q4_0x8_cols_vnni<4>,
-                                                dot_q4_0x8_cols_vnni<5>,
-                                                dot_q4_0x8_cols_vnni<6>,
-                                                dot_q4_0x8_cols_vnni<7>,
-                                                dot_q4_0x8_cols_vnni<8>};
+                                                dot_x8_cols_vnni<1, block_q4_0x8>,
+                                                dot_x8_cols_vnni<2, block_q4_0x8>,
+                                                dot_x8_cols_vnni<3, block_q4_0x8>,
+                                                dot_x8_cols_vnni<4, block_q4_0x8>,
+                                                dot_x8_cols_vnni<5, block_q4_0x8>,
+                                                dot_x8_cols_vnni<6, block_q4_0x8>,
+                                                dot_x8_cols_vnni<7, block_q4_0x8>,
+                                                dot_x8_cols_vnni<8, block_q4_0x8>};
 constexpr x8_tile_fn<block_q8_0x8> q8_0x8_tiles_vnni[] = {nullptr,
-                                                          dot_q8_0x8_cols_vnni<1>,
-                                                          dot_q8_0x8_cols_vnni<2>,
-                                                          dot_q8_0x8_cols_vnni<3>,
-                                                          dot_q8_0x8_cols_vnni<4>,
-                                                          dot_q8_0x8_cols_vnni<5>,
-                                                          dot_q8_0x8_cols_vnni<6>,
-                                                          dot_q8_0x8_cols_vnni<7>,
-                                                          dot_q8_0x8_cols_vnni<8>};
+                                                          dot_x8_cols_vnni<1, block_q8_0x8>,
+                                                          dot_x8_cols_vnni<2, block_q8_0x8>,
+                                                          dot_x8_cols_vnni<3, block_q8_0x8>,
+                                                          dot_x8_cols_vnni<4, block_q8_0x8>,
+                                                          dot_x8_cols_vnni<5, block_q8_0x8>,
+                                                          dot_x8_cols_vnni<6, block_q8_0x8>,
+                                                          dot_x8_cols_vnni<7, block_q8_0x8>,
+                                                          dot_x8_cols_vnni<8, block_q8_0x8>};
 
 // Where a product's results go, and what is applied to them on the way (xglm_gemv_fuse).
 struct gemv_out {
@@ -531,7 +514,7 @@ constexpr q8_0_row_fn q8_0_tiles[] = {nullptr, dot_q8_0_row_cols<1>, dot_q8_0_ro
 // groups [g0, g1) of 8 plain rows · all columns, with the epilogue of dot_groups_x8: the AVX2
 // form, for CPUs without VNNI, used at decode sizes only (graph.cpp). A VNNI form on plain rows
 // (two rows per vpdpbusd) measured 1.4x slower than this one at 2 columns and behind ggml's
-// tinyBLAS at 64; with VNNI the weights are rearranged at load instead (dot_q8_0x8_cols_vnni).
+// tinyBLAS at 64; with VNNI the weights are rearranged at load instead (dot_x8_cols_vnni).
 XGLM_AVX2 void dot_groups_q8_0(const char * w, size_t row_bytes, const q8_0_column * cols, int n_cols, int64_t nb,
                                const gemv_out & o, int64_t g0, int64_t g1) {
     constexpr int tile = 4;
@@ -752,8 +735,11 @@ void xglm_repack_q8_0x8(const void * src, void * dst, int64_t n_in, int64_t n_ro
             for (int r = 0; r < 8; ++r) {
                 const block_q8_0 & x = in[(8 * g + r) * nb + b];
                 o.d[r]               = x.d;
-                for (int k = 0; k < 4; ++k) {
-                    for (int j = 0; j < 8; ++j) o.qs[64 * k + 8 * r + j] = static_cast<uint8_t>(x.qs[8 * k + j] + 128);
+                for (int k = 0; k < 4; ++k) {  // 8 quants at a time; + 128 is XOR 0x80 on each byte
+                    uint64_t v;
+                    std::memcpy(&v, x.qs + 8 * k, 8);
+                    v ^= 0x8080808080808080ull;
+                    std::memcpy(o.qs + 64 * k + 8 * r, &v, 8);
                 }
             }
         }
