@@ -265,6 +265,35 @@ q8Test('q8_0 file, VNNI plan: every layer product through the 8-row Q8_0 kernel,
   t.log(`batched vs alone (F16 logits by mul_mat): max|diff|/max|logit| ${worstBatched.toExponential(2)}`);
 });
 
+// q4_k_m files where the plan has the AVX-512 VNNI products: their K-quant layer weights (Q4_K as
+// ggml repacks it, Q5_K, Q6_K in plain rows) go through decode-gemv one product at a time (the
+// layer mixes types, so it is not fused). Q5_K and Q6_K make ggml's bits, Q4_K ggml's integers
+// with another float order: against ggml's nodes within the same 1e-5 of the largest logit.
+const qkFile = (async () => randomGguf(shape, 'q4_k_m'))();
+q8Test('q4_k_m file, VNNI plan: the K-quant layer products through decode-gemv, near ggml mul_mat, batched steps near the rows alone', async (t) => {
+  const qk = await qkFile;
+  const ours = decodeRows(qk, 2, {});
+  const ggml = decodeRows(qk, 2, { XGLM_NO_CUSTOM_GEMV: '1' });
+  t.regex(ours.stderr, /xglm: 8 products of unfused layers through the decode-gemv op/, 'all 8 layer products through the op');
+  t.false(ggml.stderr.includes('decode-gemv op'), 'XGLM_NO_CUSTOM_GEMV=1 keeps mul_mat');
+  let worst = 0;
+  for (let i = 0; i < ggml.rows.length; i++) {
+    const { diff, scale } = maxDiff(ours.rows[i]!, ggml.rows[i]!);
+    worst = Math.max(worst, diff / scale);
+    t.true(diff <= 1e-5 * scale, `row ${i}: max|diff| ${diff} vs max|logit| ${scale}`);
+  }
+  t.log(`K-quant products vs mul_mat: max|diff|/max|logit| ${worst.toExponential(2)}`);
+  const batched = batchedRows(qk, 'batched');
+  const alone = batchedRows(qk, 'alone');
+  let worstBatched = 0;
+  batched.rows.forEach((a, i) => {
+    const { diff, scale } = maxDiff(a, alone.rows[i]!);
+    worstBatched = Math.max(worstBatched, diff / scale);
+    t.true(diff <= 1e-5 * scale, `batched row ${i}: max|diff| ${diff} vs max|logit| ${scale}`);
+  });
+  t.log(`batched vs alone: max|diff|/max|logit| ${worstBatched.toExponential(2)}`);
+});
+
 /** q4_0 layers against f32 weights: same argmax mostly, differences a fraction of the range. */
 function nearF32(t: ExecutionContext, rows: Float32Array[], exact: Float32Array[], label: string): void {
   let worstF32 = 0;

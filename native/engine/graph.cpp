@@ -44,13 +44,24 @@ bool fusable_layer(const xglm_kernel_plan & plan, const xglm_layer & l, const gg
 // w · x. A weight in our Q8_0 layout in a layer that is not fused (another of its weights keeps
 // it off that path, e.g. a Q6_K ffn_down beside Q8_0 matrices too narrow for Q6_K): still our op,
 // the only one that reads that layout.
-ggml_tensor * product(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
-    if (xglm_is_q8_0x8(w)) return xglm_decode_gemv(ctx, w, ggml_cont(ctx, x), nullptr);
+ggml_tensor * contiguous(ggml_context * ctx, ggml_tensor * x) { return ggml_is_contiguous(x) ? x : ggml_cont(ctx, x); }
+
+// Whether a product of a layer that is not fused goes through decode-gemv: Q8_0 in our 8-row
+// layout always; the K-quant weights of q4_k_m files (Q4_K as ggml repacks it, Q5_K, Q6_K) where
+// the plan has their VNNI kernels.
+bool gemv_product(const xglm_kernel_plan & plan, const ggml_tensor * w, const ggml_tensor * b = nullptr) {
+    const bool k_quant = w->type == GGML_TYPE_Q4_K || w->type == GGML_TYPE_Q5_K || w->type == GGML_TYPE_Q6_K;
+    return xglm_is_q8_0x8(w) || (k_quant && plan.gemv_k && xglm_decode_gemv_weight_usable(w, b));
+}
+
+ggml_tensor * product(const xglm_kernel_plan & plan, ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
+    if (gemv_product(plan, w)) return xglm_decode_gemv(ctx, w, contiguous(ctx, x), nullptr);
     return ggml_mul_mat(ctx, w, x);
 }
 
-ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
-    return ggml_add(ctx, product(ctx, w, x), b);
+ggml_tensor * linear(const xglm_kernel_plan & plan, ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
+    if (gemv_product(plan, w, b)) return xglm_decode_gemv(ctx, w, contiguous(ctx, x), b);
+    return ggml_add(ctx, ggml_mul_mat(ctx, w, x), b);
 }
 
 // A decode-gemv product's extras as the plan has them: its kernel form, and the layer norm
@@ -91,6 +102,7 @@ struct layer_graph {
     int                   n_tokens;
     int                   n_kv;
     int                   n_custom_attn;  // layers attending through attention.h's op
+    int                   n_plain_gemv;   // products of unfused layers through decode-gemv
 };
 
 // Self-attention of layer il from its q, k, v rows qkv [3*n_embd, n_tokens]: this ubatch's keys
@@ -152,27 +164,49 @@ ggml_tensor * plain_layer(layer_graph & g, const xglm_layer & layer, int il, ggm
     const xglm_kernel_plan & plan = g.lctx->kernels;
     const float              eps  = g.lctx->model->hparams.norm_eps;
 
+    for (const auto & [w, b] : {std::pair{layer.attn_qkv, layer.attn_qkv_b}, std::pair{layer.attn_output, layer.attn_output_b},
+                                std::pair{layer.ffn_up, layer.ffn_up_b}, std::pair{layer.ffn_down, layer.ffn_down_b}}) {
+        g.n_plain_gemv += gemv_product(plan, w, b);
+    }
     ggml_tensor * cur = layer_norm(ctx, inpL, layer.attn_norm, layer.attn_norm_b, eps);  // [n_embd, n_tokens]
     name(cur, "attn_norm", il);
-    ggml_tensor * qkv = linear(ctx, cur, layer.attn_qkv, layer.attn_qkv_b);  // [3*n_embd, n_tokens]
+    ggml_tensor * qkv = linear(plan, ctx, cur, layer.attn_qkv, layer.attn_qkv_b);  // [3*n_embd, n_tokens]
     cur               = self_attention(g, il, qkv);
-    cur               = linear(ctx, cur, layer.attn_output, layer.attn_output_b);  // [n_embd, n_tokens]
-    name(cur, "attn_out", il);
-    ggml_tensor * ffn_inp = ggml_add(ctx, cur, inpL);
+    ggml_tensor * ffn_inp;
+    if (gemv_product(plan, layer.attn_output, layer.attn_output_b)) {  // the residual add folded in
+        xglm_gemv_fuse f = gemv_fuse(plan);
+        f.residual       = inpL;
+        ffn_inp          = xglm_decode_gemv(ctx, layer.attn_output, contiguous(ctx, cur), layer.attn_output_b, f);
+    } else {
+        cur = linear(plan, ctx, cur, layer.attn_output, layer.attn_output_b);  // [n_embd, n_tokens]
+        name(cur, "attn_out", il);
+        ffn_inp = ggml_add(ctx, cur, inpL);
+    }
     name(ffn_inp, "ffn_inp", il);
 
     cur = layer_norm(ctx, ffn_inp, layer.ffn_norm, layer.ffn_norm_b, eps);
     name(cur, "ffn_norm", il);
-    cur = product(ctx, layer.ffn_up, cur);  // [n_ff, n_tokens]
-    name(cur, "ffn_up", il);
-    // quantized weights: bias + GELU in one op on all threads (gelu.h); F32/F16: ggml's
-    if (plan.gelu_bias && ggml_is_quantized(layer.ffn_up->type) && xglm_gelu_bias_usable(cur, layer.ffn_up_b)) {
-        cur = xglm_gelu_bias(ctx, cur, layer.ffn_up_b);
+    if (gemv_product(plan, layer.ffn_up, layer.ffn_up_b)) {  // bias and GELU folded in
+        xglm_gemv_fuse f = gemv_fuse(plan);
+        f.gelu           = true;
+        cur              = xglm_decode_gemv(ctx, layer.ffn_up, cur, layer.ffn_up_b, f);
     } else {
-        cur = ggml_gelu_erf(ctx, ggml_add(ctx, cur, layer.ffn_up_b));
+        cur = product(plan, ctx, layer.ffn_up, cur);  // [n_ff, n_tokens]
+        name(cur, "ffn_up", il);
+        // quantized weights: bias + GELU in one op on all threads (gelu.h); F32/F16: ggml's
+        if (plan.gelu_bias && ggml_is_quantized(layer.ffn_up->type) && xglm_gelu_bias_usable(cur, layer.ffn_up_b)) {
+            cur = xglm_gelu_bias(ctx, cur, layer.ffn_up_b);
+        } else {
+            cur = ggml_gelu_erf(ctx, ggml_add(ctx, cur, layer.ffn_up_b));
+        }
     }
     name(cur, "ffn_gelu", il);
-    cur = linear(ctx, cur, layer.ffn_down, layer.ffn_down_b);  // [n_embd, n_tokens]
+    if (gemv_product(plan, layer.ffn_down, layer.ffn_down_b)) {  // the residual add folded in
+        xglm_gemv_fuse f = gemv_fuse(plan);
+        f.residual       = ffn_inp;
+        return xglm_decode_gemv(ctx, layer.ffn_down, cur, layer.ffn_down_b, f);
+    }
+    cur = linear(plan, ctx, cur, layer.ffn_down, layer.ffn_down_b);  // [n_embd, n_tokens]
     name(cur, "ffn_out", il);
     return ggml_add(ctx, cur, ffn_inp);
 }
@@ -235,7 +269,7 @@ ggml_cgraph * xglm_build_graph(xglm_context * lctx, int n_tokens, int n_kv, int 
     int n_custom_gemv = 0;  // layer products through decode-gemv's op
     const char * layer_type = nullptr;  // their weight type (the first layer's qkv)
 
-    layer_graph lg{ctx, gf, in, lctx, n_tokens, n_kv, 0};
+    layer_graph lg{ctx, gf, in, lctx, n_tokens, n_kv, 0, 0};
     for (int il = 0; il < hp.n_layer; ++il) {
         const xglm_layer & layer = model.layers[il];
         if (fusable_layer(plan, layer, inpL)) {
@@ -287,6 +321,9 @@ ggml_cgraph * xglm_build_graph(xglm_context * lctx, int n_tokens, int n_kv, int 
     // with XGLM_LOG set, say at each build which path ran: A/B runs and tests check it
     if (n_custom_gemv > 0 && plan.log) {
         std::fprintf(stderr, "xglm: %d layer products through the %s decode-gemv op\n", n_custom_gemv, layer_type);
+    }
+    if (lg.n_plain_gemv > 0 && plan.log) {
+        std::fprintf(stderr, "xglm: %d products of unfused layers through the decode-gemv op\n", lg.n_plain_gemv);
     }
     if (n_custom_attn > 0 && plan.log) {
         std::fprintf(stderr, "xglm: %d layers attend through the F16 attention op\n", n_custom_attn);

@@ -377,7 +377,7 @@ void kernel_plan() {
     };
     auto all = [](const xglm_kernel_plan & p) { return p.attention && p.gemv_q4_0 && p.gemv_q8_0 && p.gemv_q6_k && p.gelu_bias; };
     auto none = [](const xglm_kernel_plan & p) {
-        return !p.attention && !p.gemv_q4_0 && !p.gemv_q8_0 && !p.gemv_q6_k && !p.gelu_bias && !p.vnni;
+        return !p.attention && !p.gemv_q4_0 && !p.gemv_q8_0 && !p.gemv_q6_k && !p.gelu_bias && !p.vnni && !p.gemv_k;
     };
     env_guard env;
     for (const char * n : {"XGLM_KERNELS", "XGLM_NO_CUSTOM_ATTN", "XGLM_NO_CUSTOM_GEMV"}) env.set(n, nullptr);
@@ -393,7 +393,13 @@ void kernel_plan() {
         const auto             ops = xglm_kernel_plan_ops(p);
         int                    n   = 0;
         for (const auto & o : ops) n += o.ours;
-        CHECK(n == 6 && ops.size() == 8 && ops[0].detail.find("VNNI") != std::string::npos, "the described plan: six ops of ours, VNNI products");
+        CHECK(n == 7 && ops.size() == 9 && ops[0].detail.find("VNNI") != std::string::npos && p.gemv_k,
+              "the described plan: seven ops of ours (the K-quant layers with VNNI), VNNI products");
+        // AVX2 only: no K-quant layer op (its kernels are VNNI)
+        const xglm_kernel_plan p2 = plan(xglm_kernel_isa::avx2);
+        n                         = 0;
+        for (const auto & o : xglm_kernel_plan_ops(p2)) n += o.ours;
+        CHECK(n == 6 && !p2.gemv_k, "the AVX2 plan: six ops of ours, no K-quant layer op");
         for (const auto & o : xglm_kernel_plan_ops(plan(xglm_kernel_isa::none))) {
             CHECK(!o.ours, "no op of ours described without AVX2 code: " + o.node);
         }
@@ -414,7 +420,7 @@ void kernel_plan() {
     setenv("XGLM_KERNELS", "avx2", 1);
     {
         const xglm_kernel_plan p = plan(xglm_kernel_isa::avx512);
-        CHECK(all(p) && !p.vnni && p.isa == xglm_kernel_isa::avx512, "XGLM_KERNELS=avx2: every op, no VNNI products");
+        CHECK(all(p) && !p.vnni && !p.gemv_k && p.isa == xglm_kernel_isa::avx512, "XGLM_KERNELS=avx2: every op, no VNNI products");
         CHECK(p.vnni_off == "XGLM_KERNELS=avx2", "XGLM_KERNELS=avx2 is the reason given");
     }
     setenv("XGLM_KERNELS", "fast", 1);
@@ -640,6 +646,171 @@ void decode_gemv_layer(ggml_type type, bool vnni) {
 void op_decode_gemv_q4_0() { decode_gemv_layer(GGML_TYPE_Q4_0, false); }
 void op_decode_gemv_q4_0_vnni() { decode_gemv_layer(GGML_TYPE_Q4_0, true); }
 void op_decode_gemv_q8_0() { decode_gemv_layer(GGML_TYPE_Q8_0, false); }
+
+// ggml's reference Q8_K quantizer (ggml-base), as the Q4_K kernel quantizes its columns.
+extern "C" void quantize_row_q8_K_ref(const float * x, void * y, int64_t k);
+
+// decode-gemv.h over Q4_K weights as ggml's CPU_REPACK buffer rearranges them (block_q4_Kx8; the
+// AVX-512 VNNI kernel). Against the exact value of the same integers in double precision (the
+// Q4_K blocks decoded here, the column quantized by ggml's Q8_K quantizer): within (2·nbk + 4)
+// units of 2^-24 of S = Σ over super-blocks of |d_y·d·Σ scale·Σ q·y| + |d_y·dmin·Σ min·Σ y|, the
+// sum of |terms| the float steps add (nbk: super-blocks per row). Against ggml_mul_mat on the same
+// weight within twice that (its repacked kernels add in another order). Then the column alone,
+// the bias, GELU and residual folds as for the other layouts.
+void op_decode_gemv_q4_k() {
+    ggml_backend_buffer_type_t buft = repack_buffer_type();
+    if (!buft) throw skipped{"this ggml CPU backend has no CPU_REPACK buffer (the op takes only repacked Q4_K)"};
+    const int64_t n_in = 1024, n_out = 512, nbk = n_in / 256;
+    const auto    q = quantized(GGML_TYPE_Q4_K, n_in, n_out, 50);
+    constexpr double u = 1.0 / (1 << 24);
+    // the plain blocks' fields (ggml-common.h block_q4_K: d, dmin, scales[12], qs[128])
+    auto field = [&](int64_t r, int64_t blk) { return q.data() + (r * nbk + blk) * 144; };
+    auto scale_min = [](const uint8_t * sc, int j, int & d, int & m) {
+        if (j < 4) {
+            d = sc[j] & 63, m = sc[j + 4] & 63;
+        } else {
+            d = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4), m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+        }
+    };
+    for (int threads : {1, 2}) {
+        for (int64_t n_cols : gemv_col_counts) {
+            ggml_world     w(threads);
+            ggml_context * wctx = w.context(4);
+            ggml_tensor *  wt   = ggml_new_tensor_2d(wctx, GGML_TYPE_Q4_K, n_in, n_out);
+            w.alloc(wctx, buft);
+            ggml_backend_tensor_set(wt, q.data(), 0, q.size());  // ggml repacks while setting
+            ggml_context * leaves = w.context();
+            ggml_tensor *  x      = ggml_new_tensor_2d(leaves, GGML_TYPE_F32, n_in, n_cols);
+            ggml_tensor *  b      = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_out);
+            ggml_tensor *  res    = ggml_new_tensor_2d(leaves, GGML_TYPE_F32, n_out, n_cols);
+            ggml_tensor *  x1     = ggml_new_tensor_2d(leaves, GGML_TYPE_F32, n_in, 1);
+            w.alloc(leaves);
+            const std::vector<float> xs = random_floats(n_in * n_cols, 51);
+            set_f32(x, xs), set_f32(b, random_floats(n_out, 52)), set_f32(res, random_floats(n_out * n_cols, 53));
+            if (!xglm_decode_gemv_usable(wt, x, b)) throw skipped{"ggml did not repack this Q4_K weight into 8-row groups here"};
+            const std::string at = std::to_string(threads) + " thread(s), " + std::to_string(n_cols) + " column(s): ";
+            xglm_gemv_fuse plain;
+            plain.vnni = true;
+
+            ggml_context * n1   = w.context();
+            const auto     ref  = w.compute(n1, ggml_add(n1, ggml_mul_mat(n1, wt, x), b));
+            ggml_context * m1   = w.context();
+            const auto     ours = w.compute(m1, xglm_decode_gemv(m1, wt, x, b, plain));
+            std::vector<float> bias = random_floats(n_out, 52);
+            for (int64_t c = 0; c < n_cols; ++c) {
+                struct q8k { float d; int8_t qs[256]; int16_t bsums[16]; };
+                std::vector<q8k> yq(nbk);
+                quantize_row_q8_K_ref(xs.data() + c * n_in, yq.data(), n_in);
+                for (int64_t r = 0; r < n_out; ++r) {
+                    double exact = 0, terms = 0;
+                    for (int64_t blk = 0; blk < nbk; ++blk) {
+                        const uint8_t * f = field(r, blk);
+                        uint16_t        dh, mh;
+                        std::memcpy(&dh, f, 2), std::memcpy(&mh, f + 2, 2);
+                        long sumi = 0, summ = 0;
+                        for (int j = 0; j < 8; ++j) {
+                            int sc, m;
+                            scale_min(f + 4, j, sc, m);
+                            long dot = 0, ysum = 0;
+                            for (int l = 0; l < 32; ++l) {
+                                const int qv = (f[16 + 32 * (j / 2) + l] >> (4 * (j % 2))) & 15;
+                                dot += qv * yq[blk].qs[32 * j + l];
+                                ysum += yq[blk].qs[32 * j + l];
+                            }
+                            sumi += sc * dot, summ += m * ysum;
+                        }
+                        const double dd = double(yq[blk].d) * ggml_fp16_to_fp32(dh), dm = double(yq[blk].d) * ggml_fp16_to_fp32(mh);
+                        exact += dd * sumi - dm * summ;
+                        terms += std::fabs(dd * sumi) + std::fabs(dm * summ);
+                    }
+                    const size_t i     = c * n_out + r;
+                    const double want  = exact + bias[r];
+                    const double bound = (2.0 * nbk + 4) * u * terms + 2 * u * std::fabs(want);
+                    CHECK(std::fabs(ours[i] - want) <= bound, at + "row " + std::to_string(r) + " column " + std::to_string(c) + ": " +
+                                                                   std::to_string(ours[i]) + " vs the exact " + std::to_string(want) +
+                                                                   ", beyond the rounding bound " + std::to_string(bound));
+                    CHECK(std::fabs(ours[i] - ref[i]) <= 2 * bound, at + "row " + std::to_string(r) + " column " + std::to_string(c) + ": " +
+                                                                         std::to_string(ours[i]) + " vs mul_mat's " + std::to_string(ref[i]) +
+                                                                         ", beyond twice the rounding bound " + std::to_string(bound));
+                }
+            }
+            if (n_cols > 1) {  // each column as if alone: the last one
+                set_f32(x1, std::vector<float>(xs.end() - n_in, xs.end()));
+                ggml_context * m0    = w.context();
+                const auto     alone = w.compute(m0, xglm_decode_gemv(m0, wt, x1, b, plain));
+                CHECK(count_bit_differences(alone, std::vector<float>(ours.end() - n_out, ours.end())) == 0,
+                      at + "the last column differs from its product alone");
+            }
+            xglm_gemv_fuse residual = plain;
+            residual.residual       = res;
+            ggml_context * n3       = w.context();
+            const auto     ref_r    = w.compute(n3, ggml_add(n3, xglm_decode_gemv(n3, wt, x, b, plain), res));
+            ggml_context * m3       = w.context();
+            CHECK(count_bit_differences(w.compute(m3, xglm_decode_gemv(m3, wt, x, b, residual)), ref_r) == 0,
+                  at + "w·x + b + r differs from the op then ggml's add");
+            xglm_gemv_fuse gelu = plain;
+            gelu.gelu           = true;
+            ggml_context * m4     = w.context();
+            const auto     ours_g = w.compute(m4, xglm_decode_gemv(m4, wt, x, b, gelu));
+            for (int64_t i = 0; i < n_out * n_cols; ++i) {
+                const float r     = gelu_erff(ours[i]);
+                const float bound = 2.5e-7f * std::fabs(ours[i]) / 2 + 4 * std::numeric_limits<float>::epsilon() * std::fabs(r) + 1e-30f;
+                CHECK(std::fabs(ours_g[i] - r) <= bound, at + "GELU(w·x + b) value " + std::to_string(i) + " outside the erf bound");
+            }
+        }
+    }
+}
+
+// decode-gemv.h over the K-quant layer weights of q4_k_m files in plain rows (Q5_K, Q6_K; the
+// AVX-512 VNNI kernels): bit-identical to ggml_mul_mat + add for the product and bias (the same
+// integers and float steps as ggml's vec_dot per row and column), to the op then ggml's add for
+// the folded residual; the folded GELU within the erf bound.
+void decode_gemv_k_rows(ggml_type type) {
+    const int64_t n_in = 1024, n_out = 512;
+    const auto    q    = quantized(type, n_in, n_out, 60);
+    for (int threads : {1, 2}) {
+        for (int64_t n_cols : gemv_col_counts) {
+            ggml_world     w(threads);
+            ggml_context * wctx = w.context(4);
+            ggml_tensor *  wt   = ggml_new_tensor_2d(wctx, type, n_in, n_out);
+            w.alloc(wctx);
+            ggml_backend_tensor_set(wt, q.data(), 0, q.size());
+            ggml_context * leaves = w.context();
+            ggml_tensor *  x      = ggml_new_tensor_2d(leaves, GGML_TYPE_F32, n_in, n_cols);
+            ggml_tensor *  b      = ggml_new_tensor_1d(leaves, GGML_TYPE_F32, n_out);
+            ggml_tensor *  res    = ggml_new_tensor_2d(leaves, GGML_TYPE_F32, n_out, n_cols);
+            w.alloc(leaves);
+            set_f32(x, random_floats(n_in * n_cols, 61)), set_f32(b, random_floats(n_out, 62)), set_f32(res, random_floats(n_out * n_cols, 63));
+            CHECK(xglm_decode_gemv_usable(wt, x, b), std::string("the op does not take a plain ") + ggml_type_name(type) + " weight");
+            const std::string at = std::to_string(threads) + " thread(s), " + std::to_string(n_cols) + " column(s): ";
+            xglm_gemv_fuse plain;
+            plain.vnni = true;
+            ggml_context * n1   = w.context();
+            const auto     ref  = w.compute(n1, ggml_add(n1, ggml_mul_mat(n1, wt, x), b));
+            ggml_context * m1   = w.context();
+            const auto     ours = w.compute(m1, xglm_decode_gemv(m1, wt, x, b, plain));
+            CHECK(count_bit_differences(ours, ref) == 0, at + "w·x + b differs from mul_mat + add");
+            xglm_gemv_fuse residual = plain;
+            residual.residual       = res;
+            ggml_context * n3       = w.context();
+            const auto     ref_r    = w.compute(n3, ggml_add(n3, ggml_add(n3, ggml_mul_mat(n3, wt, x), b), res));
+            ggml_context * m3       = w.context();
+            CHECK(count_bit_differences(w.compute(m3, xglm_decode_gemv(m3, wt, x, b, residual)), ref_r) == 0,
+                  at + "w·x + b + r differs from ggml's nodes");
+            xglm_gemv_fuse gelu = plain;
+            gelu.gelu           = true;
+            ggml_context * m4     = w.context();
+            const auto     ours_g = w.compute(m4, xglm_decode_gemv(m4, wt, x, b, gelu));
+            for (int64_t i = 0; i < n_out * n_cols; ++i) {
+                const float r     = gelu_erff(ref[i]);
+                const float bound = 2.5e-7f * std::fabs(ref[i]) / 2 + 4 * std::numeric_limits<float>::epsilon() * std::fabs(r) + 1e-30f;
+                CHECK(std::fabs(ours_g[i] - r) <= bound, at + "GELU(w·x + b) value " + std::to_string(i) + " outside the erf bound");
+            }
+        }
+    }
+}
+void op_decode_gemv_q5_k() { decode_gemv_k_rows(GGML_TYPE_Q5_K); }
+void op_decode_gemv_q6_k_layer() { decode_gemv_k_rows(GGML_TYPE_Q6_K); }
 
 // decode-gemv.h over Q8_0 weights in our 8-row layout (xglm_repack_q8_0x8, the AVX-512 VNNI
 // kernel). It makes ggml's integers per block but adds the float products in the order of ggml's
@@ -1080,6 +1251,27 @@ const std::vector<test_case> & cases() {
              return std::string("this ggml CPU backend has no CPU_REPACK buffer (the op takes only repacked Q4_0)");
          }},
         {"op_decode_gemv_q8_0", op_decode_gemv_q8_0, [] { return op_skip_reason(current_plan().gemv_q8_0, "Q8_0 decode-gemv"); }},
+        {"op_decode_gemv_q5_k", op_decode_gemv_q5_k,
+         [] {
+             const xglm_kernel_plan p = current_plan();
+             std::string            r = op_skip_reason(p.gemv_q4_0, "decode-gemv");
+             if (r.empty() && !p.gemv_k) r = no_vnni_reason;
+             return r;
+         }},
+        {"op_decode_gemv_q6_k_layer", op_decode_gemv_q6_k_layer,
+         [] {
+             const xglm_kernel_plan p = current_plan();
+             std::string            r = op_skip_reason(p.gemv_q4_0, "decode-gemv");
+             if (r.empty() && !p.gemv_k) r = no_vnni_reason;
+             return r;
+         }},
+        {"op_decode_gemv_q4_k", op_decode_gemv_q4_k,
+         [] {
+             const xglm_kernel_plan p = current_plan();
+             std::string            r = op_skip_reason(p.gemv_q4_0, "decode-gemv");
+             if (r.empty() && !p.gemv_k) r = no_vnni_reason;
+             return r;
+         }},
         {"op_decode_gemv_q8_0x8", op_decode_gemv_q8_0x8,
          [] {
              const xglm_kernel_plan p = current_plan();

@@ -34,6 +34,13 @@ struct block_q6_K {
     int8_t   scales[QK_K / 16];
     uint16_t d;              // F16 super-block scale
 };
+struct block_q5_K {
+    uint16_t d;     // F16 super-block scale of the scales
+    uint16_t dmin;  // F16 super-block scale of the mins
+    uint8_t  scales[12];  // 8 scales and 8 mins, 6 bits each
+    uint8_t  qh[QK_K / 8];  // 5th bits
+    uint8_t  qs[QK_K / 2];  // low 4 bits
+};
 struct block_q8_K {
     float   d;
     int8_t  qs[QK_K];
@@ -61,6 +68,21 @@ struct block_q8_0x8 {
     uint8_t  qs[8 * QK8_0];
 };
 static_assert(sizeof(block_q8_0x8) == 8 * 34, "8 Q8_0 blocks");
+// Q4_K weights as ggml's CPU_REPACK buffer keeps them on AVX2 (repack.cpp, make_block_q4_Kx8):
+// the super-blocks of 8 consecutive rows side by side: their d and dmin, then per 32-quant
+// sub-block 12 bytes with the 8 rows' 6-bit scales and mins (packed across rows as Q4_K packs them
+// across sub-blocks: rows 0-3 in the low 6 bits of bytes 0-3 (scales) and 4-7 (mins), rows 4-7's
+// top 2 bits above those and their low 4 bits in bytes 8-11), then the quant bytes 8 at a time
+// (qs[64c + 8r + j] = row r's byte 8c + j: low nibble quant 64(c/4) + 8(c%4) + j, high nibble
+// the same + 32, quants 0..15 unsigned).
+struct block_q4_Kx8 {
+    uint16_t d[8];
+    uint16_t dmin[8];
+    uint8_t  scales[96];
+    uint8_t  qs[1024];
+};
+static_assert(sizeof(block_q4_Kx8) == 8 * 144, "8 Q4_K blocks");
+static_assert(sizeof(block_q5_K) == 176, "ggml block layout");
 static_assert(sizeof(block_q6_K) == 210 && sizeof(block_q4_0x8) == 144 && sizeof(block_q8_K) == 292 && sizeof(block_q8_0) == 34, "ggml block layout");
 
 // Columns whose prepared operands one pass over the weights takes (64 Q8_0 columns of a 4096-wide
@@ -75,7 +97,8 @@ constexpr size_t prefetch_distance = 4096;
 // The column each thread prepares from x: the operand of its type's row dot.
 size_t column_bytes(ggml_type type, int64_t n) {
     switch (type) {
-        case GGML_TYPE_Q6_K: return sizeof(block_q8_K) * (n / QK_K);
+        case GGML_TYPE_Q6_K:
+        case GGML_TYPE_Q5_K: return sizeof(block_q8_K) * (n / QK_K);
         case GGML_TYPE_Q8_0: return (sizeof(block_q8_0) + sizeof(float)) * (n / QK8_0);
         default:             return 0;
     }
@@ -221,6 +244,63 @@ XGLM_AVX512_VNNI void dot_q6_K_cols_vnni(const block_q6_K * x, const block_q8_K 
         }
     }
     for (int c = 0; c < NC; ++c) out[c] = xglm_hsum_8(acc[c]);
+}
+
+// --- Q5_K × Q8_K, AVX-512 VNNI ------------------------------------------------------------
+
+// Rows of Q5_K (the attention products of q4_k_m files) · NC Q8_K columns, each weight block
+// unpacked once for all of them, with the integers and float steps of ggml's AVX2
+// vec_dot_q5_K_q8_K per (row, column): 8 int32 lanes of Σ scale·q·y per block (here 16 lanes
+// folded to its 8: the same products), acc += (d_y·d)·lanes, the mins' Σ min·Σ y per block into a
+// scalar summs += (−d_y·dmin)·that, and hsum(acc) + summs at the end: bit-identical to mul_mat.
+template <int NC>
+XGLM_AVX512_VNNI void dot_q5_K_cols_vnni(const block_q5_K * x, const block_q8_K * const * y, int nb, float * out) {
+    constexpr uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
+    const __m256i      m4     = _mm256_set1_epi8(0xF);
+    const __m256i      mone   = _mm256_set1_epi8(1);
+    __m256             acc[NC];
+    float              summs[NC];
+    for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps(), summs[c] = 0.0f;
+    for (int i = 0; i < nb; ++i) {
+        const float xd = _cvtsh_ss(x[i].d), xdmin = _cvtsh_ss(x[i].dmin);
+        uint32_t    utmp[4];
+        std::memcpy(utmp, x[i].scales, 12);
+        utmp[3]             = ((utmp[2] >> 4) & kmask2) | (((utmp[1] >> 6) & kmask3) << 4);
+        const uint32_t uaux = utmp[1] & kmask1;
+        utmp[1]             = (utmp[2] & kmask2) | (((utmp[0] >> 6) & kmask3) << 4);
+        utmp[2]             = uaux;
+        utmp[0] &= kmask1;
+        uint8_t sc[8];
+        std::memcpy(sc, utmp, 8);  // utmp[2..3]: the 8 mins
+        const __m128i mins16 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, static_cast<int>(utmp[3]), static_cast<int>(utmp[2])));
+        const __m256i hbits  = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].qh));
+        // q[k]: sub-block 2k's 32 quants (0..31), then 2k + 1's, next to the column's bytes 64k..;
+        // scv[k]: their int16 scales
+        __m512i q[4], scv[4];
+        for (int k = 0; k < 4; ++k) {
+            const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].qs + 32 * k));
+            const __m256i h0   = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 2 * k), mone), 4);
+            const __m256i h1   = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 2 * k + 1), mone), 4);
+            const __m256i q0   = _mm256_or_si256(_mm256_and_si256(bits, m4), h0);
+            const __m256i q1   = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4), h1);
+            q[k]               = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
+            scv[k] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(sc[2 * k])), _mm256_set1_epi16(sc[2 * k + 1]), 1);
+        }
+        for (int c = 0; c < NC; ++c) {
+            const block_q8_K & yc = y[c][i];
+            __m512i            s  = _mm512_setzero_si512();
+            for (int k = 0; k < 4; ++k) s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(q[k], _mm512_loadu_si512(yc.qs + 64 * k)), scv[k]);
+            const __m256i sumi = _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+            acc[c]             = _mm256_fmadd_ps(_mm256_set1_ps(yc.d * xd), _mm256_cvtepi32_ps(sumi), acc[c]);
+            // the mins, as ggml: the 8 sub-block sums of y (hadd of the 16-quant sums) · the mins
+            const __m256i q8sums = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(yc.bsums));
+            const __m128i q8s    = _mm_hadd_epi16(_mm256_castsi256_si128(q8sums), _mm256_extracti128_si256(q8sums, 1));
+            const __m128i prod   = _mm_madd_epi16(mins16, q8s);
+            const __m128i hsum   = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());
+            summs[c] += (-yc.d * xdmin) * static_cast<float>(_mm_cvtsi128_si32(hsum));
+        }
+    }
+    for (int c = 0; c < NC; ++c) out[c] = xglm_hsum_8(acc[c]) + summs[c];
 }
 XGLM_AVX512_END
 
@@ -413,10 +493,121 @@ XGLM_AVX512_VNNI void dot_x8_cols_vnni(const Block * x, const col_slot * y, int 
     for (int c = 0; c < NC; ++c) acc[c] = a[c];
 }
 
+// --- Q4_K (repacked by ggml, 8 rows at a time) × Q8_K, AVX-512 VNNI ----------------------
+
+// A column's super-block as the Q4_K kernel reads it: the Q8_K block (ggml's reference quantizer,
+// as mul_mat quantizes for Q4_K on x86) and the sums of its quants per 32-quant sub-block, two
+// sub-blocks per int32 as int16 pairs (2k low, 2k + 1 high; |sum| ≤ 32·127) for vpmaddwd.
+struct q4_K_slot {
+    block_q8_K q;
+    int32_t    sub_sums[4];
+};
+
+XGLM_AVX2 void prepare_q4_K_column(const float * x, q4_K_slot * tile, int slot, int width, int64_t n) {
+    const int64_t nb = n / QK_K;
+    thread_local std::vector<block_q8_K> q;
+    q.resize(nb);
+    quantize_row_q8_K_ref(x, q.data(), n);
+    for (int64_t i = 0; i < nb; ++i) {
+        q4_K_slot & c = tile[i * width + slot];
+        c.q           = q[i];
+        for (int k = 0; k < 4; ++k) {
+            const int32_t lo = q[i].bsums[4 * k] + q[i].bsums[4 * k + 1];
+            const int32_t hi = q[i].bsums[4 * k + 2] + q[i].bsums[4 * k + 3];
+            c.sub_sums[k]    = static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(lo)) | static_cast<uint32_t>(hi) << 16);
+        }
+    }
+}
+
+// Sub-block `sub`'s 12 bytes of a block_q4_Kx8's scales -> the 8 rows' scales and mins.
+inline void q4_Kx8_scales(const uint8_t * b, uint8_t sc[8], uint8_t m[8]) {
+    for (int r = 0; r < 4; ++r) {
+        sc[r]     = b[r] & 63;
+        m[r]      = b[4 + r] & 63;
+        sc[r + 4] = (b[8 + r] & 15) | (b[r] >> 6) << 4;
+        m[r + 4]  = (b[8 + r] >> 4) | (b[4 + r] >> 6) << 4;
+    }
+}
+
+// Rows 8g..8g+7 (x: the group's super-blocks) · NC columns: per super-block and row the exact
+// integers of ggml's Q4_K × Q8_K dot, Σ_sub scale·Σ q·y and Σ_sub min·Σ y, then
+// acc_r += (d_y·d_r)·sumi − (d_y·dmin_r)·summ in float. The integers are ggml's; the float steps
+// are per row where ggml's vec_dot keeps 8 partial lanes, so results agree with mul_mat within
+// float rounding, not bit for bit. Each sub-block's 4 vpdpbusd cover the 8 rows (quants unsigned,
+// activations signed: no offset); its scales multiply each row's sum in a 64-bit lane.
+template <int NC>
+XGLM_AVX512_VNNI void dot_q4_Kx8_cols_vnni(const block_q4_Kx8 * x, const q4_K_slot * y, int width, int64_t nb, __m256 * acc) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m256        a[NC];
+    for (int c = 0; c < NC; ++c) a[c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const block_q4_Kx8 & xb = x[b];
+        alignas(16) uint8_t  s8[8][8], m8[8][8];
+        for (int sub = 0; sub < 8; ++sub) q4_Kx8_scales(xb.scales + 12 * sub, s8[sub], m8[sub]);
+        __m256i mins[4];  // row r: min of sub-block 2k | min of 2k + 1 << 16
+        for (int k = 0; k < 4; ++k) {
+            const __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(m8[2 * k])));
+            const __m256i hi = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(m8[2 * k + 1])));
+            mins[k]          = _mm256_or_si256(lo, _mm256_slli_epi32(hi, 16));
+        }
+        const q4_K_slot * yb = y + b * width;
+        __m512i           isum[NC];
+        for (int c = 0; c < NC; ++c) isum[c] = _mm512_setzero_si512();
+        for (int j = 0; j < 4; ++j) {  // sub-blocks 2j (low nibbles) and 2j + 1 (high)
+            __m512i lo[4], hi[4];
+            for (int k = 0; k < 4; ++k) {
+                const __m512i v = _mm512_loadu_si512(xb.qs + 256 * j + 64 * k);
+                lo[k]           = _mm512_and_si512(v, m4);
+                hi[k]           = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            }
+            const __m512i sc_lo = _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(s8[2 * j])));
+            const __m512i sc_hi = _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(s8[2 * j + 1])));
+            for (int c = 0; c < NC; ++c) {
+                const int8_t * q8 = yb[c].q.qs + 64 * j;
+                __m512i        s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+                for (int k = 0; k < 4; ++k) {
+                    int64_t y0, y1;
+                    std::memcpy(&y0, q8 + 8 * k, sizeof y0);
+                    std::memcpy(&y1, q8 + 32 + 8 * k, sizeof y1);
+                    s0 = _mm512_dpbusd_epi32(s0, lo[k], _mm512_set1_epi64(y0));
+                    s1 = _mm512_dpbusd_epi32(s1, hi[k], _mm512_set1_epi64(y1));
+                }
+                // each row's two halves into the low half of its 64-bit lane, times its scale
+                s0      = _mm512_add_epi32(s0, _mm512_srli_epi64(s0, 32));
+                s1      = _mm512_add_epi32(s1, _mm512_srli_epi64(s1, 32));
+                isum[c] = _mm512_add_epi64(isum[c], _mm512_add_epi64(_mm512_mul_epi32(s0, sc_lo), _mm512_mul_epi32(s1, sc_hi)));
+            }
+        }
+        const __m256 dw   = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(xb.d)));
+        const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(xb.dmin)));
+        for (int c = 0; c < NC; ++c) {
+            __m256i summ = _mm256_madd_epi16(mins[0], _mm256_set1_epi32(yb[c].sub_sums[0]));
+            for (int k = 1; k < 4; ++k) summ = _mm256_add_epi32(summ, _mm256_madd_epi16(mins[k], _mm256_set1_epi32(yb[c].sub_sums[k])));
+            const __m256 dy   = _mm256_set1_ps(yb[c].q.d);
+            const __m256 sumi = _mm256_cvtepi32_ps(_mm512_cvtepi64_epi32(isum[c]));
+            a[c]              = _mm256_fmadd_ps(_mm256_mul_ps(dy, dw), sumi, a[c]);
+            a[c]              = _mm256_fnmadd_ps(_mm256_mul_ps(dy, dmin), _mm256_cvtepi32_ps(summ), a[c]);
+        }
+    }
+    for (int c = 0; c < NC; ++c) acc[c] = a[c];
+}
+
 XGLM_AVX512_END
 
+template <typename Block, typename Slot>
+using x8_slot_tile_fn = void (*)(const Block *, const Slot *, int, int64_t, __m256 *);
+constexpr x8_slot_tile_fn<block_q4_Kx8, q4_K_slot> q4_Kx8_tiles_vnni[] = {nullptr,
+                                                                          dot_q4_Kx8_cols_vnni<1>,
+                                                                          dot_q4_Kx8_cols_vnni<2>,
+                                                                          dot_q4_Kx8_cols_vnni<3>,
+                                                                          dot_q4_Kx8_cols_vnni<4>,
+                                                                          dot_q4_Kx8_cols_vnni<5>,
+                                                                          dot_q4_Kx8_cols_vnni<6>,
+                                                                          dot_q4_Kx8_cols_vnni<7>,
+                                                                          dot_q4_Kx8_cols_vnni<8>};
+
 template <typename Block>
-using x8_tile_fn = void (*)(const Block *, const col_slot *, int, int64_t, __m256 *);
+using x8_tile_fn = x8_slot_tile_fn<Block, col_slot>;
 using q4_0x8_tile_fn = x8_tile_fn<block_q4_0x8>;
 
 // Column tiles: as many columns per weight pass as the registers hold (16 ymm for AVX2, 32 with
@@ -457,9 +648,9 @@ struct gemv_out {
 // without it 1.2x; the hardware prefetcher keeps up here.
 // cols: the tiles of prepare_x8_column, one per `width` columns, nb · width slots each. tiles[nc]:
 // the kernel for nc columns, nc up to `tile`.
-template <typename Block>
-XGLM_AVX2 void dot_groups_x8(const char * w, size_t group_bytes, const col_slot * cols, int width, int n_cols, int64_t nb,
-                             const x8_tile_fn<Block> * tiles, int tile, const gemv_out & o, int64_t g0, int64_t g1) {
+template <typename Block, typename Slot = col_slot>
+XGLM_AVX2 void dot_groups_x8(const char * w, size_t group_bytes, const Slot * cols, int width, int n_cols, int64_t nb,
+                             const x8_slot_tile_fn<Block, Slot> * tiles, int tile, const gemv_out & o, int64_t g0, int64_t g1) {
     // column blocks, so that a block's prepared columns stay in L2 while every group passes
     for (int b0 = 0; b0 < n_cols; b0 += column_block) {
         const int b1 = std::min(n_cols, b0 + column_block);
@@ -470,7 +661,7 @@ XGLM_AVX2 void dot_groups_x8(const char * w, size_t group_bytes, const col_slot 
                 __m256    acc[8];
                 // c0's tile of the layout, then its slot: a kernel tile never spans two (width is
                 // 8, a multiple of both kernel tiles, or all the columns there are)
-                const col_slot * y = cols + (c0 / width) * nb * width + c0 % width;
+                const Slot * y = cols + (c0 / width) * nb * width + c0 % width;
                 tiles[nc](x, y, width, nb, acc);
                 for (int c = 0; c < nc; ++c) {
                     __m256 v = acc[c];
@@ -554,31 +745,66 @@ constexpr q6_K_tile_fn q6_K_tiles_vnni[] = {nullptr,
                                             dot_q6_K_cols_vnni<6>,
                                             dot_q6_K_cols_vnni<7>,
                                             dot_q6_K_cols_vnni<8>};
+using q5_K_tile_fn = void (*)(const block_q5_K *, const block_q8_K * const *, int, float *);
+constexpr q5_K_tile_fn q5_K_tiles_vnni[] = {nullptr,
+                                            dot_q5_K_cols_vnni<1>,
+                                            dot_q5_K_cols_vnni<2>,
+                                            dot_q5_K_cols_vnni<3>,
+                                            dot_q5_K_cols_vnni<4>,
+                                            dot_q5_K_cols_vnni<5>,
+                                            dot_q5_K_cols_vnni<6>,
+                                            dot_q5_K_cols_vnni<7>,
+                                            dot_q5_K_cols_vnni<8>};
 
 // rows [r0, r1) · all columns (+ bias), asking for weight bytes prefetch_distance ahead. One
 // column takes dot_q6_K, which streams the block instead of holding it unpacked.
-XGLM_AVX2 void dot_rows_q6_K(const char * w, size_t row_bytes, const block_q8_K * const * cols, int n_cols, int nb,
-                             bool vnni, const gemv_out & o, int64_t r0, int64_t r1) {
-    const int tile = vnni ? 8 : 4;
+// The GELU or the residual add of `o` over the finished rows [r0, r1) of every column (the row
+// kernels write one value per row and column; this pass goes along the rows, 8 at a time).
+XGLM_AVX2 void row_epilogue(const gemv_out & o, int n_cols, int64_t r0, int64_t r1) {
+    if (!o.gelu && !o.residual) return;
+    for (int c = 0; c < n_cols; ++c) {
+        float * out = o.out + c * o.n_rows;
+        for (int64_t r = r0; r < r1; r += 8) {
+            const int n = static_cast<int>(std::min<int64_t>(8, r1 - r));
+            alignas(32) float v[8] = {}, res[8] = {};
+            std::memcpy(v, out + r, n * sizeof(float));
+            if (o.residual) std::memcpy(res, o.residual + c * o.residual_stride + r, n * sizeof(float));
+            __m256 x = _mm256_load_ps(v);
+            if (o.gelu) x = xglm_gelu_erf_8(x);
+            if (o.residual) x = _mm256_add_ps(x, _mm256_load_ps(res));
+            _mm256_store_ps(v, x);
+            std::memcpy(out + r, v, n * sizeof(float));
+        }
+    }
+}
+
+// rows [r0, r1) · all columns (+ bias, then GELU or + residual if asked), asking for weight bytes
+// prefetch_distance ahead. tiles[nc]: the kernel for nc columns, nc up to `tile`; `single`, when
+// given, takes one column (dot_q6_K streams the block instead of holding it unpacked).
+template <typename Block>
+XGLM_AVX2 void dot_rows(const char * w, size_t row_bytes, const block_q8_K * const * cols, int n_cols, int nb,
+                        void (*const *tiles)(const Block *, const block_q8_K * const *, int, float *), int tile,
+                        float (*single)(const void *, const void *, int64_t), const gemv_out & o, int64_t r0, int64_t r1) {
     for (int b0 = 0; b0 < n_cols; b0 += column_block) {  // as in dot_groups_x8
         const int b1 = std::min(n_cols, b0 + column_block);
         for (int64_t r = r0; r < r1; ++r) {
             const char * row = w + r * row_bytes;
             for (size_t off = 0; off < row_bytes; off += 64) _mm_prefetch(row + prefetch_distance + off, _MM_HINT_T0);
             const float bias = o.bias ? o.bias[r] : 0.0f;
-            if (n_cols == 1) {
-                const float v = dot_q6_K(row, cols[0], int64_t(nb) * QK_K);
+            if (n_cols == 1 && single) {
+                const float v = single(row, cols[0], int64_t(nb) * QK_K);
                 o.out[r]      = o.bias ? v + bias : v;
                 continue;
             }
             for (int c0 = b0; c0 < b1; c0 += tile) {
                 const int nc = std::min(tile, b1 - c0);
                 float     v[8];
-                (vnni ? q6_K_tiles_vnni : q6_K_tiles)[nc](reinterpret_cast<const block_q6_K *>(row), cols + c0, nb, v);
+                tiles[nc](reinterpret_cast<const Block *>(row), cols + c0, nb, v);
                 for (int c = 0; c < nc; ++c) o.out[(c0 + c) * o.n_rows + r] = o.bias ? v[c] + bias : v[c];
             }
         }
     }
+    row_epilogue(o, n_cols, r0, r1);
 }
 
 #endif
@@ -628,9 +854,12 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     // the 8-row-group kernels: whole tiles of `width` slots (the last one's spare slots are never read)
     const bool    q8_0x8  = xglm_is_q8_0x8(w);
     const bool    x8      = w->type == GGML_TYPE_Q4_0 || q8_0x8;
+    const bool    q4_K    = w->type == GGML_TYPE_Q4_K;
     const int     width   = std::min(n_cols, x8_tile);
     const int64_t n_slots = (n_cols + width - 1) / width * width;
-    col.resize(x8 ? sizeof(col_slot) * (n / QK8_0) * n_slots : col_bytes * n_cols);
+    col.resize(x8     ? sizeof(col_slot) * (n / QK8_0) * n_slots
+               : q4_K ? sizeof(q4_K_slot) * (n / QK_K) * n_slots
+                      : col_bytes * n_cols);
     if (norm_w) normed.resize(n);
     const auto isa = static_cast<xglm_kernel_isa>(opts >> norm_isa_shift & 3);
     for (int c = 0; c < n_cols; ++c) {
@@ -643,7 +872,9 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
                                 normed.data(), isa);
             xf = normed.data();
         }
-        if (x8) {
+        if (q4_K) {
+            prepare_q4_K_column(xf, reinterpret_cast<q4_K_slot *>(col.data()) + (c / width) * (n / QK_K) * width, c % width, width, n);
+        } else if (x8) {
             prepare_x8_column(xf, reinterpret_cast<col_slot *>(col.data()) + (c / width) * (n / QK8_0) * width, c % width, width, n,
                               q8_0x8 ? 128 : 8);
         } else if (w->type == GGML_TYPE_Q8_0) {
@@ -653,12 +884,18 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
         }
     }
 
-    if (w->type == GGML_TYPE_Q4_0 || w->type == GGML_TYPE_Q8_0) {
+    if (w->type == GGML_TYPE_Q4_0 || w->type == GGML_TYPE_Q8_0 || q4_K) {
         // groups of 8 rows; shares of an even number of groups, 16 rows as below
         const int64_t n_groups = n_rows / 8;
         const int64_t per      = (n_groups / nth + 1) & ~int64_t(1);
         const int64_t g0       = std::min<int64_t>(n_groups, per * ith);
         const int64_t g1       = ith == nth - 1 ? n_groups : std::min<int64_t>(n_groups, g0 + per);
+        if (q4_K) {  // VNNI only (the plan's gemv_k)
+            dot_groups_x8<block_q4_Kx8, q4_K_slot>(static_cast<const char *>(w->data), sizeof(block_q4_Kx8) * (n / QK_K),
+                                                   reinterpret_cast<const q4_K_slot *>(col.data()), width, n_cols, n / QK_K,
+                                                   q4_Kx8_tiles_vnni, 8, o, g0, g1);
+            return;
+        }
         const auto * slots = reinterpret_cast<const col_slot *>(col.data());
         if (q8_0x8) {  // VNNI only: the weights were repacked because the plan had it (model.cpp)
             dot_groups_x8<block_q8_0x8>(static_cast<const char *>(w->data), sizeof(block_q8_0x8) * (n / QK8_0), slots, width, n_cols,
@@ -685,8 +922,15 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     thread_local std::vector<const block_q8_K *> q8_K_cols;
     q8_K_cols.resize(n_cols);
     for (int c = 0; c < n_cols; ++c) q8_K_cols[c] = reinterpret_cast<const block_q8_K *>(col.data() + c * col_bytes);
-    dot_rows_q6_K(static_cast<const char *>(w->data), w->nb[1], q8_K_cols.data(), n_cols, static_cast<int>(n / QK_K), (opts & use_vnni) != 0, o, r0,
-                  r1);
+    const char * wd = static_cast<const char *>(w->data);
+    const int    nbk = static_cast<int>(n / QK_K);
+    if (w->type == GGML_TYPE_Q5_K) {  // VNNI only (the plan's gemv_k)
+        dot_rows<block_q5_K>(wd, w->nb[1], q8_K_cols.data(), n_cols, nbk, q5_K_tiles_vnni, 8, nullptr, o, r0, r1);
+    } else {
+        const bool vnni = (opts & use_vnni) != 0;
+        dot_rows<block_q6_K>(wd, w->nb[1], q8_K_cols.data(), n_cols, nbk, vnni ? q6_K_tiles_vnni : q6_K_tiles, vnni ? 8 : 4, dot_q6_K, o,
+                             r0, r1);
+    }
 #else
     (void)dst, (void)ith, (void)nth, (void)opts;
 #endif
@@ -696,15 +940,18 @@ void decode_gemv_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
 int64_t row_multiple(ggml_type type) {
     switch (type) {
         case GGML_TYPE_Q6_K: return ggml_type_size(type) == sizeof(block_q6_K) ? QK_K : 0;
+        case GGML_TYPE_Q5_K: return ggml_type_size(type) == sizeof(block_q5_K) ? QK_K : 0;
         case GGML_TYPE_Q4_0: return ggml_type_size(type) * 8 == sizeof(block_q4_0x8) ? QK8_0 : 0;
         case GGML_TYPE_Q8_0: return ggml_type_size(type) == sizeof(block_q8_0) ? QK8_0 : 0;
+        case GGML_TYPE_Q4_K: return ggml_type_size(type) * 8 == sizeof(block_q4_Kx8) ? QK_K : 0;
         default:             return 0;
     }
 }
 
 // ggml's CPU_REPACK buffer rearranges Q4_0 matmul weights into block_q4_0x8 when the CPU has
 // AVX2 and the row count is a multiple of 8 (repack.cpp, ggml_repack_get_optimal_repack_type).
-bool is_repacked_q4_0x8(const ggml_tensor * w) {
+// The same buffer rearranges Q4_K into block_q4_Kx8 on AVX2 (q4_K_8x8_q8_K).
+bool is_repacked_x8(const ggml_tensor * w) {
     return w->extra != nullptr && w->buffer != nullptr && w->ne[1] % 8 == 0 &&
            std::strcmp(ggml_backend_buft_name(ggml_backend_buffer_get_type(w->buffer)), "CPU_REPACK") == 0;
 }
@@ -755,7 +1002,7 @@ bool xglm_decode_gemv_weight_usable(const ggml_tensor * w, const ggml_tensor * b
     if (b != nullptr && !(b->type == GGML_TYPE_F32 && ggml_nelements(b) == w->ne[1] && ggml_is_contiguous(b))) return false;
     // Q4_0 only as repacked by ggml on an AVX2 CPU (8-row groups); the other types only in plain
     // rows (extra == nullptr), not in a layout rearranged by a CPU_REPACK buffer
-    const bool layout_ok = w->type == GGML_TYPE_Q4_0 ? is_repacked_q4_0x8(w)
+    const bool layout_ok = w->type == GGML_TYPE_Q4_0 || w->type == GGML_TYPE_Q4_K ? is_repacked_x8(w)
                            : w->type == GGML_TYPE_Q8_0 ? (w->extra == nullptr || xglm_is_q8_0x8(w)) && w->ne[1] % 8 == 0  // 8-row groups
                                                        : w->extra == nullptr;
     return multiple > 0 && layout_ok && w->ne[0] % multiple == 0 && w->ne[2] == 1 && w->ne[3] == 1 &&
@@ -768,7 +1015,6 @@ bool xglm_decode_gemv_usable(const ggml_tensor * w, const ggml_tensor * x, const
 }
 
 ggml_tensor * xglm_decode_gemv(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * b, const xglm_gemv_fuse & fuse) {
-    if ((fuse.gelu || fuse.residual) && w->type != GGML_TYPE_Q4_0 && w->type != GGML_TYPE_Q8_0) return nullptr;
     if (fuse.gelu && fuse.residual) return nullptr;
     if ((fuse.norm_w == nullptr) != (fuse.norm_b == nullptr)) return nullptr;
     auto f32_vector = [](const ggml_tensor * t, int64_t n) {

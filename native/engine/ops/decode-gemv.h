@@ -21,6 +21,11 @@
 //     order, not its plain Q8_0 kernels', so it matches mul_mat within float rounding, not bit
 //     for bit. Without VNNI, in plain rows: the same fusions, |w| made once per block for up to 4
 //     columns; faster than ggml's kernels up to ~8 columns only (graph.cpp).
+//   The K-quant layers of q4_k_m files, where the plan has AVX-512 VNNI (gemv_k): Q4_K as ggml's
+//     CPU_REPACK buffer rearranges it (8-row groups; ggml's integers, its repacked kernels' float
+//     order), Q5_K and Q6_K in plain rows (ggml's vec_dot bits, each block unpacked once for 8
+//     columns). ggml runs Q5_K and Q6_K layers through vec_dot per row and column at every token
+//     count: 54% of a q4_k_m prefill (perf, Zen 4) before these kernels.
 // Measured and left to ggml: F16 (1.0-1.05x; ggml is near the memory floor).
 // Numerics are ggml's (the Q8_0 8-row layout aside, above): each column is quantized as mul_mat quantizes it (Q8_K by ggml's own
 // quantizer, Q8_0 as ggml's AVX2 quantize_row_q8_0), every block product is the same exact
@@ -32,8 +37,8 @@
 #include "ggml.h"
 #include "kernel-plan.h"
 
-// Whether xglm_decode_gemv can compute w · x (+ b) here: w Q6_K in plain rows, Q4_0 repacked by
-// ggml (8-row groups) or Q8_0 in plain rows or our 8-row layout (a multiple of 8 rows), x F32 columns, b nullptr
+// Whether xglm_decode_gemv can compute w · x (+ b) here: w Q5_K or Q6_K in plain rows, Q4_0 or Q4_K
+// repacked by ggml (8-row groups) or Q8_0 in plain rows or our 8-row layout (a multiple of 8 rows), x F32 columns, b nullptr
 // or F32 [n_out]. Whether this CPU and the switches allow the op at all, and for which token
 // counts, is the kernel plan's and the graph's decision (kernel-plan.h, graph.cpp).
 bool xglm_decode_gemv_usable(const ggml_tensor * w, const ggml_tensor * x, const ggml_tensor * b);
@@ -63,8 +68,8 @@ struct xglm_gemv_fuse {
     float         norm_eps = 0.0f;
     // the ggml CPU code path whose norm it repeats bit for bit (the plan's isa)
     xglm_kernel_isa norm_isa = xglm_kernel_isa::none;
-    bool          gelu     = false;    // GELU (exact erf) after the bias; Q4_0 and Q8_0 only
-    ggml_tensor * residual = nullptr;  // F32 [n_out, n_cols] added after the bias; Q4_0 and Q8_0 only
+    bool          gelu     = false;    // GELU (exact erf) after the bias
+    ggml_tensor * residual = nullptr;  // F32 [n_out, n_cols] added after the bias
     bool          vnni     = false;    // Q4_0, Q6_K through AVX-512 VNNI (the plan's vnni): same bits, faster
 };
 

@@ -34,6 +34,7 @@ bool xglm_kernel_plan_from_env(xglm_kernel_isa isa, bool vnni, xglm_kernel_plan 
     plan->gemv_q8_0   = gemv;
     plan->gemv_q6_k   = gemv;
     plan->vnni        = gemv && vnni && !avx2_only && isa == xglm_kernel_isa::avx512;
+    plan->gemv_k   = plan->vnni;
     plan->gelu_bias   = gemv;
     const char * no_ops = forced ? "XGLM_KERNELS=ggml" : "the ggml CPU variant in use runs no AVX2 code";
     plan->attention_off = !ours ? no_ops : plan->attention ? "" : "XGLM_NO_CUSTOM_ATTN is set";
@@ -63,6 +64,9 @@ std::vector<xglm_kernel_op> xglm_kernel_plan_ops(const xglm_kernel_plan & p) {
                        p.gemv_q8_0 ? "decode-gemv, AVX2, with the layer norm, bias, GELU and residual folded in"
                                    : ggml("mul_mat", p.gemv_off)});
     }
+    ops.push_back({"layer products, Q4_K (repacked by ggml), Q5_K, Q6_K (q4_k_m files), any token count", p.gemv_k,
+                   p.gemv_k ? "decode-gemv, AVX-512 VNNI, with the bias, GELU and residual folded in"
+                            : ggml("mul_mat", p.vnni_off.empty() ? p.gemv_off : p.vnni_off)});
     ops.push_back({"logits rows, Q8_0 output matrix, up to 8 rows", p.gemv_q8_0,
                    p.gemv_q8_0 ? "decode-gemv, AVX2, final norm folded in" : ggml("mul_mat", p.gemv_off)});
     ops.push_back({"logits rows, Q6_K output matrix (q4_0, q4_k_m files)", p.gemv_q6_k,
@@ -73,7 +77,7 @@ std::vector<xglm_kernel_op> xglm_kernel_plan_ops(const xglm_kernel_plan & p) {
     ops.push_back({"feed-forward bias + GELU, other quantized layers", p.gelu_bias,
                    p.gelu_bias ? "gelu op on all threads (AVX2 code)" : ggml("add + gelu_erf", p.gemv_off)});
     ops.push_back({"attention from 64 tokens, F32 or Q8_0 caches", false, "ggml flash_attn_ext"});
-    ops.push_back({p.gemv_q8_0 && p.vnni ? "other products (F32, F16, Q4_K, Q5_K, Q6_K layers)"
+    ops.push_back({p.gemv_q8_0 && p.vnni ? "other products (F32, F16 layers)"
                                          : "other products (F32, F16, Q4_K, Q5_K, Q6_K layers; Q8_0 from 9 tokens)",
                    false, "ggml mul_mat (its CPU variant's kernels)"});
     return ops;

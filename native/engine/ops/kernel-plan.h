@@ -19,6 +19,7 @@ struct xglm_kernel_plan {
     bool            gemv_q8_0 = false;  // decode-gemv.h: the fused layer over Q8_0, Q8_0 logits
     bool            gemv_q6_k = false;  // decode-gemv.h: the logits rows from Q6_K weights
     bool            vnni      = false;  // decode-gemv.h: its products through AVX-512 VNNI
+    bool            gemv_k    = false;  // decode-gemv.h: K-quant layer products (repacked Q4_K, Q5_K, Q6_K; VNNI only)
     bool            gelu_bias = false;  // gelu.h: bias + GELU of quantized models' feed-forward
     bool            log       = false;  // XGLM_LOG: each graph build says on stderr which ops ran
     // why an op is off (empty when it runs): the switch, or the variant's code
