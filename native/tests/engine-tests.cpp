@@ -812,6 +812,29 @@ void decode_gemv_k_rows(ggml_type type) {
 void op_decode_gemv_q5_k() { decode_gemv_k_rows(GGML_TYPE_Q5_K); }
 void op_decode_gemv_q6_k_layer() { decode_gemv_k_rows(GGML_TYPE_Q6_K); }
 
+// xglm_quantize_q8_K against ggml's quantize_row_q8_K_ref, bit for bit (the K-quant kernels'
+// columns must be mul_mat's): random blocks at several scales, and the edges of its scan and
+// rounding: an all-zero block, the largest magnitude twice with both signs (the first wins, its
+// sign sets the scale's), values on .5 after scaling, a NaN, an infinity.
+void op_quantize_q8_K() {
+    std::vector<float> x = random_floats(256 * 16, 70);
+    for (int i = 0; i < 256; ++i) x[256 * 1 + i] *= 1e-30f, x[256 * 2 + i] *= 1e20f;
+    for (int i = 0; i < 256; ++i) x[256 * 3 + i] = 0.0f;
+    x[256 * 4 + 10] = -5.0f, x[256 * 4 + 200] = 5.0f;
+    x[256 * 5 + 3] = 5.0f, x[256 * 5 + 100] = -5.0f;
+    for (int i = 0; i < 256; ++i) x[256 * 6 + i] = (i % 255 - 127) * 0.5f;  // many halves after × −127/max
+    x[256 * 6 + 7] = 127.0f;
+    x[256 * 7 + 9] = std::numeric_limits<float>::quiet_NaN();
+    x[256 * 8 + 9] = std::numeric_limits<float>::infinity();
+    for (int i = 0; i < 256; ++i) x[256 * 9 + i] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<uint8_t> ours(292 * 16), ref(292 * 16);
+    xglm_quantize_q8_K(x.data(), ours.data(), static_cast<int64_t>(x.size()));
+    quantize_row_q8_K_ref(x.data(), ref.data(), static_cast<int64_t>(x.size()));
+    for (int b = 0; b < 16; ++b) {
+        CHECK(std::memcmp(ours.data() + 292 * b, ref.data() + 292 * b, 292) == 0, "block " + std::to_string(b) + " differs from ggml's");
+    }
+}
+
 // decode-gemv.h over Q8_0 weights in our 8-row layout (xglm_repack_q8_0x8, the AVX-512 VNNI
 // kernel). It makes ggml's integers per block but adds the float products in the order of ggml's
 // repacked kernels, not of its plain Q8_0 ones, so against ggml_mul_mat on the plain rows it is
@@ -1251,6 +1274,7 @@ const std::vector<test_case> & cases() {
              return std::string("this ggml CPU backend has no CPU_REPACK buffer (the op takes only repacked Q4_0)");
          }},
         {"op_decode_gemv_q8_0", op_decode_gemv_q8_0, [] { return op_skip_reason(current_plan().gemv_q8_0, "Q8_0 decode-gemv"); }},
+        {"op_quantize_q8_K", op_quantize_q8_K, [] { return op_skip_reason(current_plan().gemv_q6_k, "decode-gemv (whose Q8_K columns these are)"); }},
         {"op_decode_gemv_q5_k", op_decode_gemv_q5_k,
          [] {
              const xglm_kernel_plan p = current_plan();

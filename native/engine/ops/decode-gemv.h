@@ -55,6 +55,10 @@ bool xglm_decode_gemv_weight_usable(const ggml_tensor * w, const ggml_tensor * b
 bool xglm_q8_0x8_possible(const ggml_tensor * w);
 // src: n_rows plain Q8_0 rows of n_in values; dst: as many bytes, rearranged.
 void xglm_repack_q8_0x8(const void * src, void * dst, int64_t n_in, int64_t n_rows);
+// x (n values, a multiple of 256) as ggml's Q8_K blocks (292 bytes each), bit for bit as its
+// quantize_row_q8_K_ref makes them (the K-quant kernels' columns); AVX2 code on x86-64, only
+// where the plan runs the ops.
+void xglm_quantize_q8_K(const float * x, void * y, int64_t n);
 // Marks w (its `extra`) as holding the rearranged layout; xglm_is_q8_0x8 asks.
 void xglm_mark_q8_0x8(ggml_tensor * w);
 bool xglm_is_q8_0x8(const ggml_tensor * w);
