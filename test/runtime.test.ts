@@ -252,10 +252,14 @@ test('streamed chunks, callbacks and the result agree', async (t) => {
   t.is(r.usage.completionTokens, 16);
 });
 
-test('abort during the prompt and during generation ends with finishReason abort', async (t) => {
+// Serial: the abort is sent from the progress callback while the context thread goes on
+// evaluating (50 ubatches of a tiny model, ~40 ms); with the file's concurrent tests keeping the
+// JS thread busy it once arrived after the last ubatch (test:variants, skylakex), so this runs
+// before them, and in ubatches of 2 (twice the time for the abort to land).
+test.serial('abort during the prompt and during generation ends with finishReason abort', async (t) => {
   const m = await model('tiny-b');
   const g = golden('tiny-b');
-  await using ctx = await m.createContext({ batchSize: 4 });
+  await using ctx = await m.createContext({ batchSize: 2 });
   const long = g.prompts[6].ids.concat(g.prompts[6].ids).slice(0, 200);
   const ac = new AbortController();
   const t0 = performance.now();
