@@ -168,10 +168,16 @@ ggml_tensor * plain_layer(layer_graph & g, const xglm_layer & layer, int il, ggm
                                 std::pair{layer.ffn_up, layer.ffn_up_b}, std::pair{layer.ffn_down, layer.ffn_down_b}}) {
         g.n_plain_gemv += gemv_product(plan, w, b);
     }
-    ggml_tensor * cur = layer_norm(ctx, inpL, layer.attn_norm, layer.attn_norm_b, eps);  // [n_embd, n_tokens]
-    name(cur, "attn_norm", il);
-    ggml_tensor * qkv = linear(plan, ctx, cur, layer.attn_qkv, layer.attn_qkv_b);  // [3*n_embd, n_tokens]
-    cur               = self_attention(g, il, qkv);
+    ggml_tensor * cur;
+    ggml_tensor * qkv;  // [3*n_embd, n_tokens]
+    if (gemv_product(plan, layer.attn_qkv, layer.attn_qkv_b)) {  // the norm folded in
+        qkv = xglm_decode_gemv(ctx, layer.attn_qkv, inpL, layer.attn_qkv_b, gemv_fuse(plan, layer.attn_norm, layer.attn_norm_b, eps));
+    } else {
+        cur = layer_norm(ctx, inpL, layer.attn_norm, layer.attn_norm_b, eps);  // [n_embd, n_tokens]
+        name(cur, "attn_norm", il);
+        qkv = linear(plan, ctx, cur, layer.attn_qkv, layer.attn_qkv_b);
+    }
+    cur = self_attention(g, il, qkv);
     ggml_tensor * ffn_inp;
     if (gemv_product(plan, layer.attn_output, layer.attn_output_b)) {  // the residual add folded in
         xglm_gemv_fuse f = gemv_fuse(plan);
@@ -184,13 +190,13 @@ ggml_tensor * plain_layer(layer_graph & g, const xglm_layer & layer, int il, ggm
     }
     name(ffn_inp, "ffn_inp", il);
 
-    cur = layer_norm(ctx, ffn_inp, layer.ffn_norm, layer.ffn_norm_b, eps);
-    name(cur, "ffn_norm", il);
-    if (gemv_product(plan, layer.ffn_up, layer.ffn_up_b)) {  // bias and GELU folded in
-        xglm_gemv_fuse f = gemv_fuse(plan);
+    if (gemv_product(plan, layer.ffn_up, layer.ffn_up_b)) {  // the norm, bias and GELU folded in
+        xglm_gemv_fuse f = gemv_fuse(plan, layer.ffn_norm, layer.ffn_norm_b, eps);
         f.gelu           = true;
-        cur              = xglm_decode_gemv(ctx, layer.ffn_up, cur, layer.ffn_up_b, f);
+        cur              = xglm_decode_gemv(ctx, layer.ffn_up, ffn_inp, layer.ffn_up_b, f);
     } else {
+        cur = layer_norm(ctx, ffn_inp, layer.ffn_norm, layer.ffn_norm_b, eps);
+        name(cur, "ffn_norm", il);
         cur = product(plan, ctx, layer.ffn_up, cur);  // [n_ff, n_tokens]
         name(cur, "ffn_up", il);
         // quantized weights: bias + GELU in one op on all threads (gelu.h); F32/F16: ggml's
