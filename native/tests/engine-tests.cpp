@@ -513,6 +513,14 @@ std::vector<uint8_t> quantized(ggml_type type, int64_t n_in, int64_t n_out, uint
     return q;
 }
 
+// Why the K-quant layer kernels (VNNI only) do not run here, or "".
+std::string k_quant_skip_reason() {
+    const xglm_kernel_plan p = current_plan();
+    std::string            r = op_skip_reason(p.gemv_q4_0, "decode-gemv");
+    if (r.empty() && !p.gemv_k) r = no_vnni_reason;
+    return r;
+}
+
 // The options of a plain product through the VNNI kernels.
 xglm_gemv_fuse gemv_fuse_vnni() {
     xglm_gemv_fuse f;
@@ -1275,27 +1283,9 @@ const std::vector<test_case> & cases() {
          }},
         {"op_decode_gemv_q8_0", op_decode_gemv_q8_0, [] { return op_skip_reason(current_plan().gemv_q8_0, "Q8_0 decode-gemv"); }},
         {"op_quantize_q8_K", op_quantize_q8_K, [] { return op_skip_reason(current_plan().gemv_q6_k, "decode-gemv (whose Q8_K columns these are)"); }},
-        {"op_decode_gemv_q5_k", op_decode_gemv_q5_k,
-         [] {
-             const xglm_kernel_plan p = current_plan();
-             std::string            r = op_skip_reason(p.gemv_q4_0, "decode-gemv");
-             if (r.empty() && !p.gemv_k) r = no_vnni_reason;
-             return r;
-         }},
-        {"op_decode_gemv_q6_k_layer", op_decode_gemv_q6_k_layer,
-         [] {
-             const xglm_kernel_plan p = current_plan();
-             std::string            r = op_skip_reason(p.gemv_q4_0, "decode-gemv");
-             if (r.empty() && !p.gemv_k) r = no_vnni_reason;
-             return r;
-         }},
-        {"op_decode_gemv_q4_k", op_decode_gemv_q4_k,
-         [] {
-             const xglm_kernel_plan p = current_plan();
-             std::string            r = op_skip_reason(p.gemv_q4_0, "decode-gemv");
-             if (r.empty() && !p.gemv_k) r = no_vnni_reason;
-             return r;
-         }},
+        {"op_decode_gemv_q5_k", op_decode_gemv_q5_k, k_quant_skip_reason},
+        {"op_decode_gemv_q6_k_layer", op_decode_gemv_q6_k_layer, k_quant_skip_reason},
+        {"op_decode_gemv_q4_k", op_decode_gemv_q4_k, k_quant_skip_reason},
         {"op_decode_gemv_q8_0x8", op_decode_gemv_q8_0x8,
          [] {
              const xglm_kernel_plan p = current_plan();
