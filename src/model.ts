@@ -14,8 +14,9 @@ export interface LoadModelOptions {
   /** Called with the loaded fraction, 0 to 1. */
   onProgress?: (fraction: number) => void;
   /**
-   * Copy weights that ggml can repack (q4_0, q4_k, …) into its interleaved CPU layout, and q8_0
-   * layer weights into xglm-node's 8-row layout where the kernel plan has AVX-512 VNNI: faster
+   * Copy weights that ggml can repack (q4_0, q4_k, …) into its interleaved CPU layout, q8_0
+   * layer weights into xglm-node's 8-row layout where the kernel plan has AVX-512 VNNI, and (on
+   * Linux) a Q6_K output matrix into anonymous memory, which gets transparent huge pages: faster
    * matrix products; those bytes are then owned rather than shared with the page cache.
    * @default true
    */

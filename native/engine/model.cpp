@@ -335,18 +335,27 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
     // (decode-gemv.h), where a context created now would run it: the plan decided from the same
     // ggml variant and environment (XGLM_KERNELS=ggml or avx2 at load keeps the plain rows)
     std::vector<ggml_tensor **> own_q8;
+    xglm_kernel_plan            plan;
+    std::string                 plan_error;
+    const bool                  planned = xglm_kernel_plan_from_env(xglm_backend_kernel_isa(), xglm_backend_kernel_vnni(), &plan, &plan_error);
     {
-        xglm_kernel_plan plan;
-        std::string      plan_error;
-        const bool       vnni_q8 = params.use_repack && xglm_kernel_plan_from_env(xglm_backend_kernel_isa(), xglm_backend_kernel_vnni(), &plan, &plan_error) &&
-                             plan.gemv_q8_0 && plan.vnni;
+        const bool vnni_q8 = params.use_repack && planned && plan.gemv_q8_0 && plan.vnni;
         for (auto & l : model->layers) {
             for (ggml_tensor ** w : {&l.attn_qkv, &l.attn_output, &l.ffn_up, &l.ffn_down}) {
                 if (vnni_q8 && xglm_q8_0x8_possible(*w) && std::find(repack.begin(), repack.end(), w) == repack.end()) own_q8.push_back(w);
             }
         }
     }
-    const size_t n_owned = repack.size() + own_q8.size() + (model->position_embd ? 0 : 1);
+    // 4c. a Q6_K tied embedding (q4_0, q4_k_m files), which the logits op streams with software
+    // prefetch, copied into anonymous memory, where Linux backs it with transparent huge pages:
+    // mapped from the file it has 4 KB pages, a TLB miss every 4 KB of the 210 MB read per token
+    // (564M, Zen 4, bench/ab.ts: decode q4_0 1.081x, q4_k_m 1.184x). F16 embeddings (f16 and q8_0
+    // files), which ggml's kernels read, measured 0.975x and 1.016x copied: they stay mapped.
+    std::vector<ggml_tensor **> own_plain;
+#ifdef __linux__
+    if (params.use_repack && planned && plan.gemv_q6_k && model->token_embd->type == GGML_TYPE_Q6_K) own_plain.push_back(&model->token_embd);
+#endif
+    const size_t n_owned = repack.size() + own_q8.size() + own_plain.size() + (model->position_embd ? 0 : 1);
     if (n_owned > 0) {
         ggml_init_params ip = {ggml_tensor_overhead() * (n_owned + 1), nullptr, true};
         model->ctx_owned    = ggml_init(ip);
@@ -356,6 +365,7 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
     std::set<const ggml_tensor *> repacked;
     for (ggml_tensor ** w : repack) repacked.insert(*w);
     for (ggml_tensor ** w : own_q8) repacked.insert(*w);
+    for (ggml_tensor ** w : own_plain) repacked.insert(*w);
     for (int64_t i = 0; i < n_tensors; ++i) {
         ggml_tensor * t = ggml_get_tensor(model->ctx_meta, gguf_get_tensor_name(g, i));
         if (repacked.count(t)) continue;
@@ -368,10 +378,10 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
 
     // 6. repacked copies, owned: `weights` become copies in a buffer of `buft`, each set from the
     // file's bytes by `set`; the mapped originals are not read again, so their pages are dropped
-    // from this process. 6a: ggml rearranges the blocks while setting the data; 6b: the Q8_0
-    // weights of 4b, our layout in a plain CPU buffer (ggml never reads them: the graph sends
-    // every product over them to decode-gemv).
-    const size_t n_copies = repack.size() + own_q8.size();
+    // from this process. ggml rearranges the blocks of 4 while setting the data; the embedding of
+    // 4c is copied as it is; the Q8_0 weights of 4b take our layout in a plain CPU buffer (ggml
+    // never reads them: the graph sends every product over them to decode-gemv).
+    const size_t n_copies = repack.size() + own_q8.size() + own_plain.size();
     size_t       n_copied = 0;
     auto         own_copies = [&](const std::vector<ggml_tensor **> & weights, ggml_backend_buffer_type_t buft,
                           const std::function<void(ggml_tensor *, const uint8_t *)> & set) {
@@ -398,6 +408,12 @@ xglm_model * xglm_model_load(const std::string & path, const xglm_model_params &
         !own_copies(repack, repack_buft, [](ggml_tensor * c, const uint8_t * src) { ggml_backend_tensor_set(c, src, 0, ggml_nbytes(c)); })) {
         return nullptr;
     }
+    const bool tied = model->output == model->token_embd;  // the logits read the same copy
+    if (!own_plain.empty() &&
+        !own_copies(own_plain, ggml_backend_cpu_buffer_type(), [](ggml_tensor * c, const uint8_t * src) { std::memcpy(c->data, src, ggml_nbytes(c)); })) {
+        return nullptr;
+    }
+    if (tied) model->output = model->token_embd;
     if (!own_q8.empty() && !own_copies(own_q8, ggml_backend_cpu_buffer_type(), [](ggml_tensor * c, const uint8_t * src) {
             xglm_repack_q8_0x8(src, c->data, c->ne[0], c->ne[1]);
             xglm_mark_q8_0x8(c);

@@ -77,9 +77,10 @@ struct xglm_hparams {
 
 struct xglm_model_params {
     // Copy matmul weights that ggml's CPU backend can repack (Q4_0, Q4_K, ...) into its
-    // interleaved layout, and Q8_0 layer weights into xglm-node's 8-row layout where the kernel
-    // plan has the AVX-512 VNNI products: faster matmuls, at the cost of owning those bytes
-    // instead of sharing the page cache.
+    // interleaved layout, Q8_0 layer weights into xglm-node's 8-row layout where the kernel
+    // plan has the AVX-512 VNNI products, and (Linux) a Q6_K output matrix into anonymous memory
+    // for transparent huge pages: faster matmuls, at the cost of owning those bytes instead of
+    // sharing the page cache.
     bool use_repack = true;
     // Called with a fraction in [0, 1] while loading; return false to cancel.
     std::function<bool(float)> progress;
