@@ -9,10 +9,12 @@
 //   --out DIR                                 put the .node (and libraries) in DIR instead
 //                                             (npm run test:variants builds into build/Variants)
 //
-// Compiler (Linux): CC/CXX when set; otherwise clang ≥ 15 when one is on PATH (clang++-19 …
-// clang++), else the system's c++. ggml's CPU kernels built with clang 19 measured 9–15% faster
-// prefill than with GCC 12 on the same CPU (docs/benchmarks.md). XGLM_COMPILER=gcc keeps GCC.
-// The sanitizer build keeps the system compiler (scripts/sanitize.sh preloads its runtimes).
+// Compiler (Linux): CC/CXX when set; otherwise, for the build for this CPU (-march=native), clang
+// ≥ 15 when one is on PATH (clang++-19 … clang++), else the system's GCC: ggml's CPU kernels built
+// with clang 19 measured 9–15% faster prefill than with GCC 12 on a Zen 4 (docs/benchmarks.md).
+// The all-variants build (prebuilds, test:variants) keeps GCC: there clang measured no faster
+// under the zen4 variant and up to 1.7x slower under haswell (F16 and Q8_0 prefill).
+// XGLM_COMPILER=gcc|clang chooses; the sanitizer build keeps GCC (sanitize.sh preloads its runtimes).
 'use strict';
 
 const { spawnSync } = require('node:child_process');
@@ -85,7 +87,7 @@ function chooseCompiler() {
   if (process.env.CC || process.env.CXX) {
     return { cc: process.env.CC ? which(process.env.CC) || process.env.CC : null, cxx: process.env.CXX ? which(process.env.CXX) || process.env.CXX : null, why: 'CC/CXX' };
   }
-  const pref = (process.env.XGLM_COMPILER || (sanitize ? 'gcc' : 'auto')).toLowerCase();
+  const pref = (process.env.XGLM_COMPILER || (sanitize || allVariants ? 'gcc' : 'auto')).toLowerCase();
   if (pref !== 'auto' && pref !== 'clang' && pref !== 'gcc') {
     fail(`XGLM_COMPILER=${process.env.XGLM_COMPILER} is not a compiler choice`, 'use XGLM_COMPILER=auto (clang when found, else GCC), clang or gcc; or set CC and CXX');
   }
