@@ -521,6 +521,20 @@ std::string k_quant_skip_reason() {
     return r;
 }
 
+// The op with the GELU folded in (fuse.gelu) against gelu_erff of `base` (w·x + b, as the
+// plain op or mul_mat made it), within the erf polynomial's bound (op_gelu_bias).
+void check_folded_gelu(ggml_world & w, ggml_tensor * wt, ggml_tensor * x, ggml_tensor * b, xglm_gemv_fuse gelu,
+                       const std::vector<float> & base, const std::string & at) {
+    gelu.gelu         = true;
+    ggml_context * m  = w.context();
+    const auto     og = w.compute(m, xglm_decode_gemv(m, wt, x, b, gelu));
+    for (size_t i = 0; i < base.size(); ++i) {
+        const float r     = gelu_erff(base[i]);
+        const float bound = 2.5e-7f * std::fabs(base[i]) / 2 + 4 * std::numeric_limits<float>::epsilon() * std::fabs(r) + 1e-30f;
+        CHECK(std::fabs(og[i] - r) <= bound, at + "GELU(w·x + b) value " + std::to_string(i) + " outside the erf bound");
+    }
+}
+
 // The options of a plain product through the VNNI kernels.
 xglm_gemv_fuse gemv_fuse_vnni() {
     xglm_gemv_fuse f;
@@ -638,15 +652,7 @@ void decode_gemv_layer(ggml_type type, bool vnni) {
                 ggml_context * m3       = w.context();
                 CHECK(count_bit_differences(w.compute(m3, xglm_decode_gemv(m3, wt, x, b, residual)), ref_r) == 0, at + "w·x + b + r differs from ggml's nodes");
 
-                xglm_gemv_fuse gelu = plain;
-                gelu.gelu           = true;
-                ggml_context * m4     = w.context();
-                const auto     ours_g = w.compute(m4, xglm_decode_gemv(m4, wt, x, b, gelu));
-                for (int64_t i = 0; i < n_out * n_cols; ++i) {
-                    const float r     = gelu_erff(ref[i]);
-                    const float bound = 2.5e-7f * std::fabs(ref[i]) / 2 + 4 * std::numeric_limits<float>::epsilon() * std::fabs(r) + 1e-30f;
-                    CHECK(std::fabs(ours_g[i] - r) <= bound, at + "GELU(w·x + b) value " + std::to_string(i) + " outside the erf bound");
-                }
+                check_folded_gelu(w, wt, x, b, plain, ref, at);
             }
         }
     }
@@ -756,15 +762,7 @@ void op_decode_gemv_q4_k() {
             ggml_context * m3       = w.context();
             CHECK(count_bit_differences(w.compute(m3, xglm_decode_gemv(m3, wt, x, b, residual)), ref_r) == 0,
                   at + "w·x + b + r differs from the op then ggml's add");
-            xglm_gemv_fuse gelu = plain;
-            gelu.gelu           = true;
-            ggml_context * m4     = w.context();
-            const auto     ours_g = w.compute(m4, xglm_decode_gemv(m4, wt, x, b, gelu));
-            for (int64_t i = 0; i < n_out * n_cols; ++i) {
-                const float r     = gelu_erff(ours[i]);
-                const float bound = 2.5e-7f * std::fabs(ours[i]) / 2 + 4 * std::numeric_limits<float>::epsilon() * std::fabs(r) + 1e-30f;
-                CHECK(std::fabs(ours_g[i] - r) <= bound, at + "GELU(w·x + b) value " + std::to_string(i) + " outside the erf bound");
-            }
+            check_folded_gelu(w, wt, x, b, plain, ours, at);
         }
     }
 }
@@ -805,15 +803,7 @@ void decode_gemv_k_rows(ggml_type type) {
             ggml_context * m3       = w.context();
             CHECK(count_bit_differences(w.compute(m3, xglm_decode_gemv(m3, wt, x, b, residual)), ref_r) == 0,
                   at + "w·x + b + r differs from ggml's nodes");
-            xglm_gemv_fuse gelu = plain;
-            gelu.gelu           = true;
-            ggml_context * m4     = w.context();
-            const auto     ours_g = w.compute(m4, xglm_decode_gemv(m4, wt, x, b, gelu));
-            for (int64_t i = 0; i < n_out * n_cols; ++i) {
-                const float r     = gelu_erff(ref[i]);
-                const float bound = 2.5e-7f * std::fabs(ref[i]) / 2 + 4 * std::numeric_limits<float>::epsilon() * std::fabs(r) + 1e-30f;
-                CHECK(std::fabs(ours_g[i] - r) <= bound, at + "GELU(w·x + b) value " + std::to_string(i) + " outside the erf bound");
-            }
+            check_folded_gelu(w, wt, x, b, plain, ref, at);
         }
     }
 }
@@ -933,15 +923,7 @@ void op_decode_gemv_q8_0x8() {
             CHECK(count_bit_differences(w.compute(m3, xglm_decode_gemv(m3, wt, x, b, residual)), ref_r) == 0,
                   at + "w·x + b + r differs from the op then ggml's add");
 
-            xglm_gemv_fuse gelu = gemv_fuse_vnni();
-            gelu.gelu           = true;
-            ggml_context * m4     = w.context();
-            const auto     ours_g = w.compute(m4, xglm_decode_gemv(m4, wt, x, b, gelu));
-            for (int64_t i = 0; i < n_out * n_cols; ++i) {
-                const float r     = gelu_erff(ours[i]);
-                const float bound = 2.5e-7f * std::fabs(ours[i]) / 2 + 4 * std::numeric_limits<float>::epsilon() * std::fabs(r) + 1e-30f;
-                CHECK(std::fabs(ours_g[i] - r) <= bound, at + "GELU(w·x + b) value " + std::to_string(i) + " outside the erf bound");
-            }
+            check_folded_gelu(w, wt, x, b, gemv_fuse_vnni(), ours, at);
         }
     }
 }
