@@ -65,7 +65,7 @@ std::vector<xglm_kernel_op> xglm_kernel_plan_ops(const xglm_kernel_plan & p) {
                                    : ggml("mul_mat", p.gemv_off)});
     }
     ops.push_back({"layer products, Q4_K (repacked by ggml), Q5_K, Q6_K (q4_k_m files), any token count", p.gemv_k,
-                   p.gemv_k ? "decode-gemv, AVX-512 VNNI, with the bias, GELU and residual folded in"
+                   p.gemv_k ? "decode-gemv, AVX-512 VNNI, with the layer norm, bias, GELU and residual folded in"
                             : ggml("mul_mat", p.vnni_off.empty() ? p.gemv_off : p.vnni_off)});
     ops.push_back({"logits rows, Q8_0 output matrix, up to 8 rows", p.gemv_q8_0,
                    p.gemv_q8_0 ? "decode-gemv, AVX2, final norm folded in" : ggml("mul_mat", p.gemv_off)});
