@@ -19,11 +19,13 @@ ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, g
 
 // Whether the decode-gemv op can take all four products of a layer for this ubatch: repacked
 // Q4_0 weights or Q8_0 ones in our 8-row layout (any token count: a decode token, one per active
-// sequence, a prompt's ubatch), or plain Q8_0 ones (AVX2 kernel, up to q8_0_max_tokens). Then the layer runs as five nodes plus the cache
-// writes: the norms, bias adds, GELU and residual adds ride inside the products
-// (decode-gemv.h), which keep ggml's arithmetic for them. Other types keep ggml's nodes: F16
-// measured no faster as a custom op, and the K-quant layers of q4_k_m files have no kernel here.
-// Plain Q8_0 rows (no VNNI) take the op up to this many tokens (decode, batched decode); from there ggml's kernels
+// sequence, a prompt's ubatch), or plain Q8_0 ones (AVX2 kernel, up to q8_0_max_tokens). Then
+// the layer runs as five nodes plus the cache writes: the norms, bias adds, GELU and residual
+// adds ride inside the products (decode-gemv.h), which keep ggml's arithmetic for them. The
+// K-quant layers of q4_k_m files mix types, so plain_layer takes them product by product
+// (gemv_product); F16 keeps ggml's nodes (measured no faster as a custom op).
+// Plain Q8_0 rows (no VNNI) take the op up to this many tokens (decode, batched decode); from
+// there ggml's kernels
 // (llamafile's tinyBLAS) are as fast or faster: 564M q8_0, 2 threads, Zen 4, bench/step.ts
 // prefill shape: 0.83x ggml's time at 1 token, 0.78x at 4, 0.98x at 8, 1.02x at 16, 1.10x at 32.
 constexpr int64_t q8_0_max_tokens = 8;
@@ -41,13 +43,11 @@ bool fusable_layer(const xglm_kernel_plan & plan, const xglm_layer & l, const gg
     return true;
 }
 
-// w · x. A weight in our Q8_0 layout in a layer that is not fused (another of its weights keeps
-// it off that path, e.g. a Q6_K ffn_down beside Q8_0 matrices too narrow for Q6_K): still our op,
-// the only one that reads that layout.
 ggml_tensor * contiguous(ggml_context * ctx, ggml_tensor * x) { return ggml_is_contiguous(x) ? x : ggml_cont(ctx, x); }
 
 // Whether a product of a layer that is not fused goes through decode-gemv: Q8_0 in our 8-row
-// layout always; the K-quant weights of q4_k_m files (Q4_K as ggml repacks it, Q5_K, Q6_K) where
+// layout always (the only op that reads it; such a layer is unfused when another of its weights
+// keeps it off that path, e.g. a Q6_K ffn_down beside Q8_0 matrices too narrow for Q6_K); the K-quant weights of q4_k_m files (Q4_K as ggml repacks it, Q5_K, Q6_K) where
 // the plan has their VNNI kernels.
 bool gemv_product(const xglm_kernel_plan & plan, const ggml_tensor * w, const ggml_tensor * b = nullptr) {
     const bool k_quant = w->type == GGML_TYPE_Q4_K || w->type == GGML_TYPE_Q5_K || w->type == GGML_TYPE_Q6_K;
